@@ -1,0 +1,122 @@
+//! The errors that udpkit reports, each one line that names the address, the cause and,
+//! where there is one, what to do about it.
+//!
+//! Promise: `Display` never shows a bare `os error N`; it reads as a sentence for a user.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What can go wrong in udpkit's library calls.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A host name that does not resolve.
+    #[error("cannot resolve host '{host}': {reason}")]
+    Resolve { host: String, reason: String },
+
+    /// A socket that cannot be bound to the address asked for.
+    #[error("cannot bind {addr}: {}", bind_cause(source))]
+    Bind { addr: SocketAddr, source: io::Error },
+
+    /// The server's host answered with ICMP port unreachable: nothing listens there.
+    #[error(
+        "no server at {server}: the port is closed (ICMP port unreachable); \
+         start one with `udpkit server` or check the host and -p PORT"
+    )]
+    Refused { server: SocketAddr },
+
+    /// Every retransmission went unanswered.
+    #[error(
+        "no reply from {server} after {tries} tries over {:.1} s; \
+         the server may be down or the path may drop UDP",
+        waited.as_secs_f64()
+    )]
+    NoReply {
+        server: SocketAddr,
+        tries: u32,
+        waited: Duration,
+    },
+
+    /// Any other failed system call, with what udpkit was doing at the time.
+    #[error("{context}: {}", plain(source))]
+    Io { context: String, source: io::Error },
+
+    /// Writing udpkit's own output failed (a closed pipe, a full disk).
+    #[error("cannot write output: {}", plain(source))]
+    Output { source: io::Error },
+}
+
+impl Error {
+    /// Wraps a failed system call with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True for output written to a pipe whose reader has gone (`udpkit server | head -1`):
+    /// the usual way for a command-line tool to be told to stop, not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output { source } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// The cause of a failed bind, with the usual remedy.
+fn bind_cause(err: &io::Error) -> String {
+    let hint = match err.kind() {
+        io::ErrorKind::AddrInUse => {
+            "; another program uses that port: choose another with -p PORT, or -p 0 for a free one"
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "; that address is not on this host: use 127.0.0.1, 0.0.0.0 (all interfaces) \
+             or one of this host's addresses"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: use a higher port"
+        }
+        _ => "",
+    };
+    format!("{}{hint}", plain(err))
+}
+
+/// The system's message for `err` without the trailing `(os error N)`, in lower case as
+/// the middle of a sentence wants it.
+pub fn plain(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_error_numbers_are_left_out() {
+        let err = io::Error::from_raw_os_error(98);
+        assert_eq!(plain(&err), "address already in use");
+    }
+
+    #[test]
+    fn bind_errors_name_the_address_and_the_remedy() {
+        let err = Error::Bind {
+            addr: "127.0.0.1:1060".parse().unwrap(),
+            source: io::Error::from_raw_os_error(98),
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot bind 127.0.0.1:1060: address already in use;"),
+            "{text}"
+        );
+        assert!(text.contains("-p 0"), "{text}");
+        assert!(!text.contains("os error"), "{text}");
+    }
+}

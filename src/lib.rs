@@ -1,0 +1,28 @@
+//! udpkit: the UDP server and client of *Foundations of Python Network Programming*,
+//! chapter 2 (`udp_local.py`), in Rust: the same sentences and the same bytes on the wire,
+//! with the chapter's fixes to the client and a server that survives any datagram.
+//!
+//! Start a server on a free port inside a test, and ask it something:
+//!
+//! ```
+//! use udpkit::{Backoff, Client, Server};
+//!
+//! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn(); // stops when dropped
+//! let client = Client::connect(server.local_addr())?;
+//! let reply = client.request(b"The time is now", &Backoff::default(), |_| {})?;
+//! assert_eq!(reply.data, b"Your data was 15 bytes long");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod client;
+pub mod console;
+pub mod error;
+pub mod net;
+pub mod protocol;
+pub mod quote;
+pub mod server;
+pub mod timestamp;
+
+pub use client::{Attempt, Backoff, Client, Reply};
+pub use error::Error;
+pub use server::{Observer, RunningServer, Server, Stop};

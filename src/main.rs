@@ -1,0 +1,25 @@
+//! The `udpkit` binary: parses the command line, runs the subcommand from the library, and
+//! reports a failure as one line on stderr with a non-zero exit.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let result = match &args.command {
+        cli::Command::Server(a) => cli::server(a),
+        cli::Command::Client(a) => cli::client(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `udpkit server | head -1`: the reader has what it wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udpkit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Helpers for the integration tests: real processes on real loopback sockets.
+//!
+//! Every process started here is killed when its handle drops (also when a test fails),
+//! every wait is bounded, and every port is chosen by the kernel (port 0).
+
+#![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The longest any single step of a test may wait before the test fails.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// A `udpkit` command, ready for arguments.
+pub fn udpkit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_udpkit"))
+}
+
+/// The seed's `udp_local.py`: `$UDPKIT_SEED_SCRIPT`, or `../shared/seed/` beside the checkout.
+pub fn seed_script() -> PathBuf {
+    let candidates: Vec<PathBuf> = std::env::var_os("UDPKIT_SEED_SCRIPT")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/udp_local.py")])
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the seed's udp_local.py is missing; looked at {candidates:?} \
+                 (set UDPKIT_SEED_SCRIPT to its path)"
+            )
+        })
+}
+
+/// A Python 3 command that runs the seed script unbuffered, so its lines arrive at once.
+pub fn seed() -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u").arg(seed_script());
+    cmd
+}
+
+/// A running process whose stdout lines arrive on a channel; killed on drop.
+pub struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (tx, stderr) = channel();
+        let mut err = child.stderr.take().expect("piped stderr");
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            let _ = tx.send(text);
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next line of stdout, waiting at most `STEP`.
+    pub fn line(&mut self) -> String {
+        match self.lines.recv_timeout(STEP) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("no line within {STEP:?}"),
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("the process ended; stderr: {}", self.stop_and_stderr())
+            }
+        }
+    }
+
+    /// Lines of stdout that arrive within `wait`, without failing when none do.
+    pub fn lines_within(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
+    /// Waits (bounded) for the process to end by itself; its exit status and stderr.
+    pub fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let err = self.stderr.recv_timeout(STEP).unwrap_or_default();
+                return (status, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not end within {STEP:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the process and returns what it wrote to stderr.
+    pub fn stop_and_stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.recv_timeout(STEP).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes our end of its stdout: its next write meets a broken pipe.
+    pub fn close_stdout(&mut self) {
+        let (_, empty) = channel();
+        self.lines = empty;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to its end, killing it if it takes longer than `STEP`.
+pub fn run(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + STEP;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {STEP:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("output")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Starts `udpkit server ARGS` and returns it with the address from its first line.
+pub fn udpkit_server(args: &[&str]) -> (Running, SocketAddr) {
+    let mut cmd = udpkit();
+    cmd.arg("server").args(args);
+    let mut server = Running::start(cmd);
+    let first = server.line();
+    let addr = first
+        .strip_prefix("Listening at ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {first:?}: {e}"));
+    (server, addr)
+}
+
+/// A free UDP port on 127.0.0.1, for the seed's server, which cannot be told to use port 0
+/// and report it. (Another process could take it in between; the kernel rarely reuses a
+/// port that soon.)
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A socket for the test to speak UDP itself, with a bounded read timeout.
+pub fn test_socket(addr: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(addr).expect("bind a test socket");
+    socket.set_read_timeout(Some(STEP)).expect("timeout");
+    socket
+}
+
+/// Sends `data` from `socket` to `to` and returns the reply.
+pub fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    socket.send_to(data, to).expect("send");
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .expect("a reply within the timeout");
+    assert_eq!(from, to, "the reply came from elsewhere");
+    buf.truncate(n);
+    buf
+}

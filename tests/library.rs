@@ -1,0 +1,83 @@
+//! The library API as a Rust user drives it: a server on port 0 inside a test, a client.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use udpkit::{Backoff, Client, Error, Observer, Server, Stop};
+
+#[test]
+fn a_spawned_server_answers_and_stops_when_dropped() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap())
+        .unwrap()
+        .spawn();
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    let client = Client::connect(addr).unwrap();
+    let reply = client.request(b"", &Backoff::default(), |_| {}).unwrap();
+    assert_eq!(reply.data, b"Your data was 0 bytes long");
+    assert_eq!(reply.attempts, 1);
+    drop(server);
+    // Nothing serves the port any more: the kernel answers with port unreachable.
+    let err = client
+        .request(b"again", &Backoff::default(), |_| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+}
+
+/// Collects what the server saw.
+#[derive(Default)]
+struct Seen(Vec<(SocketAddr, Vec<u8>)>);
+
+impl Observer for Seen {
+    fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        self.0.push((peer, data.to_vec()));
+        Ok(())
+    }
+    fn send_failed(&mut self, _: SocketAddr, e: &io::Error) -> io::Result<()> {
+        Err(io::Error::new(e.kind(), "unexpected send failure"))
+    }
+    fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {
+        Err(io::Error::new(e.kind(), "unexpected receive failure"))
+    }
+}
+
+#[test]
+fn an_observer_hears_every_datagram_and_stop_ends_run() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let stop = Stop::new();
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = Seen::default();
+            server.run(&stop, &mut seen).map(|()| seen)
+        })
+    };
+    let client = Client::connect(addr).unwrap();
+    for text in [&b"one"[..], b"two", b"\xff"] {
+        client.request(text, &Backoff::default(), |_| {}).unwrap();
+    }
+    stop.stop();
+    let seen = runner.join().unwrap().unwrap();
+    let data: Vec<&[u8]> = seen.0.iter().map(|(_, d)| d.as_slice()).collect();
+    assert_eq!(data, [&b"one"[..], b"two", b"\xff"]);
+    assert!(seen.0.iter().all(|(peer, _)| *peer == client.local_addr()));
+}
+
+#[test]
+fn attempts_are_reported_with_their_waits() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = Client::connect(silent.local_addr().unwrap()).unwrap();
+    let backoff = Backoff {
+        first_wait: Duration::from_millis(5),
+        max_wait: Duration::from_millis(20),
+    };
+    let mut attempts = Vec::new();
+    let err = client
+        .request(b"x", &backoff, |a| attempts.push((a.number, a.wait)))
+        .unwrap_err();
+    assert!(matches!(err, Error::NoReply { tries: 3, .. }), "{err}");
+    let ms = |n| Duration::from_millis(n);
+    assert_eq!(attempts, [(1, ms(5)), (2, ms(10)), (3, ms(20))]);
+}
