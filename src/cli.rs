@@ -4,14 +4,15 @@
 //! a one-line reason before anything touches the network.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
-use std::time::Duration;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use udpkit::console::{self, Console};
 use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
-use udpkit::{Backoff, Client, Error, Server, Stop, net, timestamp};
+use udpkit::{Backoff, Client, Config, Error, RateLimit, Server, Stop, net, timestamp};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +46,31 @@ pub struct ServerArgs {
     /// UDP port to listen on; 0 picks a free one (printed)
     #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
+    /// No line per datagram (errors and the summary are still printed)
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Serve with N sockets on the same port (SO_REUSEPORT), one thread each; with more
+    /// than one, lines from different clients may interleave in any order
+    #[arg(long = "threads", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Print the counters every SECS seconds (they are always printed on exit)
+    #[arg(long = "stats", value_name = "SECS", value_parser = seconds)]
+    pub stats: Option<Duration>,
+    /// Print the counters as JSON objects, one a line
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Ignore this share of datagrams at random, 0 to 1, saying
+    /// "Pretending to drop packet from ADDR" (the book's udp_remote.py)
+    #[arg(long = "drop-rate", value_name = "P", default_value = "0", value_parser = share)]
+    pub drop_rate: f64,
+    /// Seed for --drop-rate's random choices, for a reproducible run
+    #[arg(long = "seed", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Replies a second allowed per source prefix (IPv4 /24, IPv6 /56), or "off". By
+    /// default 100 when listening beyond loopback, off on loopback (see SECURITY.md)
+    #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Args)]
@@ -94,17 +120,98 @@ fn os_bytes(text: &OsString) -> Vec<u8> {
     }
 }
 
+/// A probability: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{text}' is not a share from 0 to 1 (try 0.25)")),
+    }
+}
+
+/// `off`, or a positive number of replies a second.
+fn rate_limit(text: &str) -> Result<RateLimit, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RateLimit::Off);
+    }
+    match text.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(RateLimit::PerSecond(n)),
+        _ => Err(format!(
+            "'{text}' is neither 'off' nor a positive number of replies a second"
+        )),
+    }
+}
+
 fn output(source: io::Error) -> Error {
     Error::Output { source }
 }
 
-/// Runs the seed's server until the process is stopped.
+/// Runs the server until SIGINT or SIGTERM, then prints the summary.
 pub fn server(args: &ServerArgs) -> Result<(), Error> {
-    let server = Server::bind(net::resolve(&args.host, args.port)?)?;
-    let mut out = io::stdout().lock();
+    let server = Server::with_config(Config {
+        threads: usize::from(args.threads),
+        drop_rate: args.drop_rate,
+        seed: args.seed,
+        rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
+        ..Config::new(net::resolve(&args.host, args.port)?)
+    })?;
+    let mut out = io::stdout();
     writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
     out.flush().map_err(output)?;
-    server.run(&Stop::new(), &mut Console::new(out, io::stderr()))
+    if server.receive_buffer() < net::SERVER_RECEIVE_BUFFER {
+        eprintln!(
+            "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
+             asked; bursts may be dropped (raise net.core.rmem_max)",
+            server.receive_buffer() >> 10,
+            net::SERVER_RECEIVE_BUFFER >> 10
+        );
+    }
+
+    let stop = Stop::new();
+    for signal in [SIGINT, SIGTERM] {
+        // A second signal ends the process at once, should a stop ever hang.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
+        let _ = signal_hook::flag::register(signal, stop.flag());
+    }
+    let started = Instant::now();
+    let line_by_line = io::stdout().is_terminal();
+    let report = |event: &str| {
+        let stats = server.stats();
+        let seconds = started.elapsed().as_secs_f64();
+        let line = if args.json {
+            stats.to_json(event, seconds)
+        } else {
+            let label = if event == "summary" {
+                "Summary"
+            } else {
+                "Stats"
+            };
+            format!("{label} after {seconds:.1} s: {}", stats.describe())
+        };
+        writeln!(io::stdout(), "{line}").map_err(output)
+    };
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            server.run(&stop, || {
+                Console::new(io::stdout(), io::stderr(), args.quiet, line_by_line)
+            })
+        });
+        let mut next = args.stats.map(|period| (started + period, period));
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some((at, period)) = next
+                && Instant::now() >= at
+            {
+                next = Some((at + period, period));
+                if let Err(e) = report("stats") {
+                    stop.stop();
+                    let _ = worker.join();
+                    return Err(e);
+                }
+            }
+        }
+        worker.join().expect("the server thread panicked")
+    })?;
+    report("summary")
 }
 
 /// Sends one request and prints the reply, as the seed's client does.

@@ -42,30 +42,59 @@ pub fn server_replied(server: SocketAddr, data: &[u8]) -> String {
     )
 }
 
+/// `Pretending to drop packet from 127.0.0.1:52616`, as the book's `udp_remote.py` says it.
+pub fn pretending_to_drop(line: &mut String, peer: SocketAddr) {
+    let _ = write!(line, "Pretending to drop packet from {}", net::shown(peer));
+}
+
 /// Prints the server's line for each datagram to `out` and its failures to `err`.
+///
+/// Lines are gathered per batch and written with one call when the batch is done, so a
+/// file or pipe costs one system call per batch; on a terminal (`line_by_line`) each line
+/// is written as it comes. Quiet, it prints only failures.
 pub struct Console<O: Write, E: Write> {
     out: O,
     err: E,
     line: String,
+    pending: Vec<u8>,
+    quiet: bool,
+    line_by_line: bool,
 }
 
 impl<O: Write, E: Write> Console<O, E> {
-    pub fn new(out: O, err: E) -> Self {
+    pub fn new(out: O, err: E, quiet: bool, line_by_line: bool) -> Self {
         Console {
             out,
             err,
             line: String::with_capacity(256),
+            pending: Vec::with_capacity(if quiet { 0 } else { 64 << 10 }),
+            quiet,
+            line_by_line,
         }
+    }
+
+    fn emit(&mut self, format: impl FnOnce(&mut String)) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        self.line.clear();
+        format(&mut self.line);
+        self.line.push('\n');
+        self.pending.extend_from_slice(self.line.as_bytes());
+        if self.line_by_line {
+            self.batch_done()?;
+        }
+        Ok(())
     }
 }
 
 impl<O: Write, E: Write> Observer for Console<O, E> {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
-        self.line.clear();
-        client_says(&mut self.line, peer, data);
-        self.line.push('\n');
-        self.out.write_all(self.line.as_bytes())?;
-        self.out.flush()
+        self.emit(|line| client_says(line, peer, data))
+    }
+
+    fn pretend_drop(&mut self, peer: SocketAddr) -> io::Result<()> {
+        self.emit(|line| pretending_to_drop(line, peer))
     }
 
     fn send_failed(&mut self, peer: SocketAddr, e: &io::Error) -> io::Result<()> {
@@ -79,6 +108,15 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
 
     fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {
         writeln!(self.err, "udpkit: cannot receive: {}", error::plain(e))
+    }
+
+    fn batch_done(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.out.write_all(&self.pending)?;
+            self.out.flush()?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 }
 
@@ -106,15 +144,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_console_escapes_what_the_client_sent() {
+    fn console_output(quiet: bool, line_by_line: bool, batch_done: bool) -> String {
         let mut out = Vec::new();
-        let mut console = Console::new(&mut out, io::sink());
+        let mut console = Console::new(&mut out, io::sink(), quiet, line_by_line);
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         console.datagram(peer, b"\x1b]0;pwned\x07\n").unwrap();
+        console.pretend_drop(peer).unwrap();
+        if batch_done {
+            console.batch_done().unwrap();
+        }
+        drop(console);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_console_escapes_what_the_client_sent() {
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "The client at 127.0.0.1:5000 says '\\x1b]0;pwned\\x07\\n'\n"
+            console_output(false, false, true),
+            "The client at 127.0.0.1:5000 says '\\x1b]0;pwned\\x07\\n'\n\
+             Pretending to drop packet from 127.0.0.1:5000\n"
         );
+    }
+
+    #[test]
+    fn lines_wait_for_the_batch_unless_line_by_line() {
+        assert_eq!(console_output(false, false, false), "");
+        assert_eq!(console_output(false, true, false).lines().count(), 2);
+    }
+
+    #[test]
+    fn quiet_prints_no_line_per_datagram() {
+        assert_eq!(console_output(true, true, true), "");
     }
 }

@@ -14,15 +14,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod batch;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod impair;
 pub mod net;
 pub mod protocol;
 pub mod quote;
+pub mod ratelimit;
 pub mod server;
+pub mod stats;
 pub mod timestamp;
 
 pub use client::{Attempt, Backoff, Client, Reply};
 pub use error::Error;
-pub use server::{Observer, RunningServer, Server, Stop};
+pub use server::{Config, Observer, RateLimit, RunningServer, Server, Stop};
+pub use stats::Stats;

@@ -55,13 +55,70 @@ fn udp_socket(addr: &SocketAddr) -> Result<Socket, Error> {
         .map_err(|e| Error::io("cannot create a UDP socket", e))
 }
 
-/// A server's socket, bound to `addr` (port 0: a free port, see `local_addr`).
-pub fn bind(addr: SocketAddr) -> Result<UdpSocket, Error> {
+/// The receive buffer a server asks for: room for bursts of tens of thousands of small
+/// datagrams while its thread is busy.
+pub const SERVER_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A server's socket, bound to `addr` (port 0: a free port, see `local_addr`). With
+/// `share_port`, other sockets may bind the same address (`SO_REUSEPORT`) and the kernel
+/// spreads the clients over them.
+pub fn bind(addr: SocketAddr, share_port: bool) -> Result<UdpSocket, Error> {
     let socket = udp_socket(&addr)?;
+    if share_port {
+        #[cfg(unix)]
+        socket
+            .set_reuse_port(true)
+            .map_err(|e| Error::io("cannot share the port between threads (SO_REUSEPORT)", e))?;
+        #[cfg(not(unix))]
+        return Err(Error::io(
+            "cannot share the port between threads",
+            std::io::Error::from(std::io::ErrorKind::Unsupported),
+        ));
+    }
     socket
         .bind(&addr.into())
         .map_err(|source| Error::Bind { addr, source })?;
     Ok(socket.into())
+}
+
+/// Asks for a receive buffer of `bytes` (with `SO_RCVBUFFORCE` past the system's limit
+/// when privileged) and returns what the kernel granted, as `SO_RCVBUF` reports it (Linux
+/// reports twice the usable size, to cover its bookkeeping).
+pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_recv_buffer_size(bytes);
+    #[cfg(target_os = "linux")]
+    if sock.recv_buffer_size().unwrap_or(0) < bytes {
+        let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, wanted);
+    }
+    sock.recv_buffer_size().unwrap_or(0)
+}
+
+/// Asks the kernel to tell, with received datagrams, how many it dropped for a full
+/// receive buffer (`SO_RXQ_OVFL`, Linux). Elsewhere nothing is counted.
+pub fn count_kernel_drops(socket: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    set_int_option(socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// Sets an integer socket option; a refusal leaves the socket as it was, which every
+/// caller here can live with.
+#[cfg(target_os = "linux")]
+fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket, and an int option passed with its size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// A client's socket, connected to `server` so that the kernel delivers only the server's

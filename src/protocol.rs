@@ -3,8 +3,6 @@
 //! Promise: `emit_reply` writes exactly the bytes that the seed's Python server sends, and
 //! `parse_reply` accepts exactly those bytes back; neither panics on any input.
 
-use std::io::Write as _;
-
 /// The largest UDP payload over IPv4 (65535 - 20 bytes of IP header - 8 of UDP header).
 pub const MAX_IPV4_PAYLOAD: usize = 65_507;
 
@@ -25,10 +23,25 @@ const SUFFIX: &[u8] = b" bytes long";
 /// assert_eq!(&buf[..n], b"Your data was 38 bytes long");
 /// ```
 pub fn emit_reply(buf: &mut [u8; MAX_REPLY], len: usize) -> usize {
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // Cannot fail: MAX_REPLY holds the prefix, the suffix and any usize in decimal.
-    let _ = write!(cursor, "Your data was {len} bytes long");
-    cursor.position() as usize
+    // By hand rather than through `write!`: this runs once per datagram on the hot path.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = len;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[at..];
+    let mut end = 0;
+    for part in [PREFIX, digits, SUFFIX] {
+        buf[end..end + part.len()].copy_from_slice(part);
+        end += part.len();
+    }
+    end
 }
 
 /// The seed's reply for a datagram of `len` bytes, as a string.

@@ -1,44 +1,53 @@
-//! The seed's server: answers every datagram with `Your data was N bytes long`.
+//! The seed's server, at the speed of the kernel: answers every datagram with `Your data
+//! was N bytes long`, in batches, on one or more threads.
 //!
 //! Promise: no datagram and no failed reply stops the server; it stops only when told to
-//! (a [`Stop`] handle) or when its [`Observer`] fails, and it reports every datagram and
-//! every failure to that observer. Library users can run one on port 0 in their own tests.
+//! (a [`Stop`] handle, set by the CLI on SIGINT/SIGTERM) or when its [`Observer`] fails. Its
+//! loop allocates nothing per datagram and publishes its [`Stats`] once per batch.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::protocol::{MAX_REPLY, RECV_BUFFER, emit_reply};
+use crate::batch::Batch;
+use crate::impair::Loss;
+use crate::protocol::emit_reply;
+use crate::ratelimit::{DEFAULT_PER_SECOND, RateLimiter};
+use crate::stats::{Counters, Stats};
 use crate::{Error, net};
 
 /// How often a blocked server looks at its [`Stop`] handle: the longest a stop waits.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Hears what the server does, as it does it. The CLI prints the seed's lines; a library
-/// user may count, collect or ignore (`()` ignores everything).
+/// Hears what the server does, as it does it; every method has a silent default. The CLI
+/// prints the seed's lines; a library user may count, collect or ignore (`()`).
 pub trait Observer {
-    /// A datagram arrived from `peer`; its reply is sent next.
-    fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()>;
+    /// A datagram arrived from `peer`; it is answered next, unless rate-limited.
+    fn datagram(&mut self, _peer: SocketAddr, _data: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    /// `--drop-rate` chose to ignore a datagram from `peer`.
+    fn pretend_drop(&mut self, _peer: SocketAddr) -> io::Result<()> {
+        Ok(())
+    }
     /// The reply to `peer` could not be sent; the server goes on.
-    fn send_failed(&mut self, peer: SocketAddr, error: &io::Error) -> io::Result<()>;
+    fn send_failed(&mut self, _peer: SocketAddr, _error: &io::Error) -> io::Result<()> {
+        Ok(())
+    }
     /// Receiving failed; the server goes on.
-    fn recv_failed(&mut self, error: &io::Error) -> io::Result<()>;
+    fn recv_failed(&mut self, _error: &io::Error) -> io::Result<()> {
+        Ok(())
+    }
+    /// A batch is done: a place to write out what was buffered.
+    fn batch_done(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-impl Observer for () {
-    fn datagram(&mut self, _: SocketAddr, _: &[u8]) -> io::Result<()> {
-        Ok(())
-    }
-    fn send_failed(&mut self, _: SocketAddr, _: &io::Error) -> io::Result<()> {
-        Ok(())
-    }
-    fn recv_failed(&mut self, _: &io::Error) -> io::Result<()> {
-        Ok(())
-    }
-}
+impl Observer for () {}
 
 /// Tells a running server to stop; clones share one flag.
 #[derive(Clone, Debug, Default)]
@@ -55,24 +64,101 @@ impl Stop {
     pub fn is_stopped(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+    /// The flag itself, for a signal handler to set.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.0)
+    }
 }
 
-/// A bound server socket, ready to run.
+/// Whether replies are rate-limited per source prefix (see [`crate::ratelimit`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RateLimit {
+    /// On at the default rate when bound beyond loopback, off on loopback.
+    Auto,
+    Off,
+    /// This many replies a second per prefix, with a burst of one second's worth.
+    PerSecond(f64),
+}
+
+/// How a server runs; `Config::new(addr)` gives the seed's behaviour.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub addr: SocketAddr,
+    /// Sockets on the same address (`SO_REUSEPORT`), one thread each.
+    pub threads: usize,
+    /// Share of datagrams to ignore on purpose, 0 to 1.
+    pub drop_rate: f64,
+    /// Seed for `drop_rate`'s choices.
+    pub seed: Option<u64>,
+    pub rate_limit: RateLimit,
+}
+
+impl Config {
+    pub fn new(addr: SocketAddr) -> Self {
+        Config {
+            addr,
+            threads: 1,
+            drop_rate: 0.0,
+            seed: None,
+            rate_limit: RateLimit::Auto,
+        }
+    }
+
+    /// The replies a second per prefix that the whole server allows, if limited.
+    pub fn effective_rate_limit(&self) -> Option<f64> {
+        match self.rate_limit {
+            RateLimit::Off => None,
+            RateLimit::PerSecond(rate) => Some(rate),
+            RateLimit::Auto if self.addr.ip().is_loopback() => None,
+            RateLimit::Auto => Some(DEFAULT_PER_SECOND),
+        }
+    }
+}
+
+/// Bound server sockets, ready to run.
 #[derive(Debug)]
 pub struct Server {
-    socket: UdpSocket,
+    config: Config,
+    sockets: Vec<UdpSocket>,
+    counters: Vec<Counters>,
     local: SocketAddr,
+    receive_buffer: usize,
 }
 
 impl Server {
-    /// Binds `addr`; port 0 picks a free port, which [`Server::local_addr`] tells.
+    /// Binds `addr` with the seed's behaviour; port 0 picks a free port, which
+    /// [`Server::local_addr`] tells.
     pub fn bind(addr: SocketAddr) -> Result<Self, Error> {
-        let socket = net::bind(addr)?;
-        socket
-            .set_read_timeout(Some(STOP_POLL))
-            .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
-        let local = net::local_addr(&socket)?;
-        Ok(Server { socket, local })
+        Self::with_config(Config::new(addr))
+    }
+
+    /// Binds `config.threads` sockets to `config.addr`.
+    pub fn with_config(config: Config) -> Result<Self, Error> {
+        let threads = config.threads.max(1);
+        let share = threads > 1;
+        let first = net::bind(config.addr, share)?;
+        let local = net::local_addr(&first)?;
+        let mut sockets = vec![first];
+        for _ in 1..threads {
+            sockets.push(net::bind(local, share)?);
+        }
+        let mut receive_buffer = usize::MAX;
+        for socket in &sockets {
+            socket
+                .set_read_timeout(Some(STOP_POLL))
+                .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
+            receive_buffer =
+                receive_buffer.min(net::grow_receive_buffer(socket, net::SERVER_RECEIVE_BUFFER));
+            net::count_kernel_drops(socket);
+        }
+        let counters = sockets.iter().map(|_| Counters::default()).collect();
+        Ok(Server {
+            config: Config { threads, ..config },
+            sockets,
+            counters,
+            local,
+            receive_buffer,
+        })
     }
 
     /// The address actually bound (with the real port when bound to port 0).
@@ -80,30 +166,65 @@ impl Server {
         self.local
     }
 
-    /// Serves until `stop` is set or `observer` returns an error (then `Error::Output`).
-    pub fn run<O: Observer>(&self, stop: &Stop, observer: &mut O) -> Result<(), Error> {
-        let output = |source| Error::Output { source };
-        let mut buf = vec![0u8; RECV_BUFFER];
-        let mut reply = [0u8; MAX_REPLY];
-        while !stop.is_stopped() {
-            let (len, peer) = match self.socket.recv_from(&mut buf) {
-                Ok(received) => received,
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    observer.recv_failed(&e).map_err(output)?;
-                    continue;
-                }
-            };
-            observer.datagram(peer, &buf[..len]).map_err(output)?;
-            let n = emit_reply(&mut reply, len);
-            if let Err(e) = self.socket.send_to(&reply[..n], peer) {
-                observer.send_failed(peer, &e).map_err(output)?;
-            }
-        }
-        Ok(())
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Runs the server, silent, on a thread of its own until the handle is dropped.
+    /// The smallest receive buffer the kernel granted a socket, as `SO_RCVBUF` reports it.
+    pub fn receive_buffer(&self) -> usize {
+        self.receive_buffer
+    }
+
+    /// The counters so far, summed over the threads; callable while `run` runs.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(self.counters.iter().map(Counters::snapshot))
+    }
+
+    /// Serves on every socket, one thread each with an observer from `observer`, until
+    /// `stop` is set or an observer fails (then `Error::Output`, and the others stop too).
+    pub fn run<O, F>(&self, stop: &Stop, mut observer: F) -> Result<(), Error>
+    where
+        O: Observer + Send,
+        F: FnMut() -> O,
+    {
+        let limit = self
+            .config
+            .effective_rate_limit()
+            .map(|rate| rate / self.config.threads as f64);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .sockets
+                .iter()
+                .zip(&self.counters)
+                .enumerate()
+                .map(|(index, (socket, counters))| {
+                    let mut worker = Worker {
+                        socket,
+                        counters,
+                        loss: Loss::new(
+                            self.config.drop_rate,
+                            self.config.seed.map(|s| s.wrapping_add(index as u64)),
+                        ),
+                        limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
+                    };
+                    let mut observer = observer();
+                    scope.spawn(move || {
+                        let result = worker.serve(stop, &mut observer);
+                        if result.is_err() {
+                            stop.stop();
+                        }
+                        result
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a server thread panicked"))
+                .fold(Ok(()), Result::and)
+        })
+    }
+
+    /// Runs the server, silent, on threads of its own until the handle is dropped.
     ///
     /// ```
     /// let server = udpkit::Server::bind("127.0.0.1:0".parse().unwrap()).unwrap().spawn();
@@ -113,30 +234,93 @@ impl Server {
     /// ```
     pub fn spawn(self) -> RunningServer {
         let stop = Stop::new();
-        let local = self.local;
+        let server = Arc::new(self);
         let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || self.run(&stop, &mut ()))
+            let (stop, server) = (stop.clone(), Arc::clone(&server));
+            std::thread::spawn(move || server.run(&stop, || ()))
         };
         RunningServer {
-            local,
+            server,
             stop,
             thread: Some(thread),
         }
     }
 }
 
-/// A server running on its own thread; dropping it stops the server and waits for it.
+/// One socket's loop.
+struct Worker<'a> {
+    socket: &'a UdpSocket,
+    counters: &'a Counters,
+    loss: Loss,
+    limiter: Option<RateLimiter>,
+}
+
+impl Worker<'_> {
+    fn serve<O: Observer>(&mut self, stop: &Stop, observer: &mut O) -> Result<(), Error> {
+        let output = |source| Error::Output { source };
+        let mut batch = Batch::new();
+        while !stop.is_stopped() {
+            if let Err(e) = batch.receive(self.socket) {
+                if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
+                    observer.recv_failed(&e).map_err(output)?;
+                }
+                continue;
+            }
+            let now = self.limiter.as_ref().map(|_| Instant::now());
+            let mut tally = Stats::default();
+            for i in 0..batch.len() {
+                let Some((peer, data)) = batch.datagram(i) else {
+                    continue;
+                };
+                let len = data.len();
+                tally.received += 1;
+                tally.bytes_in += len as u64;
+                if self.loss.drops() {
+                    tally.dropped_simulated += 1;
+                    observer.pretend_drop(peer).map_err(output)?;
+                    continue;
+                }
+                observer.datagram(peer, data).map_err(output)?;
+                if let (Some(limiter), Some(now)) = (&mut self.limiter, now)
+                    && !limiter.allow(peer.ip(), now)
+                {
+                    tally.dropped_rate_limited += 1;
+                    continue;
+                }
+                batch.answer(i, |buf| emit_reply(buf, len));
+            }
+            let mut failure = Ok(());
+            let sent = batch.send(self.socket, |peer, e| {
+                if failure.is_ok() {
+                    failure = observer.send_failed(peer, e);
+                }
+            });
+            tally.replied = sent.sent;
+            tally.bytes_out = sent.bytes;
+            tally.send_failed = sent.failed;
+            self.counters.add(&tally, batch.kernel_drops());
+            failure.map_err(output)?;
+            observer.batch_done().map_err(output)?;
+        }
+        Ok(())
+    }
+}
+
+/// A server running on threads of its own; dropping it stops the server and waits for it.
 #[derive(Debug)]
 pub struct RunningServer {
-    local: SocketAddr,
+    server: Arc<Server>,
     stop: Stop,
     thread: Option<JoinHandle<Result<(), Error>>>,
 }
 
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.server.local_addr()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.server.stats()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use udpkit::{Backoff, Client, Error, Observer, Server, Stop};
@@ -25,13 +26,15 @@ fn a_spawned_server_answers_and_stops_when_dropped() {
     assert!(matches!(err, Error::Refused { .. }), "{err}");
 }
 
-/// Collects what the server saw.
-#[derive(Default)]
-struct Seen(Vec<(SocketAddr, Vec<u8>)>);
+/// Collects what the server saw, for the test to read once the server stops.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Datagram>>>);
+
+type Datagram = (SocketAddr, Vec<u8>);
 
 impl Observer for Seen {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
-        self.0.push((peer, data.to_vec()));
+        self.0.lock().unwrap().push((peer, data.to_vec()));
         Ok(())
     }
     fn send_failed(&mut self, _: SocketAddr, e: &io::Error) -> io::Result<()> {
@@ -47,22 +50,26 @@ fn an_observer_hears_every_datagram_and_stop_ends_run() {
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
     let stop = Stop::new();
+    let seen = Seen::default();
     let runner = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = Seen::default();
-            server.run(&stop, &mut seen).map(|()| seen)
-        })
+        let (stop, seen) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || server.run(&stop, || seen.clone()).map(|()| server.stats()))
     };
     let client = Client::connect(addr).unwrap();
     for text in [&b"one"[..], b"two", b"\xff"] {
         client.request(text, &Backoff::default(), |_| {}).unwrap();
     }
     stop.stop();
-    let seen = runner.join().unwrap().unwrap();
-    let data: Vec<&[u8]> = seen.0.iter().map(|(_, d)| d.as_slice()).collect();
+    let stats = runner.join().unwrap().unwrap();
+    let seen = seen.0.lock().unwrap();
+    let data: Vec<&[u8]> = seen.iter().map(|(_, d)| d.as_slice()).collect();
     assert_eq!(data, [&b"one"[..], b"two", b"\xff"]);
-    assert!(seen.0.iter().all(|(peer, _)| *peer == client.local_addr()));
+    assert!(seen.iter().all(|(peer, _)| *peer == client.local_addr()));
+    assert_eq!((stats.received, stats.replied, stats.bytes_in), (3, 3, 7));
+    assert_eq!(
+        stats.bytes_out,
+        3 * "Your data was 3 bytes long".len() as u64
+    );
 }
 
 #[test]

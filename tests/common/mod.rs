@@ -221,3 +221,53 @@ pub fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Vec<u8> {
     buf.truncate(n);
     buf
 }
+
+/// Sends `signal` (e.g. `libc::SIGINT`) to a running process.
+pub fn signal(proc: &Running, signal: i32) {
+    // SAFETY: kill(2) on the pid of a child we own and have not yet reaped.
+    let rc = unsafe { libc::kill(proc.pid() as i32, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Sends `count` datagrams of `data` to `to` from `socket` and counts the replies that
+/// arrive until `quiet` passes with none (bounded by `STEP` overall); returns
+/// (replies, reply bytes).
+pub fn flood(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    count: usize,
+    quiet: Duration,
+) -> (usize, usize) {
+    let reader = socket.try_clone().expect("clone socket");
+    reader.set_read_timeout(Some(quiet)).expect("timeout");
+    let counter = thread::spawn(move || {
+        let deadline = Instant::now() + STEP;
+        let (mut n, mut bytes) = (0, 0);
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            match reader.recv(&mut buf) {
+                Ok(len) => {
+                    n += 1;
+                    bytes += len;
+                }
+                Err(_) => break,
+            }
+        }
+        (n, bytes)
+    });
+    for _ in 0..count {
+        socket.send_to(data, to).expect("send");
+    }
+    counter.join().expect("reader thread")
+}
+
+/// A UDP socket bound to `addr` with a large receive buffer, so that a test counting
+/// replies never loses them on its own side.
+pub fn roomy_socket(addr: &str) -> UdpSocket {
+    let socket = test_socket(addr);
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(4 << 20)
+        .expect("receive buffer");
+    socket
+}

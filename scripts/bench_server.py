@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Server throughput benchmark: udpkit server against the C yardstick and the seed.
+
+Runs each server pinned to one core (taskset -c 1) and the yardstick load generator
+`udpload` pinned to the other (taskset -c 0), 38-byte requests, WINDOW requests in flight,
+for SECONDS each, ROUNDS times in rotation; prints the median replies/s per server and
+window, the ratios the issue asks for, and the server's resident memory over a long run.
+
+usage: scripts/bench_server.py [--seconds 3] [--rounds 3] [--rss-datagrams 5000000]
+Only loopback traffic; every process it starts is killed before it exits.
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+SIZE = 38
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc):
+    """Waits until something answers on 127.0.0.1:port (bounded: 10 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        for _ in range(100):
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited early: {proc.args}")
+            try:
+                s.sendto(b"ping", ("127.0.0.1", port))
+                s.recvfrom(100)
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise SystemExit(f"server did not answer: {proc.args}")
+
+
+def start(cmd, out=subprocess.DEVNULL):
+    return subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=out, stderr=subprocess.DEVNULL)
+
+
+def load(tools, port, seconds, window):
+    out = subprocess.run(
+        ["taskset", "-c", "0", os.path.join(tools, "udpload"), "127.0.0.1", str(port),
+         str(seconds), str(window), str(SIZE), "len"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True)
+    result = json.loads(out.stdout)
+    if result["bad"]:
+        raise SystemExit(f"bad replies: {result}")
+    return result["replies_per_s"]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rss-datagrams", type=int, default=5_000_000)
+    args = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    udpkit = os.path.join(ROOT, "target", "release", "udpkit")
+    tools = tempfile.mkdtemp(prefix="udpkit-yardstick-")
+    subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
+                   stdout=subprocess.DEVNULL)
+    seed = os.path.join(SHARED, "seed", "udp_local.py")
+    logs = tempfile.mkdtemp(prefix="udpkit-bench-logs-")
+
+    servers = {
+        "refserver (C, batched)": lambda p: [os.path.join(tools, "refserver"), str(p)],
+        "udpkit server -q": lambda p: [udpkit, "server", "-p", str(p), "-q"],
+        "udpkit server, lines to a file": lambda p: [udpkit, "server", "-p", str(p)],
+        "seed udp_local.py, lines to a file": lambda p: ["python3", seed, "server", "-p", str(p)],
+    }
+    logged = {"udpkit server, lines to a file", "seed udp_local.py, lines to a file"}
+    windows = [1, 8, 64]
+    results = {(name, w): [] for name in servers for w in windows}
+    for round_ in range(args.rounds):
+        for name, cmd in servers.items():
+            for w in windows:
+                port = free_port()
+                log = open(os.path.join(logs, "log.txt"), "w") if name in logged else subprocess.DEVNULL
+                proc = start(cmd(port), log)
+                try:
+                    wait_listening(port, proc)
+                    rate = load(tools, port, args.seconds, w)
+                finally:
+                    proc.kill()
+                    proc.wait()
+                    if log is not subprocess.DEVNULL:
+                        log.close()
+                results[(name, w)].append(rate)
+                print(f"round {round_ + 1} {name} window {w}: {rate:.0f}/s", file=sys.stderr)
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    print(f"\n{SIZE}-byte requests, {args.seconds:g} s per run, median of {args.rounds} rounds "
+          f"(replies/s)\n")
+    print("| server | " + " | ".join(f"window {w}" for w in windows) + " |")
+    print("|---|" + "---|" * len(windows))
+    for name in servers:
+        print(f"| {name} | " + " | ".join(f"{med[(name, w)]:,.0f}" for w in windows) + " |")
+    print()
+    ref = "refserver (C, batched)"
+    for w in windows:
+        print(f"- window {w}: udpkit -q / refserver = {med[('udpkit server -q', w)] / med[(ref, w)]:.2f}x")
+    for w in windows:
+        ratio = med[("udpkit server, lines to a file", w)] / med[("seed udp_local.py, lines to a file", w)]
+        print(f"- window {w}: udpkit (lines to a file) / seed (lines to a file) = {ratio:.1f}x")
+
+    # Resident memory over a long run: udpload at window 64 until rss-datagrams are answered.
+    port = free_port()
+    proc = start([udpkit, "server", "-p", str(port), "-q"])
+    try:
+        wait_listening(port, proc)
+        load(tools, port, 1, 64)
+        before = rss_kib(proc.pid)
+        rate = med[("udpkit server -q", 64)]
+        seconds = max(1.0, args.rss_datagrams / rate)
+        total = load(tools, port, seconds, 64) * seconds
+        after = rss_kib(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    print(f"- resident memory of udpkit server -q: {before} KiB after warm-up, {after} KiB after "
+          f"about {total / 1e6:.1f} million more datagrams")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+//! The server's counters: what it received, answered, dropped and failed, summed over its
+//! threads, for the periodic `--stats` line and the summary on exit.
+//!
+//! Promise: workers publish once per batch, never per datagram; a snapshot may be read from
+//! any thread at any time and every figure in it only grows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// One worker's running totals. Only that worker writes them.
+#[derive(Debug, Default)]
+pub struct Counters {
+    received: AtomicU64,
+    replied: AtomicU64,
+    dropped_simulated: AtomicU64,
+    dropped_rate_limited: AtomicU64,
+    send_failed: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    kernel_drops: AtomicU64,
+}
+
+/// A snapshot of the counters, or the increments of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Datagrams received.
+    pub received: u64,
+    /// Replies sent.
+    pub replied: u64,
+    /// Datagrams ignored on purpose by `--drop-rate`.
+    pub dropped_simulated: u64,
+    /// Replies withheld by the rate limiter.
+    pub dropped_rate_limited: u64,
+    /// Replies the kernel refused to send.
+    pub send_failed: u64,
+    /// Bytes received, UDP payload only.
+    pub bytes_in: u64,
+    /// Bytes sent, UDP payload only.
+    pub bytes_out: u64,
+    /// Datagrams the kernel dropped because a receive buffer was full (`SO_RXQ_OVFL`).
+    pub kernel_drops: u64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    // A single writer: a plain load and store, no locked read-modify-write.
+    if by != 0 {
+        counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    /// Adds one batch's increments; `kernel_drops` is the kernel's running total, if known.
+    pub fn add(&self, batch: &Stats, kernel_drops: Option<u32>) {
+        bump(&self.received, batch.received);
+        bump(&self.replied, batch.replied);
+        bump(&self.dropped_simulated, batch.dropped_simulated);
+        bump(&self.dropped_rate_limited, batch.dropped_rate_limited);
+        bump(&self.send_failed, batch.send_failed);
+        bump(&self.bytes_in, batch.bytes_in);
+        bump(&self.bytes_out, batch.bytes_out);
+        if let Some(total) = kernel_drops {
+            self.kernel_drops
+                .fetch_max(u64::from(total), Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            received: get(&self.received),
+            replied: get(&self.replied),
+            dropped_simulated: get(&self.dropped_simulated),
+            dropped_rate_limited: get(&self.dropped_rate_limited),
+            send_failed: get(&self.send_failed),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            kernel_drops: get(&self.kernel_drops),
+        }
+    }
+}
+
+impl Stats {
+    /// Datagrams dropped on purpose, by simulation or by the rate limiter.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_simulated + self.dropped_rate_limited
+    }
+
+    /// The sum of several workers' snapshots.
+    pub fn sum(all: impl IntoIterator<Item = Stats>) -> Stats {
+        all.into_iter().fold(Stats::default(), |a, b| Stats {
+            received: a.received + b.received,
+            replied: a.replied + b.replied,
+            dropped_simulated: a.dropped_simulated + b.dropped_simulated,
+            dropped_rate_limited: a.dropped_rate_limited + b.dropped_rate_limited,
+            send_failed: a.send_failed + b.send_failed,
+            bytes_in: a.bytes_in + b.bytes_in,
+            bytes_out: a.bytes_out + b.bytes_out,
+            kernel_drops: a.kernel_drops + b.kernel_drops,
+        })
+    }
+
+    /// The counters as one sentence, for people.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
+             ({} simulated, {} rate-limited), {} failed sends, {} dropped by the kernel",
+            self.received,
+            self.bytes_in,
+            self.replied,
+            self.bytes_out,
+            self.dropped(),
+            self.dropped_simulated,
+            self.dropped_rate_limited,
+            self.send_failed,
+            self.kernel_drops,
+        )
+    }
+
+    /// The counters as one JSON object: `event` (`stats` or `summary`), `seconds` since
+    /// the server started, `dropped` (on purpose, in all), and every field of [`Stats`].
+    pub fn to_json(&self, event: &str, seconds: f64) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            event: &'a str,
+            seconds: f64,
+            dropped: u64,
+            #[serde(flatten)]
+            stats: &'a Stats,
+        }
+        let seconds = (seconds * 1000.0).round() / 1000.0;
+        serde_json::to_string(&Line {
+            event,
+            seconds,
+            dropped: self.dropped(),
+            stats: self,
+        })
+        .expect("plain numbers serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_add_up_and_kernel_drops_keep_the_running_total() {
+        let c = Counters::default();
+        let batch = Stats {
+            received: 3,
+            replied: 2,
+            dropped_rate_limited: 1,
+            bytes_in: 30,
+            bytes_out: 52,
+            ..Stats::default()
+        };
+        c.add(&batch, Some(7));
+        c.add(&batch, Some(5));
+        c.add(&batch, None);
+        let s = c.snapshot();
+        assert_eq!(
+            (s.received, s.replied, s.dropped(), s.bytes_in),
+            (9, 6, 3, 90)
+        );
+        assert_eq!(s.kernel_drops, 7);
+        assert_eq!(Stats::sum([s, s]).received, 18);
+    }
+
+    #[test]
+    fn json_has_every_counter() {
+        let v: serde_json::Value =
+            serde_json::from_str(&Stats::default().to_json("summary", 1.23456)).unwrap();
+        for key in [
+            "event",
+            "seconds",
+            "received",
+            "replied",
+            "dropped",
+            "dropped_simulated",
+            "dropped_rate_limited",
+            "send_failed",
+            "bytes_in",
+            "bytes_out",
+            "kernel_drops",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["seconds"], 1.235);
+    }
+}
