@@ -1,4 +1,5 @@
-//! Batched datagram I/O for the server's hot loop: `recvmmsg`/`sendmmsg` on Linux, a plain
+//! Batched datagram I/O for the hot loops (the server's [`Batch`], the load generator's
+//! [`Burst`]): `recvmmsg`/`sendmmsg` on Linux, a plain
 //! `recv_from`/`send_to` loop elsewhere, behind one small interface.
 //!
 //! Promise: one [`Batch`] holds every buffer the loop needs, allocated once; receiving and
@@ -137,6 +138,119 @@ impl Batch {
     }
 }
 
+/// The room for one reply in a [`Burst`]: replies are under 100 bytes; anything longer is
+/// cut short here and then fails to parse, as it should.
+const REPLY_ROOM: usize = 2048;
+
+/// Up to [`BATCH`] requests out and replies in on a connected client socket, with one
+/// system call each way on Linux (`sendmmsg`, `recvmmsg`). Buffers are allocated once.
+pub struct Burst {
+    out: Vec<Vec<u8>>,
+    queued: usize,
+    data: Vec<u8>,
+    len: [usize; BATCH],
+    count: usize,
+    #[cfg(target_os = "linux")]
+    sys: Box<linux::ClientHeaders>,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Burst {
+    pub fn new() -> Self {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let mut data = vec![0u8; BATCH * REPLY_ROOM];
+        Burst {
+            out: (0..BATCH).map(|_| Vec::new()).collect(),
+            queued: 0,
+            #[cfg(target_os = "linux")]
+            sys: linux::ClientHeaders::new(&mut data),
+            data,
+            len: [0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// The buffer for the next request to send; fill it, then [`Burst::send`] when full
+    /// or done. The buffer still holds what it held last time, so that a caller rewriting
+    /// only a header need not rewrite the padding.
+    pub fn next_out(&mut self) -> &mut Vec<u8> {
+        let i = self.queued;
+        self.queued += 1;
+        &mut self.out[i]
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.queued == BATCH
+    }
+
+    /// Requests waiting in the burst.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Sends the queued requests, in order; `failed` hears of each one the kernel refused
+    /// (the others still go). Returns how many were sent.
+    pub fn send(&mut self, socket: &UdpSocket, mut failed: impl FnMut(&io::Error)) -> usize {
+        let sent = self.send_sys(socket, &mut failed);
+        self.queued = 0;
+        sent
+    }
+
+    /// Takes the replies already queued on the socket, up to [`BATCH`], without waiting.
+    pub fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.count = 0;
+        self.receive_sys(socket)
+    }
+
+    /// Reply `i` of the last receive.
+    pub fn reply(&self, i: usize) -> &[u8] {
+        &self.data[i * REPLY_ROOM..i * REPLY_ROOM + self.len[i]]
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_sys(&mut self, socket: &UdpSocket, failed: &mut impl FnMut(&io::Error)) -> usize {
+        let mut sent = 0;
+        for out in &self.out[..self.queued] {
+            match socket.send(out) {
+                Ok(_) => sent += 1,
+                Err(e) => failed(&e),
+            }
+        }
+        sent
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn receive_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        socket.set_nonblocking(true)?;
+        let mut n = 0;
+        while n < BATCH {
+            match socket.recv(&mut self.data[n * REPLY_ROOM..(n + 1) * REPLY_ROOM]) {
+                Ok(len) => {
+                    self.len[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if n == 0 => {
+                    socket.set_nonblocking(false)?;
+                    return Err(e);
+                }
+                Err(_) => break,
+            }
+        }
+        socket.set_nonblocking(false)?;
+        self.count = n;
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+}
+
 /// What one [`Batch::send`] achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendTotals {
@@ -155,7 +269,7 @@ mod linux {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    use super::{BATCH, Batch, RECV_BUFFER, SendTotals};
+    use super::{BATCH, Batch, Burst, RECV_BUFFER, REPLY_ROOM, SendTotals};
 
     /// Room for one `SO_RXQ_OVFL` control message (a u32) per datagram, 8-byte aligned.
     const CONTROL: usize = 32;
@@ -283,6 +397,101 @@ mod linux {
         }
     }
 
+    /// The headers of a [`Burst`], on the heap so that the receive side's pointers, set
+    /// once, stay valid wherever the burst moves.
+    pub(super) struct ClientHeaders {
+        send_iov: [libc::iovec; BATCH],
+        send: [libc::mmsghdr; BATCH],
+        recv_iov: [libc::iovec; BATCH],
+        recv: [libc::mmsghdr; BATCH],
+    }
+
+    impl ClientHeaders {
+        /// Headers for receiving into `data` (`BATCH` slots of `REPLY_ROOM` bytes, which
+        /// must not move or shrink while these live) and for sending.
+        pub(super) fn new(data: &mut [u8]) -> Box<Self> {
+            // SAFETY: plain C structs for which all-zero is a valid value (null pointers,
+            // no name, no control data: the socket is connected).
+            let mut h: Box<Self> = Box::new(unsafe { zeroed() });
+            for i in 0..BATCH {
+                h.recv_iov[i] = libc::iovec {
+                    iov_base: data[i * REPLY_ROOM..].as_mut_ptr().cast(),
+                    iov_len: REPLY_ROOM,
+                };
+                h.recv[i].msg_hdr.msg_iov = &raw mut h.recv_iov[i];
+                h.recv[i].msg_hdr.msg_iovlen = 1;
+                h.send[i].msg_hdr.msg_iov = &raw mut h.send_iov[i];
+                h.send[i].msg_hdr.msg_iovlen = 1;
+            }
+            h
+        }
+    }
+
+    impl Burst {
+        pub(super) fn send_sys(
+            &mut self,
+            socket: &UdpSocket,
+            failed: &mut impl FnMut(&io::Error),
+        ) -> usize {
+            let h = &mut *self.sys;
+            let k = self.queued;
+            for i in 0..k {
+                h.send_iov[i] = libc::iovec {
+                    iov_base: self.out[i].as_mut_ptr().cast(),
+                    iov_len: self.out[i].len(),
+                };
+            }
+            let (mut done, mut sent) = (0, 0);
+            while done < k {
+                // SAFETY: headers done..k point at `send_iov`, which points into buffers
+                // owned by `self`.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        h.send[done..].as_mut_ptr(),
+                        (k - done) as libc::c_uint,
+                        0,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        failed(&e);
+                        done += 1;
+                    }
+                    continue;
+                }
+                done += n as usize;
+                sent += n as usize;
+            }
+            sent
+        }
+
+        pub(super) fn receive_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let h = &mut *self.sys;
+            // SAFETY: every header points into `self.data` with the room given (set up
+            // in `ClientHeaders::new`; `data` is never resized).
+            let n = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    h.recv.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            for i in 0..n {
+                self.len[i] = h.recv[i].msg_len as usize;
+            }
+            self.count = n;
+            Ok(n)
+        }
+    }
+
     /// The address the kernel wrote into `name`, if it is IPv4 or IPv6.
     fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match i32::from(name.ss_family) {
@@ -361,7 +570,7 @@ mod tests {
                 let (peer, data) = batch.datagram(i).unwrap();
                 seen.push((peer, data.len()));
                 let len = data.len();
-                batch.answer(i, |buf| crate::protocol::emit_reply(buf, len));
+                batch.answer(i, |buf| crate::protocol::emit_reply(buf, len, None));
             }
             let totals = batch.send(&server, |_, e| panic!("send failed: {e}"));
             assert_eq!(totals.failed, 0);

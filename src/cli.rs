@@ -12,7 +12,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use udpkit::console::{self, Console};
 use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
-use udpkit::{Backoff, Client, Config, Error, RateLimit, Server, Stop, net, timestamp};
+use udpkit::{
+    Backoff, Client, Config, Error, RateLimit, Server, Stop, bench, net, ping, timestamp,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +37,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Send one request (the time, or -m TEXT) and print the server's reply
     Client(ClientArgs),
+    /// Measure round-trip time and loss to a server, as ping does
+    Ping(PingArgs),
+    /// Load a server: requests per second, loss and latency percentiles
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +101,85 @@ pub struct ClientArgs {
     pub verbose: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Stop after COUNT requests (default: until Ctrl-C)
+    #[arg(short = 'c', value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Seconds between requests; 0 sends the next as soon as the reply (or timeout) comes
+    #[arg(short = 'i', value_name = "SECS", default_value = "1", value_parser = seconds_or_zero)]
+    pub interval: Duration,
+    /// Bytes in each request; 33 or more carry a request ID
+    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+          value_parser = clap::value_parser!(u16).range(0..=65507))]
+    pub size: u16,
+    /// Seconds to wait for each reply before counting it lost
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Only the summary, no line per reply
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Print the summary as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Flows: sockets with a source port each
+    #[arg(long = "flows", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub flows: u16,
+    /// Requests in flight per flow (closed loop; ignored with --rate)
+    #[arg(long = "window", value_name = "W", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub window: u32,
+    /// Seconds to send for (default 10, unless -n is given)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = seconds, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+    /// Requests to send in all
+    #[arg(short = 'n', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Open loop: this many requests a second in all, paced across the flows; latency
+    /// counts from when each request was meant to go
+    #[arg(long = "rate", value_name = "RPS", value_parser = positive)]
+    pub rate: Option<f64>,
+    /// Bytes in each request; 33 or more carry a request ID
+    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+          value_parser = clap::value_parser!(u16).range(0..=65507))]
+    pub size: u16,
+    /// Seconds to wait for a reply before counting the request lost
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Write the latency distribution (HdrHistogram's percentile text, in µs) to FILE
+    #[arg(long = "histogram", value_name = "FILE")]
+    pub histogram: Option<std::path::PathBuf>,
+    /// Draw latency by percentile as an SVG picture in FILE
+    #[arg(long = "plot", value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+    /// Print the summary as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// A positive, finite number.
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
+        _ => Err(format!("'{text}' is not a positive number")),
+    }
+}
+
 /// A positive number of seconds, at most a day.
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text
@@ -120,6 +205,14 @@ fn os_bytes(text: &OsString) -> Vec<u8> {
     }
 }
 
+/// Zero, or a positive number of seconds up to a day.
+fn seconds_or_zero(text: &str) -> Result<Duration, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    seconds(text)
+}
+
 /// A probability: a number from 0 to 1.
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -139,6 +232,17 @@ fn rate_limit(text: &str) -> Result<RateLimit, String> {
             "'{text}' is neither 'off' nor a positive number of replies a second"
         )),
     }
+}
+
+/// A stop handle set by SIGINT or SIGTERM; a second signal ends the process at once,
+/// should a stop ever hang.
+fn stop_on_signals() -> Stop {
+    let stop = Stop::new();
+    for signal in [SIGINT, SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
+        let _ = signal_hook::flag::register(signal, stop.flag());
+    }
+    stop
 }
 
 fn output(source: io::Error) -> Error {
@@ -166,12 +270,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         );
     }
 
-    let stop = Stop::new();
-    for signal in [SIGINT, SIGTERM] {
-        // A second signal ends the process at once, should a stop ever hang.
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
-        let _ = signal_hook::flag::register(signal, stop.flag());
-    }
+    let stop = stop_on_signals();
     let started = Instant::now();
     let line_by_line = io::stdout().is_terminal();
     let report = |event: &str| {
@@ -243,4 +342,129 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
     let reply = reply?;
     say(console::server_replied(reply.from, &reply.data));
     failed.map_or(Ok(()), |e| Err(output(e)))
+}
+
+/// Pings until COUNT or Ctrl-C; fails (exit 1) when no reply came at all.
+pub fn ping(args: &PingArgs) -> Result<bool, Error> {
+    let target = net::resolve(&args.host, args.port)?;
+    let config = ping::Config {
+        target,
+        count: args.count,
+        interval: args.interval,
+        size: usize::from(args.size),
+        timeout: args.timeout,
+    };
+    let shown = net::shown(target);
+    let mut out = io::stdout();
+    if !args.json {
+        writeln!(out, "PING {shown}: {} data bytes", config.size).map_err(output)?;
+    }
+    let stop = stop_on_signals();
+    let lines = !args.quiet && !args.json;
+    let report = ping::ping(&config, &stop, |event| {
+        let line = match *event {
+            ping::Event::Reply {
+                seq,
+                bytes,
+                rtt,
+                late,
+                duplicate,
+            } => {
+                let mark = if duplicate {
+                    " (DUP!)"
+                } else if late {
+                    " (late)"
+                } else {
+                    ""
+                };
+                let ms = rtt.as_secs_f64() * 1e3;
+                format!("{bytes} bytes from {shown}: seq={seq} time={ms:.3} ms{mark}")
+            }
+            ping::Event::Unreachable { seq } => format!("From {shown}: seq={seq} port unreachable"),
+            ping::Event::Forged => {
+                format!("Ignored a forged reply from {shown} (no or wrong request ID)")
+            }
+            ping::Event::Bad => format!("Ignored a datagram from {shown} that answers no request"),
+            ping::Event::MatchingByOrder => format!(
+                "Note: {shown} does not repeat request IDs (the seed's protocol); matching replies by order"
+            ),
+        };
+        let always = matches!(event, ping::Event::MatchingByOrder) && !args.json;
+        if lines || always {
+            writeln!(io::stdout(), "{line}")
+        } else {
+            Ok(())
+        }
+    })?;
+    let text = if args.json {
+        report.to_json() + "\n"
+    } else {
+        format!("\n{}", report.describe())
+    };
+    out.write_all(text.as_bytes()).map_err(output)?;
+    Ok(report.received > 0)
+}
+
+/// Loads the server and prints the report; fails (exit 1) when no reply came at all.
+pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
+    let config = bench::Config {
+        target: net::resolve(&args.host, args.port)?,
+        flows: usize::from(args.flows),
+        window: args.window as usize,
+        duration: match (args.duration, args.count) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d,
+        },
+        count: args.count,
+        rate: args.rate,
+        size: usize::from(args.size),
+        timeout: args.timeout,
+    };
+    let stop = stop_on_signals();
+    let bar = if io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(config.duration.map_or(0, |d| d.as_millis() as u64));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")
+                .expect("a valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let report = bench::bench(&config, &stop, |p| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.elapsed.as_millis() as u64);
+            let rate = p.received as f64 / p.elapsed.as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{rate:.0} requests/s, {} sent, {} received",
+                p.sent, p.received
+            ));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = &args.histogram {
+        let mut file = std::fs::File::create(path)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        report
+            .latency
+            .write_distribution(&mut file, 1e3)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "udpkit bench {}: latency by percentile",
+            net::shown(config.target)
+        );
+        std::fs::write(path, report.latency.svg(1e3, "µs", &title))
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    let text = if args.json {
+        report.to_json() + "\n"
+    } else {
+        report.describe()
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    Ok(report.received > 0)
 }

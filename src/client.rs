@@ -141,7 +141,7 @@ impl Client {
                 .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
             match self.socket.recv(buf) {
                 Ok(len) => match parse_reply(&buf[..len]) {
-                    Some(n) if n != sent => continue,
+                    Some(reply) if reply.len != sent => continue,
                     _ => return Ok(Some(len)),
                 },
                 Err(e)

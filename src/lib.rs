@@ -15,11 +15,15 @@
 //! ```
 
 pub mod batch;
+pub mod bench;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod flow;
 pub mod impair;
+pub mod latency;
 pub mod net;
+pub mod ping;
 pub mod protocol;
 pub mod quote;
 pub mod ratelimit;

@@ -10,11 +10,15 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let result = match &args.command {
-        cli::Command::Server(a) => cli::server(a),
-        cli::Command::Client(a) => cli::client(a),
+        cli::Command::Server(a) => cli::server(a).map(|()| true),
+        cli::Command::Client(a) => cli::client(a).map(|()| true),
+        cli::Command::Ping(a) => cli::ping(a),
+        cli::Command::Bench(a) => cli::bench(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // The command ran and said so; its answer is no (ping: no reply at all).
+        Ok(false) => ExitCode::FAILURE,
         // `udpkit server | head -1`: the reader has what it wanted.
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,10 @@
-//! The bytes on the wire: the seed's reply, `Your data was N bytes long`, in ASCII.
+//! The bytes on the wire: the seed's reply, `Your data was N bytes long`, in ASCII, and
+//! udpkit's optional request-ID extension (docs/PROTOCOL.md).
 //!
-//! Promise: `emit_reply` writes exactly the bytes that the seed's Python server sends, and
-//! `parse_reply` accepts exactly those bytes back; neither panics on any input.
+//! Promise: `emit_reply` without an ID writes exactly the bytes that the seed's Python
+//! server sends; every `parse_*` accepts exactly what the matching `emit_*` writes
+//! (`parse(emit(x)) == x`) and never panics on any input. Everything here is ASCII, so the
+//! seed's server, which decodes requests as ASCII, survives udpkit's requests too.
 
 /// The largest UDP payload over IPv4 (65535 - 20 bytes of IP header - 8 of UDP header).
 pub const MAX_IPV4_PAYLOAD: usize = 65_507;
@@ -9,20 +12,102 @@ pub const MAX_IPV4_PAYLOAD: usize = 65_507;
 /// A receive buffer this large never truncates a UDP datagram, over IPv4 or IPv6.
 pub const RECV_BUFFER: usize = 65_536;
 
-/// The longest reply: `Your data was 18446744073709551615 bytes long` fits with room.
-pub const MAX_REPLY: usize = 64;
+/// The longest reply: the sentence with a 20-digit length and a request ID fits.
+pub const MAX_REPLY: usize = 96;
+
+/// Bytes of a request ID on the wire: `#` and 32 lowercase hexadecimal digits.
+pub const ID_LEN: usize = 33;
 
 const PREFIX: &[u8] = b"Your data was ";
 const SUFFIX: &[u8] = b" bytes long";
+const ID_MARK: u8 = b'#';
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Writes the seed's reply for a datagram of `len` bytes into `buf` and returns its length.
+/// A request ID: a flow's random 64-bit `nonce`, which an off-path forger must guess, and
+/// the request's sequence number in that flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    pub nonce: u64,
+    pub seq: u64,
+}
+
+impl RequestId {
+    /// Writes `#` and the nonce and sequence number as 16 hex digits each.
+    pub fn emit(&self, buf: &mut [u8; ID_LEN]) {
+        buf[0] = ID_MARK;
+        for (i, byte) in self
+            .nonce
+            .to_be_bytes()
+            .into_iter()
+            .chain(self.seq.to_be_bytes())
+            .enumerate()
+        {
+            buf[1 + 2 * i] = HEX[usize::from(byte >> 4)];
+            buf[2 + 2 * i] = HEX[usize::from(byte & 0xf)];
+        }
+    }
+
+    /// Reads an ID written by [`RequestId::emit`] from the start of `data`.
+    pub fn parse(data: &[u8]) -> Option<RequestId> {
+        let (&mark, digits) = data.get(..ID_LEN)?.split_first()?;
+        if mark != ID_MARK {
+            return None;
+        }
+        let word = |hex: &[u8]| {
+            hex.iter().try_fold(0u64, |acc, &c| {
+                let v = match c {
+                    b'0'..=b'9' => c - b'0',
+                    b'a'..=b'f' => c - b'a' + 10,
+                    _ => return None,
+                };
+                Some(acc << 4 | u64::from(v))
+            })
+        };
+        Some(RequestId {
+            nonce: word(&digits[..16])?,
+            seq: word(&digits[16..])?,
+        })
+    }
+}
+
+/// Writes a request of exactly `size` bytes carrying `id`: the ID, then a space and `x`s
+/// as padding. Returns `false`, writing nothing, when `size` is below [`ID_LEN`].
+pub fn emit_request(buf: &mut Vec<u8>, id: RequestId, size: usize) -> bool {
+    if size < ID_LEN {
+        return false;
+    }
+    // A buffer that already holds a request of this size keeps its padding.
+    if buf.len() != size || (size > ID_LEN && buf[ID_LEN] != b' ') {
+        buf.clear();
+        buf.resize(size, b'x');
+        if size > ID_LEN {
+            buf[ID_LEN] = b' ';
+        }
+    }
+    let mut head = [0u8; ID_LEN];
+    id.emit(&mut head);
+    buf[..ID_LEN].copy_from_slice(&head);
+    true
+}
+
+/// The ID a request carries, if it uses the extension: it starts with an ID that is
+/// followed by the end of the datagram or by a space.
+pub fn request_id(request: &[u8]) -> Option<RequestId> {
+    match request.get(ID_LEN) {
+        None | Some(b' ') => RequestId::parse(request),
+        Some(_) => None,
+    }
+}
+
+/// Writes the reply for a request of `len` bytes into `buf` and returns its length: the
+/// seed's sentence, followed by ` #` and the ID when the request carried one.
 ///
 /// ```
 /// let mut buf = [0u8; udpkit::protocol::MAX_REPLY];
-/// let n = udpkit::protocol::emit_reply(&mut buf, 38);
+/// let n = udpkit::protocol::emit_reply(&mut buf, 38, None);
 /// assert_eq!(&buf[..n], b"Your data was 38 bytes long");
 /// ```
-pub fn emit_reply(buf: &mut [u8; MAX_REPLY], len: usize) -> usize {
+pub fn emit_reply(buf: &mut [u8; MAX_REPLY], len: usize, id: Option<RequestId>) -> usize {
     // By hand rather than through `write!`: this runs once per datagram on the hot path.
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -35,11 +120,17 @@ pub fn emit_reply(buf: &mut [u8; MAX_REPLY], len: usize) -> usize {
             break;
         }
     }
-    let digits = &digits[at..];
     let mut end = 0;
-    for part in [PREFIX, digits, SUFFIX] {
+    for part in [PREFIX, &digits[at..], SUFFIX] {
         buf[end..end + part.len()].copy_from_slice(part);
         end += part.len();
+    }
+    if let Some(id) = id {
+        buf[end] = b' ';
+        let mut head = [0u8; ID_LEN];
+        id.emit(&mut head);
+        buf[end + 1..end + 1 + ID_LEN].copy_from_slice(&head);
+        end += 1 + ID_LEN;
     }
     end
 }
@@ -49,31 +140,54 @@ pub fn reply_text(len: usize) -> String {
     format!("Your data was {len} bytes long")
 }
 
-/// Reads the length out of a seed reply, or `None` if `data` is not exactly such a reply
-/// (canonical decimal: no sign, no leading zeros, no spaces).
+/// What a reply says: the length the server received and, if it repeated one, the ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub len: usize,
+    pub id: Option<RequestId>,
+}
+
+/// Reads a reply written by [`emit_reply`], or `None` if `data` is anything else
+/// (the length in canonical decimal: no sign, no leading zeros, no spaces).
 ///
 /// ```
-/// assert_eq!(udpkit::protocol::parse_reply(b"Your data was 38 bytes long"), Some(38));
-/// assert_eq!(udpkit::protocol::parse_reply(b"Your data was 038 bytes long"), None);
+/// use udpkit::protocol::{parse_reply, Reply};
+/// assert_eq!(parse_reply(b"Your data was 38 bytes long"), Some(Reply { len: 38, id: None }));
+/// assert_eq!(parse_reply(b"Your data was 038 bytes long"), None);
 /// ```
-pub fn parse_reply(data: &[u8]) -> Option<usize> {
-    let digits = data.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    let canonical = !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() == 1 || digits[0] != b'0');
+pub fn parse_reply(data: &[u8]) -> Option<Reply> {
+    let rest = data.strip_prefix(PREFIX)?;
+    let digits_end = rest.iter().position(|c| !c.is_ascii_digit())?;
+    let (digits, rest) = rest.split_at(digits_end);
+    let canonical = !digits.is_empty() && (digits.len() == 1 || digits[0] != b'0');
     if !canonical {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    let len = digits.iter().try_fold(0usize, |n, d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })?;
+    let rest = rest.strip_prefix(SUFFIX)?;
+    let id = match rest {
+        [] => None,
+        [b' ', id @ ..] if id.len() == ID_LEN => Some(RequestId::parse(id)?),
+        _ => return None,
+    };
+    Some(Reply { len, id })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn reply(len: usize, id: Option<RequestId>) -> Vec<u8> {
+        let mut buf = [0u8; MAX_REPLY];
+        let n = emit_reply(&mut buf, len, id);
+        buf[..n].to_vec()
+    }
 
     #[test]
     fn reply_bytes_match_the_seed() {
-        let mut buf = [0u8; MAX_REPLY];
         for (len, text) in [
             (0, "Your data was 0 bytes long"),
             (1, "Your data was 1 bytes long"),
@@ -83,11 +197,57 @@ mod tests {
                 &format!("Your data was {} bytes long", usize::MAX),
             ),
         ] {
-            let n = emit_reply(&mut buf, len);
-            assert_eq!(&buf[..n], text.as_bytes());
+            assert_eq!(reply(len, None), text.as_bytes());
             assert_eq!(reply_text(len), text);
-            assert_eq!(parse_reply(text.as_bytes()), Some(len));
+            assert_eq!(parse_reply(text.as_bytes()), Some(Reply { len, id: None }));
         }
+    }
+
+    #[test]
+    fn a_reply_repeats_the_requests_id() {
+        let id = RequestId {
+            nonce: 0x0123_4567_89ab_cdef,
+            seq: 42,
+        };
+        let mut request = Vec::new();
+        assert!(emit_request(&mut request, id, 38));
+        assert_eq!(request, b"#0123456789abcdef000000000000002a xxxx");
+        assert_eq!(request_id(&request), Some(id));
+        let answer = reply(request.len(), request_id(&request));
+        assert_eq!(
+            answer,
+            b"Your data was 38 bytes long #0123456789abcdef000000000000002a"
+        );
+        assert_eq!(
+            parse_reply(&answer),
+            Some(Reply {
+                len: 38,
+                id: Some(id)
+            })
+        );
+    }
+
+    #[test]
+    fn requests_too_small_for_an_id_are_not_written() {
+        let mut buf = Vec::new();
+        assert!(!emit_request(
+            &mut buf,
+            RequestId { nonce: 1, seq: 1 },
+            ID_LEN - 1
+        ));
+        assert!(emit_request(
+            &mut buf,
+            RequestId { nonce: 1, seq: 1 },
+            ID_LEN
+        ));
+        assert_eq!(buf.len(), ID_LEN);
+    }
+
+    #[test]
+    fn the_seeds_message_carries_no_id() {
+        assert_eq!(request_id(b"The time is 2026-11-25 08:28:25.226815"), None);
+        assert_eq!(request_id(b"#0123456789abcdef000000000000002aX"), None);
+        assert_eq!(request_id(b"#0123456789ABCDEF000000000000002a"), None);
     }
 
     #[test]
@@ -102,8 +262,60 @@ mod tests {
             b"your data was 1 bytes long",
             b"Your data was 99999999999999999999999 bytes long",
             b"Your data was 1x bytes long",
+            b"Your data was 1 bytes long #",
+            b"Your data was 1 bytes long #0123456789abcdef000000000000002",
+            b"Your data was 1 bytes long #0123456789abcdef000000000000002aa",
+            b"Your data was 1 bytes long  #0123456789abcdef000000000000002a",
         ] {
             assert_eq!(parse_reply(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    fn any_id() -> impl Strategy<Value = RequestId> {
+        (any::<u64>(), any::<u64>()).prop_map(|(nonce, seq)| RequestId { nonce, seq })
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_reply(&data);
+            let _ = request_id(&data);
+            let _ = RequestId::parse(&data);
+        }
+
+        #[test]
+        fn parsers_never_panic_near_valid_input(
+            len in any::<usize>(),
+            id in proptest::option::of(any_id()),
+            cut in 0usize..100,
+            flip in 0usize..100,
+            byte in any::<u8>(),
+        ) {
+            let mut data = reply(len, id);
+            if flip < data.len() { data[flip] = byte; }
+            data.truncate(cut);
+            let _ = parse_reply(&data);
+            let _ = request_id(&data);
+        }
+
+        #[test]
+        fn replies_round_trip(len in any::<usize>(), id in proptest::option::of(any_id())) {
+            prop_assert_eq!(parse_reply(&reply(len, id)), Some(Reply { len, id }));
+        }
+
+        #[test]
+        fn requests_round_trip(id in any_id(), size in ID_LEN..2000usize) {
+            let mut buf = Vec::new();
+            prop_assert!(emit_request(&mut buf, id, size));
+            prop_assert_eq!(buf.len(), size);
+            prop_assert_eq!(request_id(&buf), Some(id));
+        }
+
+        #[test]
+        fn an_accepted_reply_is_exactly_what_emit_writes(data in "Your data was [0-9]{1,3} bytes long( #[0-9a-f]{32})?") {
+            if let Some(parsed) = parse_reply(data.as_bytes()) {
+                prop_assert_eq!(reply(parsed.len, parsed.id), data.as_bytes());
+            }
         }
     }
 }

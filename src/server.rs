@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
 use crate::impair::Loss;
-use crate::protocol::emit_reply;
+use crate::protocol::{emit_reply, request_id};
 use crate::ratelimit::{DEFAULT_PER_SECOND, RateLimiter};
 use crate::stats::{Counters, Stats};
 use crate::{Error, net};
@@ -287,7 +287,8 @@ impl Worker<'_> {
                     tally.dropped_rate_limited += 1;
                     continue;
                 }
-                batch.answer(i, |buf| emit_reply(buf, len));
+                let id = request_id(data);
+                batch.answer(i, |buf| emit_reply(buf, len, id));
             }
             let mut failure = Ok(());
             let sent = batch.send(self.socket, |peer, e| {

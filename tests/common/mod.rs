@@ -271,3 +271,72 @@ pub fn roomy_socket(addr: &str) -> UdpSocket {
         .expect("receive buffer");
     socket
 }
+
+/// A hand-written server on a thread: calls `respond(socket, peer, request, n)` for the
+/// n-th request (from 0) until dropped or `STEP` passes.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Scripted {
+    pub fn start(
+        mut respond: impl FnMut(&UdpSocket, SocketAddr, &[u8], usize) + Send + 'static,
+    ) -> Scripted {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let addr = socket.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + STEP;
+            let mut buf = vec![0u8; 65_536];
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok((len, peer)) = socket.recv_from(&mut buf) {
+                    respond(&socket, peer, &buf[..len], n);
+                    n += 1;
+                }
+            }
+        });
+        Scripted {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a udpkit server answers to `request`.
+pub fn udpkit_reply(request: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; udpkit::protocol::MAX_REPLY];
+    let n = udpkit::protocol::emit_reply(
+        &mut buf,
+        request.len(),
+        udpkit::protocol::request_id(request),
+    );
+    buf[..n].to_vec()
+}
+
+/// Runs a udpkit subcommand that prints one JSON object and returns it with the exit code.
+pub fn json_of(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = udpkit();
+    cmd.args(args);
+    let out = run(cmd);
+    let text = stdout(&out);
+    let value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}; stderr: {}", stderr(&out)));
+    (out.status.code(), value)
+}

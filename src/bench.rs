@@ -1,0 +1,420 @@
+//! `udpkit bench`: load and latency, as sockperf, iperf3 and wrk2 measure them. N flows,
+//! each its own socket and source port; each keeps W requests in flight (closed loop), or
+//! requests go out at a fixed rate across the flows (open loop), where latency counts from
+//! the time a request was *meant* to go, so a stalled server cannot hide its stall
+//! (coordinated omission).
+//!
+//! Promise: every request is accounted for (`sent = received + lost`); the run ends by
+//! itself (duration, count, or a stop) after at most one timeout of draining; I/O is
+//! batched (`sendmmsg`/`recvmmsg` on Linux) and nothing is allocated per request.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::batch::Burst;
+use crate::flow::{Flow, Matching, Outcome};
+use crate::latency::{Latency, Summary};
+use crate::{Error, Stop, net};
+
+/// How to load the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: SocketAddr,
+    /// Sockets, each with its own source port.
+    pub flows: usize,
+    /// Requests in flight per flow (closed loop).
+    pub window: usize,
+    /// Send for this long...
+    pub duration: Option<Duration>,
+    /// ...or this many requests in all.
+    pub count: Option<u64>,
+    /// Requests a second in all, paced across the flows (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
+    /// Bytes in each request.
+    pub size: usize,
+    /// How long to wait for a reply before counting the request lost.
+    pub timeout: Duration,
+}
+
+/// Figures so far, for a progress display.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub elapsed: Duration,
+    /// How long the run is meant to send, if known.
+    pub planned: Option<Duration>,
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub config: Config,
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub bad: u64,
+    pub forged: u64,
+    pub unreachable: u64,
+    pub matching: Matching,
+    /// From the first request to the last reply (or the end of sending, if later).
+    pub elapsed: Duration,
+    pub latency: Latency,
+}
+
+impl Report {
+    pub fn lost(&self) -> u64 {
+        self.sent - self.received
+    }
+
+    pub fn requests_per_second(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The summary for people: two or three lines.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let mode = match c.rate {
+            Some(rate) => format!("open loop at {rate} requests/s"),
+            None => format!("window {}", c.window),
+        };
+        let loss = if self.sent == 0 {
+            0.0
+        } else {
+            100.0 * self.lost() as f64 / self.sent as f64
+        };
+        let mut text = format!(
+            "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
+             {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} unreachable\n",
+            net::shown(c.target),
+            c.flows,
+            if c.flows == 1 { "" } else { "s" },
+            c.size,
+            self.elapsed.as_secs_f64(),
+            self.requests_per_second(),
+            self.sent,
+            self.received,
+            self.lost(),
+            self.duplicates,
+            self.late,
+            self.bad,
+            self.forged,
+            self.unreachable,
+        );
+        if self.latency.count() > 0 {
+            let s = self.latency.summary(1e3);
+            text.push_str(&format!(
+                "latency (µs): min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
+                s.min, s.p50, s.p90, s.p99, s.p999, s.max
+            ));
+        }
+        if self.matching == Matching::Order {
+            text.push_str("replies matched by order: the server does not repeat request IDs\n");
+        }
+        text
+    }
+
+    /// One JSON object: `requests_per_second`, `sent`, `received`, `lost`, `duplicates`,
+    /// `late`, `bad`, `forged`, `unreachable`, `seconds`, the settings, `matching`, and
+    /// `latency_us` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Json {
+            target: String,
+            flows: usize,
+            window: usize,
+            rate: Option<f64>,
+            size: usize,
+            requests_per_second: f64,
+            sent: u64,
+            received: u64,
+            lost: u64,
+            duplicates: u64,
+            late: u64,
+            bad: u64,
+            forged: u64,
+            unreachable: u64,
+            seconds: f64,
+            matching: &'static str,
+            latency_us: Summary,
+        }
+        let c = &self.config;
+        serde_json::to_string(&Json {
+            target: net::shown(c.target).to_string(),
+            flows: c.flows,
+            window: c.window,
+            rate: c.rate,
+            size: c.size,
+            requests_per_second: self.requests_per_second().round(),
+            sent: self.sent,
+            received: self.received,
+            lost: self.lost(),
+            duplicates: self.duplicates,
+            late: self.late,
+            bad: self.bad,
+            forged: self.forged,
+            unreachable: self.unreachable,
+            seconds: self.elapsed.as_secs_f64(),
+            matching: match self.matching {
+                Matching::Ids => "ids",
+                Matching::Order => "order",
+                Matching::Unknown => "unknown",
+            },
+            latency_us: self.latency.summary(1e3),
+        })
+        .expect("plain values serialize")
+    }
+}
+
+struct FlowState {
+    socket: UdpSocket,
+    flow: Flow,
+    latency: Latency,
+}
+
+/// How often the progress callback hears, at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs the load until the duration or count is reached, or `stop` is set, then drains.
+pub fn bench(
+    config: &Config,
+    stop: &Stop,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Report, Error> {
+    let flows_n = config.flows.max(1);
+    let capacity = match config.rate {
+        Some(rate) => ((rate / flows_n as f64) * config.timeout.as_secs_f64() * 2.0) as usize + 64,
+        None => config.window.max(1) * 2,
+    };
+    let mut flows = (0..flows_n)
+        .map(|_| {
+            let socket = net::connect(config.target)?;
+            net::grow_receive_buffer(&socket, 4 << 20);
+            Ok(FlowState {
+                socket,
+                flow: Flow::new(config.size, capacity.min(1 << 22)),
+                latency: Latency::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let mut report = Report {
+        config: config.clone(),
+        sent: 0,
+        received: 0,
+        duplicates: 0,
+        late: 0,
+        bad: 0,
+        forged: 0,
+        unreachable: 0,
+        matching: Matching::Unknown,
+        elapsed: Duration::ZERO,
+        latency: Latency::new(),
+    };
+    let mut burst = Burst::new();
+    let mut readable = Readable::new(&flows);
+    let started = Instant::now();
+    let send_until = config.duration.map(|d| started + d);
+    let interval = config.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut scheduled: u64 = 0; // open loop: requests whose intended time has been handed out
+    let mut sending = true;
+    let mut send_end = started;
+    let mut last_reply = started;
+    let mut drain_until = None;
+    let mut next_progress = started + PROGRESS_EVERY;
+    let mut unreachable = 0u64;
+    loop {
+        let now = Instant::now();
+        if sending {
+            let total_sent: u64 = flows.iter().map(|f| f.flow.sent()).sum();
+            let over = stop.is_stopped()
+                || send_until.is_some_and(|t| now >= t)
+                || config.count.is_some_and(|c| total_sent >= c);
+            if over {
+                sending = false;
+                send_end = now;
+                drain_until = Some(now + config.timeout);
+            }
+        }
+        if !sending {
+            let waiting: usize = flows.iter().map(|f| f.flow.waiting()).sum();
+            if waiting == 0
+                || drain_until.is_some_and(|t| now >= t)
+                || (stop.is_stopped() && send_end + config.timeout <= now)
+            {
+                break;
+            }
+        }
+
+        // Send what is due.
+        if sending {
+            let total_sent: u64 = flows.iter().map(|f| f.flow.sent()).sum();
+            let mut budget = config.count.map_or(u64::MAX, |c| c - total_sent.min(c));
+            match interval {
+                None => {
+                    for f in &mut flows {
+                        let want = config.window.saturating_sub(f.flow.waiting()) as u64;
+                        let n = want.min(budget);
+                        budget -= n;
+                        for _ in 0..n {
+                            f.flow.next_request(burst.next_out(), now);
+                            if burst.is_full() {
+                                burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                            }
+                        }
+                        if burst.queued() > 0 {
+                            burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                        }
+                    }
+                }
+                Some(step) => {
+                    // Every request whose intended time has come goes now, stamped with
+                    // that intended time.
+                    loop {
+                        let intended = started + step.mul_f64(scheduled as f64);
+                        if intended > now
+                            || budget == 0
+                            || send_until.is_some_and(|t| intended >= t)
+                        {
+                            break;
+                        }
+                        let f = &mut flows[(scheduled % flows_n as u64) as usize];
+                        f.flow.next_request(burst.next_out(), intended);
+                        burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                        scheduled += 1;
+                        budget -= 1;
+                    }
+                }
+            }
+        }
+
+        // Wait until a reply is there (at once if one is), then take all that are: waiting
+        // first gathers bigger batches, and fewer system calls per reply, than grabbing
+        // replies as they trickle in.
+        // (One clock reading before sending and one after receiving: reading the clock is
+        // a fair share of this loop's own work.)
+        let mut until = now + Duration::from_millis(10);
+        if let (true, Some(step)) = (sending, interval) {
+            until = until.min(started + step.mul_f64(scheduled as f64));
+        }
+        wait_readable(&mut readable, until.saturating_duration_since(now));
+        let mut at = now;
+        for f in &mut flows {
+            loop {
+                match burst.receive(&f.socket) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        at = Instant::now();
+                        last_reply = at;
+                        for i in 0..n {
+                            match f.flow.on_reply(burst.reply(i), at) {
+                                Outcome::Answer { rtt, late, .. } => {
+                                    report.received += 1;
+                                    report.late += u64::from(late);
+                                    f.latency.record(rtt);
+                                }
+                                Outcome::Duplicate { .. } => report.duplicates += 1,
+                                Outcome::Forged => report.forged += 1,
+                                Outcome::Bad | Outcome::Unmatched => report.bad += 1,
+                            }
+                        }
+                        if n < crate::batch::BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        unreachable += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::io(
+                            format!("cannot receive from {}", config.target),
+                            e,
+                        ));
+                    }
+                }
+            }
+            f.flow.expire(at, config.timeout);
+        }
+        if at >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            progress(&Progress {
+                elapsed: started.elapsed(),
+                planned: config.duration,
+                sent: flows.iter().map(|f| f.flow.sent()).sum(),
+                received: report.received,
+            });
+        }
+    }
+    report.sent = flows.iter().map(|f| f.flow.sent()).sum();
+    report.unreachable = unreachable;
+    report.elapsed = last_reply.max(send_end).duration_since(started);
+    report.matching = flows[0].flow.matching();
+    for f in &flows {
+        report.latency.merge(&f.latency);
+        if f.flow.matching() == Matching::Order {
+            report.matching = Matching::Order;
+        }
+    }
+    Ok(report)
+}
+
+fn note_send_error(e: &io::Error, unreachable: &mut u64) {
+    // A refused send is the kernel passing on an ICMP unreachable for an earlier request;
+    // the request itself did not go and will count as lost. Other errors (buffers full)
+    // lose the request the same way.
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        *unreachable += 1;
+    }
+}
+
+/// The sockets to wait on, set up once.
+#[cfg(unix)]
+struct Readable(Vec<libc::pollfd>);
+
+#[cfg(unix)]
+impl Readable {
+    fn new(flows: &[FlowState]) -> Self {
+        use std::os::fd::AsRawFd;
+        Readable(
+            flows
+                .iter()
+                .map(|f| libc::pollfd {
+                    fd: f.socket.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Sleeps until a flow's socket has a datagram (or an error) or `wait` passes.
+#[cfg(unix)]
+fn wait_readable(readable: &mut Readable, wait: Duration) {
+    let fds = &mut readable.0;
+    let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
+    // SAFETY: `fds` is a valid array of pollfd of the length given.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+    }
+}
+
+#[cfg(not(unix))]
+struct Readable;
+
+#[cfg(not(unix))]
+impl Readable {
+    fn new(_: &[FlowState]) -> Self {
+        Readable
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_readable(_: &mut Readable, wait: Duration) {
+    std::thread::sleep(wait.min(Duration::from_millis(1)));
+}

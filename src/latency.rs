@@ -1,0 +1,297 @@
+//! Latency statistics in one place: exact min/avg/max/mdev, percentiles from an HDR
+//! histogram (3 significant digits), the histogram's percentile-distribution text, and an
+//! SVG plot of latency by percentile.
+//!
+//! Promise: recording is O(1) and allocation-free; memory is fixed at creation (latencies
+//! from 1 ns to 1 hour; longer ones are recorded as 1 hour).
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+const HIGHEST_NS: u64 = 3_600_000_000_000;
+
+/// Recorded latencies.
+#[derive(Clone, Debug)]
+pub struct Latency {
+    histogram: Histogram<u64>,
+    count: u64,
+    sum: f64,
+    sum_squares: f64,
+    min: u64,
+    max: u64,
+}
+
+/// A summary of recorded latencies, in one unit (milliseconds for ping, microseconds for
+/// bench), all zero when nothing was recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    /// The standard deviation, as ping's `mdev` is.
+    pub mdev: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latency {
+    pub fn new() -> Self {
+        Latency {
+            histogram: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid bounds"),
+            count: 0,
+            sum: 0.0,
+            sum_squares: 0.0,
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos())
+            .unwrap_or(u64::MAX)
+            .clamp(1, HIGHEST_NS);
+        self.histogram.saturating_record(ns);
+        self.count += 1;
+        let x = ns as f64;
+        self.sum += x;
+        self.sum_squares += x * x;
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds another set of latencies (another flow's) to these.
+    pub fn merge(&mut self, other: &Latency) {
+        let _ = self.histogram.add(&other.histogram);
+        self.count += other.count;
+        self.sum += other.sum;
+        self.sum_squares += other.sum_squares;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// The summary in units of `unit_ns` nanoseconds (1e6 for ms, 1e3 for µs).
+    pub fn summary(&self, unit_ns: f64) -> Summary {
+        if self.count == 0 {
+            return Summary::default();
+        }
+        let n = self.count as f64;
+        let mean = self.sum / n;
+        let variance = (self.sum_squares / n - mean * mean).max(0.0);
+        let q = |quantile| self.histogram.value_at_quantile(quantile) as f64 / unit_ns;
+        Summary {
+            min: self.min as f64 / unit_ns,
+            avg: mean / unit_ns,
+            max: self.max as f64 / unit_ns,
+            mdev: variance.sqrt() / unit_ns,
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+        }
+    }
+
+    /// The percentile distribution (value in units of `unit_ns`, percentile, total count,
+    /// 1/(1-percentile)), in HdrHistogram's text format, which its plotters read.
+    pub fn write_distribution(&self, out: &mut impl Write, unit_ns: f64) -> io::Result<()> {
+        writeln!(
+            out,
+            "{:>12} {:>14} {:>10} {:>14}\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        )?;
+        let mut total = 0u64;
+        for step in self.histogram.iter_quantiles(5) {
+            total += step.count_since_last_iteration();
+            let value = step.value_iterated_to() as f64 / unit_ns;
+            let q = step.quantile_iterated_to();
+            if q < 1.0 {
+                writeln!(
+                    out,
+                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                )?;
+            } else {
+                writeln!(out, "{value:12.3} {q:2.12} {total:10}")?;
+            }
+        }
+        let s = self.summary(unit_ns);
+        writeln!(
+            out,
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+            s.avg, s.mdev
+        )?;
+        writeln!(
+            out,
+            "#[Max     = {:12.3}, Total count    = {:12}]",
+            s.max, self.count
+        )?;
+        writeln!(
+            out,
+            "#[Buckets = {:12}, SubBuckets     = {:12}]",
+            self.histogram.buckets(),
+            self.histogram.distinct_values()
+        )
+    }
+
+    /// An SVG drawing of latency (in `unit` of `unit_ns` nanoseconds) against percentile,
+    /// on the usual logarithmic percentile axis (50%, 90%, 99%, 99.9%, ...).
+    pub fn svg(&self, unit_ns: f64, unit: &str, title: &str) -> String {
+        let (w, h, left, bottom, top, right) = (800.0, 420.0, 70.0, 50.0, 40.0, 20.0);
+        let max_nines = 6.0;
+        let x_of = |q: f64| {
+            let nines = (-(1.0 - q).max(1e-6).log10()).min(max_nines);
+            left + nines / max_nines * (w - left - right)
+        };
+        let max = (self.max as f64 / unit_ns).max(f64::MIN_POSITIVE);
+        let y_of = |v: f64| h - bottom - v / max * (h - top - bottom);
+        let mut points = String::new();
+        for step in self.histogram.iter_quantiles(5) {
+            let v = step.value_iterated_to() as f64 / unit_ns;
+            let _ = write!(
+                points,
+                "{:.1},{:.1} ",
+                x_of(step.quantile_iterated_to()),
+                y_of(v.min(max))
+            );
+        }
+        let mut svg = String::new();
+        let _ = write!(
+            svg,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{left}" y="24" font-size="15">{}</text>
+<line x1="{left}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{b}" stroke="black"/>
+"#,
+            escape(title),
+            b = h - bottom,
+            r = w - right,
+        );
+        for (nines, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
+            .iter()
+            .enumerate()
+        {
+            let x = left + nines as f64 / max_nines * (w - left - right);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{b}" stroke="#ddd"/><text x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"##,
+                b = h - bottom,
+                ty = h - bottom + 18.0,
+            );
+        }
+        for i in 0..=4 {
+            let v = max * f64::from(i) / 4.0;
+            let _ = writeln!(
+                svg,
+                r#"<text x="{tx}" y="{y:.1}" text-anchor="end">{v:.1}</text>"#,
+                tx = left - 6.0,
+                y = y_of(v) + 4.0,
+            );
+        }
+        let _ = write!(
+            svg,
+            r##"<text x="{cx}" y="{ly}" text-anchor="middle">percentile</text>
+<text x="16" y="{cy}" transform="rotate(-90 16 {cy})" text-anchor="middle">latency ({unit})</text>
+<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{points}"/>
+</svg>
+"##,
+            cx = (left + w - right) / 2.0,
+            ly = h - 10.0,
+            cy = (top + h - bottom) / 2.0,
+        );
+        svg
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn summary_is_exact_where_it_can_be_and_close_for_percentiles() {
+        let mut l = Latency::new();
+        for n in 1..=1000 {
+            l.record(us(n));
+        }
+        let s = l.summary(1e3);
+        assert_eq!((s.min, s.max), (1.0, 1000.0));
+        assert!((s.avg - 500.5).abs() < 1e-9);
+        assert!((s.mdev - 288.675).abs() < 0.01, "{}", s.mdev);
+        assert!((s.p50 - 500.0).abs() <= 1.0, "{}", s.p50);
+        assert!((s.p99 - 990.0).abs() <= 1.0, "{}", s.p99);
+    }
+
+    #[test]
+    fn nothing_recorded_is_all_zero() {
+        assert_eq!(Latency::new().summary(1e6), Summary::default());
+    }
+
+    #[test]
+    fn merged_flows_count_together() {
+        let (mut a, mut b) = (Latency::new(), Latency::new());
+        a.record(us(10));
+        b.record(us(30));
+        a.merge(&b);
+        let s = a.summary(1e3);
+        assert_eq!((a.count(), s.min, s.max, s.avg), (2, 10.0, 30.0, 20.0));
+    }
+
+    #[test]
+    fn the_distribution_ends_at_the_maximum_with_the_total_count() {
+        let mut l = Latency::new();
+        for n in [5, 10, 20, 40] {
+            l.record(us(n));
+        }
+        let mut out = Vec::new();
+        l.write_distribution(&mut out, 1e3).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("       Value     Percentile TotalCount"),
+            "{text}"
+        );
+        let last_row = text
+            .lines()
+            .rfind(|l| !l.starts_with('#') && !l.is_empty())
+            .unwrap();
+        let cols: Vec<&str> = last_row.split_whitespace().collect();
+        assert_eq!(cols[0].parse::<f64>().unwrap().round(), 40.0, "{last_row}");
+        assert_eq!(cols[1], "1.000000000000");
+        assert_eq!(cols[2], "4");
+        assert!(text.contains("Total count    =            4]"), "{text}");
+    }
+
+    #[test]
+    fn the_plot_is_an_svg_with_one_curve() {
+        let mut l = Latency::new();
+        l.record(us(7));
+        let svg = l.svg(1e3, "µs", "a <test>");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 1);
+        assert!(svg.contains("a &lt;test&gt;"));
+    }
+}

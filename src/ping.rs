@@ -1,0 +1,368 @@
+//! `udpkit ping`: ping's habits over UDP: one request at a time (or one every interval),
+//! each reply matched by its request ID, round-trip times, duplicates, late replies, loss.
+//!
+//! Promise: every request is accounted for (`sent = received + lost`), every reply is
+//! classified by [`Flow`], the loop ends by itself (COUNT, or a stop), and a port that
+//! answers with ICMP unreachable is reported, not fatal.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::flow::{Flow, Matching, Outcome};
+use crate::latency::{Latency, Summary};
+use crate::protocol::RECV_BUFFER;
+use crate::{Error, Stop, net};
+
+/// How to ping.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: SocketAddr,
+    /// Stop after this many requests (and their replies or timeouts); `None`: until stopped.
+    pub count: Option<u64>,
+    /// Between requests; zero sends the next as soon as the reply (or timeout) comes.
+    pub interval: Duration,
+    /// Bytes in each request.
+    pub size: usize,
+    /// How long to wait for each reply before counting it lost.
+    pub timeout: Duration,
+}
+
+/// What happened, as it happens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    Reply {
+        seq: u64,
+        bytes: usize,
+        rtt: Duration,
+        late: bool,
+        duplicate: bool,
+    },
+    /// ICMP port unreachable came back: nothing listens at the target.
+    Unreachable { seq: u64 },
+    /// A reply ignored because it lacked the right request ID.
+    Forged,
+    /// A datagram that is not a reply to a request of this size.
+    Bad,
+    /// The server does not repeat request IDs: replies are matched by order from now on.
+    MatchingByOrder,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub target: SocketAddr,
+    pub size: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub forged: u64,
+    pub bad: u64,
+    pub unreachable: u64,
+    pub matching: Matching,
+    pub elapsed: Duration,
+    pub latency: Latency,
+}
+
+impl Report {
+    pub fn lost(&self) -> u64 {
+        self.sent - self.received
+    }
+
+    pub fn loss_percent(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            100.0 * self.lost() as f64 / self.sent as f64
+        }
+    }
+
+    /// The ping-style summary: three or four lines.
+    pub fn describe(&self) -> String {
+        let mut extra = String::new();
+        for (n, what) in [
+            (self.forged, "forged"),
+            (self.bad, "bad"),
+            (self.unreachable, "unreachable"),
+        ] {
+            if n > 0 {
+                extra.push_str(&format!(", {n} {what}"));
+            }
+        }
+        let mut text = format!(
+            "--- {} udpkit ping statistics ---\n\
+             {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
+            net::shown(self.target),
+            self.sent,
+            self.received,
+            self.duplicates,
+            self.late,
+            percent(self.loss_percent()),
+            self.elapsed.as_millis(),
+        );
+        if self.latency.count() > 0 {
+            let s = self.latency.summary(1e6);
+            text.push_str(&format!(
+                "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\n\
+                 rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms\n",
+                s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
+            ));
+        }
+        text
+    }
+
+    /// One JSON object: `target`, `sent`, `received`, `duplicates`, `late`, `forged`,
+    /// `bad`, `unreachable`, `loss_percent`, `time_ms`, `matching` and `rtt_ms` (`min`,
+    /// `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Json {
+            target: String,
+            size: usize,
+            sent: u64,
+            received: u64,
+            duplicates: u64,
+            late: u64,
+            forged: u64,
+            bad: u64,
+            unreachable: u64,
+            loss_percent: f64,
+            time_ms: f64,
+            matching: &'static str,
+            rtt_ms: Summary,
+        }
+        serde_json::to_string(&Json {
+            target: net::shown(self.target).to_string(),
+            size: self.size,
+            sent: self.sent,
+            received: self.received,
+            duplicates: self.duplicates,
+            late: self.late,
+            forged: self.forged,
+            bad: self.bad,
+            unreachable: self.unreachable,
+            loss_percent: self.loss_percent(),
+            time_ms: self.elapsed.as_secs_f64() * 1e3,
+            matching: match self.matching {
+                Matching::Ids => "ids",
+                Matching::Order => "order",
+                Matching::Unknown => "unknown",
+            },
+            rtt_ms: self.latency.summary(1e6),
+        })
+        .expect("plain values serialize")
+    }
+}
+
+/// `12.5%`, `0%`, `33.3%`.
+fn percent(p: f64) -> String {
+    let text = format!("{p:.1}");
+    format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
+}
+
+/// The longest a single wait lasts, so that a stop is seen promptly even where a signal
+/// does not interrupt the wait.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// Pings until `config.count` requests are settled or `stop` is set; `on_event` hears of
+/// each reply and anomaly as it comes (its error ends the run as `Error::Output`).
+pub fn ping(
+    config: &Config,
+    stop: &Stop,
+    mut on_event: impl FnMut(&Event) -> io::Result<()>,
+) -> Result<Report, Error> {
+    let socket = net::connect(config.target)?;
+    let in_flight = if config.interval.is_zero() {
+        1
+    } else {
+        (config.timeout.as_secs_f64() / config.interval.as_secs_f64()).ceil() as usize + 2
+    };
+    let mut flow = Flow::new(config.size, in_flight.min(1 << 16));
+    let mut report = Report {
+        target: config.target,
+        size: config.size,
+        sent: 0,
+        received: 0,
+        duplicates: 0,
+        late: 0,
+        forged: 0,
+        bad: 0,
+        unreachable: 0,
+        matching: flow.matching(),
+        elapsed: Duration::ZERO,
+        latency: Latency::new(),
+    };
+    let mut emit = |event: Event| on_event(&event).map_err(|source| Error::Output { source });
+    let mut request = Vec::with_capacity(config.size);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut wait = Waiter::new(&socket);
+    let started = Instant::now();
+    let mut next_send = started;
+    let mut last_seq = 0;
+    loop {
+        let now = Instant::now();
+        flow.expire(now, config.timeout);
+        let done_sending = config.count.is_some_and(|c| flow.sent() >= c);
+        if stop.is_stopped() || (done_sending && flow.waiting() == 0) {
+            break;
+        }
+        let ready = if config.interval.is_zero() {
+            flow.waiting() == 0
+        } else {
+            now >= next_send
+        };
+        if !done_sending && ready {
+            let sent_at = Instant::now();
+            last_seq = flow.next_request(&mut request, sent_at);
+            match send(&socket, &request) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    report.unreachable += 1;
+                    emit(Event::Unreachable { seq: last_seq })?;
+                }
+                Err(e) => return Err(Error::io(format!("cannot send to {}", config.target), e)),
+            }
+            // On schedule, but never in a burst to catch up after a stall.
+            next_send += config.interval;
+            if next_send < sent_at {
+                next_send = sent_at + config.interval;
+            }
+            continue;
+        }
+        // Wait for a reply until the next request is due or the oldest one times out.
+        let mut until = now + MAX_WAIT;
+        if !done_sending && !config.interval.is_zero() {
+            until = until.min(next_send);
+        }
+        if let Some(since) = flow.oldest_waiting_since() {
+            until = until.min(since + config.timeout);
+        }
+        match wait.recv(&mut buf, until.saturating_duration_since(now)) {
+            Ok(Some(len)) => {
+                let at = Instant::now();
+                let before = flow.matching();
+                let outcome = flow.on_reply(&buf[..len], at);
+                if before != Matching::Order && flow.matching() == Matching::Order {
+                    emit(Event::MatchingByOrder)?;
+                }
+                let event = match outcome {
+                    Outcome::Answer { seq, rtt, late } => {
+                        report.received += 1;
+                        report.late += u64::from(late);
+                        report.latency.record(rtt);
+                        Event::Reply {
+                            seq,
+                            bytes: config.size,
+                            rtt,
+                            late,
+                            duplicate: false,
+                        }
+                    }
+                    Outcome::Duplicate { seq, rtt } => {
+                        report.duplicates += 1;
+                        Event::Reply {
+                            seq,
+                            bytes: config.size,
+                            rtt,
+                            late: false,
+                            duplicate: true,
+                        }
+                    }
+                    Outcome::Forged => {
+                        report.forged += 1;
+                        Event::Forged
+                    }
+                    Outcome::Bad | Outcome::Unmatched => {
+                        report.bad += 1;
+                        Event::Bad
+                    }
+                };
+                emit(event)?;
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                report.unreachable += 1;
+                emit(Event::Unreachable { seq: last_seq })?;
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot receive from {}", config.target),
+                    e,
+                ));
+            }
+        }
+    }
+    report.sent = flow.sent();
+    report.matching = flow.matching();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Sends one datagram; a pending ICMP error from an earlier one is reported and the send
+/// tried once more, since the kernel hands back that error instead of sending.
+fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<()> {
+    match socket.send(data) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            let _ = socket.send(data);
+            Err(e)
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// Blocking receives with a timeout, setting the socket's timeout only when it changes
+/// by more than a millisecond: ping-pong at `-i 0` then makes two system calls a round.
+pub(crate) struct Waiter<'a> {
+    socket: &'a UdpSocket,
+    current: Option<Duration>,
+}
+
+impl<'a> Waiter<'a> {
+    pub(crate) fn new(socket: &'a UdpSocket) -> Self {
+        Waiter {
+            socket,
+            current: None,
+        }
+    }
+
+    /// One datagram's length, or `None` when `wait` passes (or a signal interrupts).
+    pub(crate) fn recv(&mut self, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>> {
+        let wait = wait.max(Duration::from_micros(100));
+        let close = self
+            .current
+            .is_some_and(|c| c.abs_diff(wait) <= Duration::from_millis(1));
+        if !close {
+            self.socket.set_read_timeout(Some(wait))?;
+            self.current = Some(wait);
+        }
+        match self.socket.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn loss_prints_like_ping() {
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(100.0), "100%");
+        assert_eq!(percent(100.0 / 3.0), "33.3%");
+    }
+}

@@ -1,0 +1,189 @@
+//! `udpkit bench`: counts that add up, loss, duplicates, forgeries, JSON, files, exit codes.
+
+mod common;
+
+use common::*;
+
+fn bench(addr: std::net::SocketAddr, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let port = addr.port().to_string();
+    let mut args = vec!["bench", "127.0.0.1", "-p", &port, "--json"];
+    args.extend_from_slice(extra);
+    json_of(&args)
+}
+
+fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+#[test]
+fn closed_loop_against_udpkit_server_counts_add_up() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let (code, v) = bench(addr, &["--flows", "4", "--window", "8", "-n", "4000"]);
+    assert_eq!(code, Some(0));
+    for key in [
+        "requests_per_second",
+        "sent",
+        "received",
+        "lost",
+        "duplicates",
+        "bad",
+    ] {
+        assert!(v.get(key).is_some(), "no {key}: {v}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            v["latency_us"][key].as_f64().is_some(),
+            "no latency_us.{key}: {v}"
+        );
+    }
+    assert_eq!(count(&v, "sent"), 4000);
+    assert_eq!(count(&v, "sent"), count(&v, "received") + count(&v, "lost"));
+    assert_eq!(
+        count(&v, "bad") + count(&v, "duplicates") + count(&v, "forged"),
+        0,
+        "{v}"
+    );
+    assert_eq!(v["matching"], "ids");
+    assert!(v["requests_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn against_the_seeds_server_replies_match_by_order() {
+    let p = free_port();
+    let mut cmd = seed();
+    cmd.args(["server", "-p", &p.to_string()]);
+    let mut server = Running::start(cmd);
+    server.line();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let (code, v) = bench(addr, &["--window", "4", "-n", "400"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["matching"], "order");
+    assert_eq!(count(&v, "sent"), count(&v, "received") + count(&v, "lost"));
+    assert_eq!(count(&v, "bad"), 0, "{v}");
+    assert!(count(&v, "received") > 0, "{v}");
+}
+
+#[test]
+fn loss_is_reported_when_the_server_drops() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--drop-rate", "0.2", "--seed", "5"]);
+    let (code, v) = bench(addr, &["--window", "16", "-n", "2000", "-W", "0.2"]);
+    assert_eq!(code, Some(0));
+    let (sent, lost) = (count(&v, "sent"), count(&v, "lost"));
+    assert_eq!(sent, count(&v, "received") + lost);
+    // 20% of 2000: 400, with a standard deviation under 18.
+    assert!((310..=490).contains(&lost), "{v}");
+}
+
+#[test]
+fn duplicated_replies_are_counted_as_duplicates() {
+    let server = Scripted::start(|socket, peer, request, _| {
+        let reply = udpkit_reply(request);
+        socket.send_to(&reply, peer).unwrap();
+        socket.send_to(&reply, peer).unwrap();
+    });
+    let (_, v) = bench(server.addr, &["--window", "1", "-n", "50"]);
+    assert_eq!(count(&v, "received"), 50);
+    // Each request's duplicate arrives right behind its reply, before the next request's
+    // reply; only the last one may come after the run has ended.
+    assert!((49..=50).contains(&count(&v, "duplicates")), "{v}");
+}
+
+#[test]
+fn forged_replies_are_rejected_and_counted() {
+    let server = Scripted::start(|socket, peer, request, _| {
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+        socket
+            .send_to(
+                format!("Your data was {} bytes long", request.len()).as_bytes(),
+                peer,
+            )
+            .unwrap();
+        let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        stranger.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (_, v) = bench(server.addr, &["--window", "1", "-n", "50"]);
+    assert_eq!(count(&v, "received"), 50);
+    assert_eq!(count(&v, "duplicates"), 0, "{v}");
+    // The ID-less ones from the server's own address are forgeries; those from another
+    // socket never reach a connected socket at all.
+    assert!((49..=50).contains(&count(&v, "forged")), "{v}");
+}
+
+#[test]
+fn open_loop_sends_at_the_rate_asked() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let (code, v) = bench(addr, &["--flows", "2", "--rate", "2000", "-d", "1"]);
+    assert_eq!(code, Some(0));
+    // 2000 a second for one second, give or take the last tick.
+    let sent = count(&v, "sent");
+    assert!((1990..=2000).contains(&sent), "{v}");
+    assert_eq!(sent, count(&v, "received") + count(&v, "lost"));
+}
+
+#[test]
+fn histogram_and_plot_files_are_written() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let dir = std::env::temp_dir().join(format!("udpkit-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (hist, plot) = (dir.join("latency.hgrm"), dir.join("latency.svg"));
+    let (code, v) = bench(
+        addr,
+        &[
+            "-n",
+            "500",
+            "--histogram",
+            hist.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    let text = std::fs::read_to_string(&hist).unwrap();
+    assert!(
+        text.contains("Percentile") && text.contains("Total count    =          500]"),
+        "{text}"
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn no_server_means_exit_1_with_everything_lost() {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (code, v) = bench(addr, &["-n", "20", "--window", "4", "-W", "0.1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(count(&v, "received"), 0);
+    assert_eq!(count(&v, "lost"), count(&v, "sent"));
+    assert!(count(&v, "unreachable") > 0, "{v}");
+}
+
+#[test]
+fn text_output_names_the_figures() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let mut cmd = udpkit();
+    cmd.args([
+        "bench",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-n",
+        "100",
+    ]);
+    let out = run(cmd);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("requests/s: 100 sent, 100 received, 0 lost"),
+        "{text}"
+    );
+    assert!(text.contains("latency (µs): min "), "{text}");
+    assert!(
+        stderr(&out).is_empty(),
+        "no progress bar off a terminal: {}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,292 @@
+//! `udpkit ping`: ping's output and figures, request IDs, and honest counts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn port(addr: std::net::SocketAddr) -> String {
+    addr.port().to_string()
+}
+
+#[test]
+fn against_udpkit_server_every_request_is_answered_and_matched_by_id() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let mut cmd = udpkit();
+    cmd.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(addr),
+        "-c",
+        "5",
+        "-i",
+        "0.01",
+    ]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("PING {addr}: 38 data bytes"));
+    for seq in 0..5 {
+        let prefix = format!("38 bytes from {addr}: seq={seq} time=");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&prefix) && l.ends_with(" ms")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("5 requests sent, 5 received, 0 duplicates, 0 late, 0% loss"),
+        "{text}"
+    );
+    assert!(text.contains("rtt min/avg/max/mdev = "), "{text}");
+    assert!(text.contains("rtt p50/p90/p99 = "), "{text}");
+}
+
+#[test]
+fn json_has_the_promised_keys_and_counts_add_up() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let (code, v) = json_of(&[
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(addr),
+        "-c",
+        "20",
+        "-i",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0));
+    for key in [
+        "target",
+        "sent",
+        "received",
+        "duplicates",
+        "late",
+        "loss_percent",
+    ] {
+        assert!(v.get(key).is_some(), "no {key}: {v}");
+    }
+    for key in ["min", "avg", "max", "mdev", "p50", "p90", "p99"] {
+        assert!(v["rtt_ms"][key].as_f64().is_some(), "no rtt_ms.{key}: {v}");
+    }
+    assert_eq!(v["target"], addr.to_string());
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(20), Some(20))
+    );
+    assert_eq!(v["matching"], "ids");
+    let (min, p50, max) = (
+        v["rtt_ms"]["min"].as_f64().unwrap(),
+        v["rtt_ms"]["p50"].as_f64().unwrap(),
+        v["rtt_ms"]["max"].as_f64().unwrap(),
+    );
+    assert!(min > 0.0 && min <= p50 && p50 <= max * 1.001, "{v}");
+}
+
+#[test]
+fn loss_is_reported_when_the_server_drops() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--drop-rate", "0.5", "--seed", "9"]);
+    let (code, v) = json_of(&[
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(addr),
+        "-c",
+        "200",
+        "-i",
+        "0",
+        "-W",
+        "0.05",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0));
+    let (sent, received) = (v["sent"].as_u64().unwrap(), v["received"].as_u64().unwrap());
+    assert_eq!(sent, 200);
+    let loss = v["loss_percent"].as_f64().unwrap();
+    assert!((35.0..=65.0).contains(&loss), "{v}");
+    assert!(
+        (loss - 100.0 * (sent - received) as f64 / sent as f64).abs() < 1e-9,
+        "{v}"
+    );
+}
+
+#[test]
+fn duplicated_replies_are_marked_dup_and_counted_once() {
+    let server = Scripted::start(|socket, peer, request, _| {
+        let reply = udpkit_reply(request);
+        socket.send_to(&reply, peer).unwrap();
+        socket.send_to(&reply, peer).unwrap();
+    });
+    let mut cmd = udpkit();
+    cmd.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(server.addr),
+        "-c",
+        "3",
+        "-i",
+        "0.05",
+    ]);
+    let out = run(cmd);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    // Like ping -c, it ends once the last request is answered: the last duplicate may
+    // come too late to be seen; the earlier ones always come before the next request.
+    for seq in [0, 1] {
+        let dup = format!(": seq={seq} time=");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&dup) && l.ends_with(" ms (DUP!)")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("3 requests sent, 3 received, "), "{text}");
+    let dups = text.lines().filter(|l| l.ends_with(" ms (DUP!)")).count();
+    assert!(text.contains(&format!(", {dups} duplicates,")), "{text}");
+}
+
+#[test]
+fn replies_without_the_right_id_are_rejected_as_forged() {
+    // The server answers properly, then sends, from its own address and port, what an
+    // off-path forger would: the seed's sentence with no ID, and one with a made-up ID.
+    let server = Scripted::start(|socket, peer, request, _| {
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+        let forged_id = udpkit_reply(b"#00000000000000000000000000000000 xxxx");
+        socket.send_to(&forged_id, peer).unwrap();
+        socket
+            .send_to(
+                format!("Your data was {} bytes long", request.len()).as_bytes(),
+                peer,
+            )
+            .unwrap();
+    });
+    let (code, v) = json_of(&[
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(server.addr),
+        "-c",
+        "3",
+        "-i",
+        "0.05",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 3);
+    assert_eq!(v["duplicates"], 0);
+    // Two forgeries per request; those after the last answer may come after ping ends.
+    let forged = v["forged"].as_u64().unwrap();
+    assert!((4..=6).contains(&forged), "{v}");
+}
+
+#[test]
+fn replies_from_another_socket_are_never_seen() {
+    let server = Scripted::start(|socket, peer, request, _| {
+        let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        forger.send_to(&udpkit_reply(request), peer).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (_, v) = json_of(&[
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &port(server.addr),
+        "-c",
+        "3",
+        "-i",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        (
+            v["received"].as_u64(),
+            v["duplicates"].as_u64(),
+            v["forged"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{v}"
+    );
+}
+
+#[test]
+fn the_seeds_server_is_matched_by_order_and_said_so_once() {
+    let p = free_port();
+    let mut cmd = seed();
+    cmd.args(["server", "-p", &p.to_string()]);
+    let mut server = Running::start(cmd);
+    server.line();
+    let mut cmd = udpkit();
+    cmd.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &p.to_string(),
+        "-c",
+        "4",
+        "-i",
+        "0.02",
+    ]);
+    let out = run(cmd);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert_eq!(
+        text.matches("does not repeat request IDs").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("4 requests sent, 4 received, 0 duplicates, 0 late, 0% loss"),
+        "{text}"
+    );
+    // The seed's server survived our requests (they are ASCII) and printed each.
+    assert_eq!(server.lines_within(Duration::from_millis(200)).len(), 4);
+}
+
+#[test]
+fn nothing_listening_is_reported_as_unreachable_and_exit_1() {
+    let p = free_port();
+    let mut cmd = udpkit();
+    cmd.args([
+        "ping",
+        "127.0.0.1",
+        "-p",
+        &p.to_string(),
+        "-c",
+        "3",
+        "-i",
+        "0.05",
+        "-W",
+        "0.1",
+    ]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("port unreachable"), "{text}");
+    assert!(text.contains("3 requests sent, 0 received"), "{text}");
+    assert!(text.contains("100% loss"), "{text}");
+}
+
+#[test]
+fn sigint_ends_an_endless_ping_with_the_summary() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let mut cmd = udpkit();
+    cmd.args(["ping", "127.0.0.1", "-p", &port(addr), "-i", "0.05"]);
+    let mut ping = Running::start(cmd);
+    assert!(ping.line().starts_with("PING "));
+    assert!(ping.line().contains("seq=0"));
+    signal(&ping, libc::SIGINT);
+    let lines = ping.lines_within(Duration::from_millis(500));
+    let (status, _) = ping.wait();
+    assert!(status.success());
+    assert!(
+        lines.iter().any(|l| l.contains("udpkit ping statistics")),
+        "{lines:?}"
+    );
+}
