@@ -18,37 +18,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
+from benchlib import build, free_port, wait_listening
+
 SIZE = 38
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, payload=b"ping"):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.1)
-        for _ in range(100):
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited early: {proc.args}")
-            try:
-                s.sendto(payload, ("127.0.0.1", port))
-                s.recvfrom(65536)
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise SystemExit(f"server did not answer: {proc.args}")
 
 
 def server(cmd):
@@ -78,11 +55,7 @@ def main():
     secs = args.seconds
 
     ensure_sockperf()
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
-    udpkit = os.path.join(ROOT, "target", "release", "udpkit")
-    tools = tempfile.mkdtemp(prefix="udpkit-yardstick-")
-    subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
-                   stdout=subprocess.DEVNULL)
+    udpkit, tools = build()
 
     windows = [1, 64]
     load = {(name, w): [] for name in ("udpload", "udpkit bench") for w in windows}
@@ -141,8 +114,10 @@ def main():
         print(f"| {name} | " + " | ".join(f"{med[(name, w)]:,.0f} replies/s" for w in windows) + " |")
     print()
     for w in windows:
+        paired = [a / b for a, b in zip(load[("udpkit bench", w)], load[("udpload", w)])]
         print(f"- window {w}: udpkit bench / udpload = {med[('udpkit bench', w)] / med[('udpload', w)]:.2f}x "
-              f"(rounds: {', '.join(f'{a / b:.2f}' for a, b in zip(load[('udpkit bench', w)], load[('udpload', w)]))})")
+              f"(ratio of medians); median of the rounds' own ratios {statistics.median(paired):.2f}x "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in paired)})")
     print()
     print("| ping-pong | median RTT (µs) |")
     print("|---|---|")

@@ -13,38 +13,14 @@ Only loopback traffic; every process it starts is killed before it exits.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
+from benchlib import SHARED, build, free_port, wait_listening
+
 SIZE = 38
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc):
-    """Waits until something answers on 127.0.0.1:port (bounded: 10 s)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(0.1)
-        for _ in range(100):
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited early: {proc.args}")
-            try:
-                s.sendto(b"ping", ("127.0.0.1", port))
-                s.recvfrom(100)
-                return
-            except OSError:
-                time.sleep(0.05)
-    raise SystemExit(f"server did not answer: {proc.args}")
 
 
 def start(cmd, out=subprocess.DEVNULL):
@@ -77,11 +53,7 @@ def main():
     ap.add_argument("--rss-datagrams", type=int, default=5_000_000)
     args = ap.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
-    udpkit = os.path.join(ROOT, "target", "release", "udpkit")
-    tools = tempfile.mkdtemp(prefix="udpkit-yardstick-")
-    subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
-                   stdout=subprocess.DEVNULL)
+    udpkit, tools = build()
     seed = os.path.join(SHARED, "seed", "udp_local.py")
     logs = tempfile.mkdtemp(prefix="udpkit-bench-logs-")
 
@@ -121,7 +93,9 @@ def main():
     print()
     ref = "refserver (C, batched)"
     for w in windows:
-        print(f"- window {w}: udpkit -q / refserver = {med[('udpkit server -q', w)] / med[(ref, w)]:.2f}x")
+        paired = [a / b for a, b in zip(results[("udpkit server -q", w)], results[(ref, w)])]
+        print(f"- window {w}: udpkit -q / refserver = {med[('udpkit server -q', w)] / med[(ref, w)]:.2f}x "
+              f"(ratio of medians); median of the rounds' own ratios {statistics.median(paired):.2f}x")
     for w in windows:
         ratio = med[("udpkit server, lines to a file", w)] / med[("seed udp_local.py, lines to a file", w)]
         print(f"- window {w}: udpkit (lines to a file) / seed (lines to a file) = {ratio:.1f}x")

@@ -159,11 +159,7 @@ impl Report {
             forged: self.forged,
             unreachable: self.unreachable,
             seconds: self.elapsed.as_secs_f64(),
-            matching: match self.matching {
-                Matching::Ids => "ids",
-                Matching::Order => "order",
-                Matching::Unknown => "unknown",
-            },
+            matching: self.matching.as_str(),
             latency_us: self.latency.summary(1e3),
         })
         .expect("plain values serialize")

@@ -22,6 +22,17 @@ pub enum Matching {
     Order,
 }
 
+impl Matching {
+    /// `ids`, `order` or `unknown`, as the JSON reports say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Matching::Ids => "ids",
+            Matching::Order => "order",
+            Matching::Unknown => "unknown",
+        }
+    }
+}
+
 /// What a datagram from the server turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -146,11 +146,7 @@ impl Report {
             unreachable: self.unreachable,
             loss_percent: self.loss_percent(),
             time_ms: self.elapsed.as_secs_f64() * 1e3,
-            matching: match self.matching {
-                Matching::Ids => "ids",
-                Matching::Order => "order",
-                Matching::Unknown => "unknown",
-            },
+            matching: self.matching.as_str(),
             rtt_ms: self.latency.summary(1e6),
         })
         .expect("plain values serialize")

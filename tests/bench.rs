@@ -49,12 +49,7 @@ fn closed_loop_against_udpkit_server_counts_add_up() {
 
 #[test]
 fn against_the_seeds_server_replies_match_by_order() {
-    let p = free_port();
-    let mut cmd = seed();
-    cmd.args(["server", "-p", &p.to_string()]);
-    let mut server = Running::start(cmd);
-    server.line();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let (_server, addr) = seed_server();
     let (code, v) = bench(addr, &["--window", "4", "-n", "400"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["matching"], "order");

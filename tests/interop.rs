@@ -39,11 +39,8 @@ fn seed_client_gets_its_answer_from_udpkit_server() {
 
 #[test]
 fn udpkit_client_gets_its_answer_from_seed_server() {
-    let port = free_port();
-    let mut cmd = seed();
-    cmd.args(["server", "-p", &port.to_string()]);
-    let mut server = Running::start(cmd);
-    assert_eq!(server.line(), format!("Listening at ('127.0.0.1', {port})"));
+    let (mut server, addr) = seed_server();
+    let port = addr.port();
 
     let mut cmd = udpkit();
     cmd.args(["client", "-p", &port.to_string()]);
@@ -73,11 +70,8 @@ fn udpkit_client_gets_its_answer_from_seed_server() {
 
 #[test]
 fn udpkit_client_message_reaches_seed_server_unchanged() {
-    let port = free_port();
-    let mut cmd = seed();
-    cmd.args(["server", "-p", &port.to_string()]);
-    let mut server = Running::start(cmd);
-    server.line();
+    let (mut server, addr) = seed_server();
+    let port = addr.port();
 
     let mut cmd = udpkit();
     cmd.args(["client", "-p", &port.to_string(), "-m", "hello, seed"]);

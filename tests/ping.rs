@@ -217,17 +217,13 @@ fn replies_from_another_socket_are_never_seen() {
 
 #[test]
 fn the_seeds_server_is_matched_by_order_and_said_so_once() {
-    let p = free_port();
-    let mut cmd = seed();
-    cmd.args(["server", "-p", &p.to_string()]);
-    let mut server = Running::start(cmd);
-    server.line();
+    let (mut server, addr) = seed_server();
     let mut cmd = udpkit();
     cmd.args([
         "ping",
         "127.0.0.1",
         "-p",
-        &p.to_string(),
+        &port(addr),
         "-c",
         "4",
         "-i",

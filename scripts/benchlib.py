@@ -1,0 +1,45 @@
+"""Shared helpers of the benchmark scripts: free ports, waiting for a server, pinning.
+
+Only loopback addresses; callers kill what they start.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(ROOT, "..", "shared")
+
+
+def free_port():
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, payload=b"ping"):
+    """Waits until something answers on 127.0.0.1:port (bounded: 10 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.1)
+        for _ in range(100):
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited early: {proc.args}")
+            try:
+                s.sendto(payload, ("127.0.0.1", port))
+                s.recvfrom(65536)
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise SystemExit(f"server did not answer: {proc.args}")
+
+
+def build():
+    """Builds udpkit (release) and the yardsticks; returns (udpkit path, yardstick dir)."""
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    tools = tempfile.mkdtemp(prefix="udpkit-yardstick-")
+    subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
+                   stdout=subprocess.DEVNULL)
+    return os.path.join(ROOT, "target", "release", "udpkit"), tools
