@@ -271,8 +271,22 @@ mod linux {
 
     use super::{BATCH, Batch, Burst, RECV_BUFFER, REPLY_ROOM, SendTotals};
 
-    /// Room for one `SO_RXQ_OVFL` control message (a u32) per datagram, 8-byte aligned.
-    const CONTROL: usize = 32;
+    /// Room for the control messages of one datagram: `SO_RXQ_OVFL` (24 bytes with its
+    /// header), `IP_PKTINFO` (32) and `IPV6_PKTINFO` (40); 8-byte aligned.
+    const CONTROL: usize = 128;
+
+    /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
+    /// goes out from it (a server bound to a wildcard address).
+    #[derive(Clone, Copy)]
+    enum Local {
+        /// The local address of the interface it came in on (`ipi_spec_dst`), which is
+        /// right for broadcasts too.
+        V4([u8; 4]),
+        V6 {
+            addr: [u8; 16],
+            ifindex: u32,
+        },
+    }
 
     #[repr(C, align(8))]
     struct Control([u8; CONTROL]);
@@ -282,12 +296,21 @@ mod linux {
         iov: [libc::iovec; BATCH],
         msgs: [libc::mmsghdr; BATCH],
         control: [Control; BATCH],
+        local: [Option<Local>; BATCH],
     }
 
     impl Headers {
         pub(super) fn new() -> Self {
-            // SAFETY: these are plain C structs for which all-zero is a valid value.
-            unsafe { zeroed() }
+            // SAFETY: plain C structs and bytes, for which all-zero is a valid value.
+            unsafe {
+                Headers {
+                    names: zeroed(),
+                    iov: zeroed(),
+                    msgs: zeroed(),
+                    control: zeroed(),
+                    local: [None; BATCH],
+                }
+            }
         }
     }
 
@@ -326,10 +349,13 @@ mod linux {
             for i in 0..n {
                 self.len[i] = h.msgs[i].msg_len as usize;
                 self.peer[i] = socket_addr(&h.names[i]);
-                if h.msgs[i].msg_hdr.msg_controllen > 0
-                    && let Some(drops) = rxq_ovfl(&h.msgs[i].msg_hdr)
-                {
-                    self.kernel_drops = Some(self.kernel_drops.map_or(drops, |d| d.max(drops)));
+                h.local[i] = None;
+                if h.msgs[i].msg_hdr.msg_controllen > 0 {
+                    let (drops, local) = read_control(&h.msgs[i].msg_hdr);
+                    if let Some(drops) = drops {
+                        self.kernel_drops = Some(self.kernel_drops.map_or(drops, |d| d.max(drops)));
+                    }
+                    h.local[i] = local;
                 }
             }
             self.count = n;
@@ -362,6 +388,11 @@ mod linux {
                 m.msg_control = std::ptr::null_mut();
                 m.msg_controllen = 0;
                 m.msg_flags = 0;
+                if let (Some(local), Some(peer)) = (h.local[i], self.peer[i]) {
+                    // The receive control buffers are read by now; reuse this one.
+                    m.msg_control = (&raw mut h.control[slot]).cast();
+                    write_source(m, local, peer.is_ipv6());
+                }
             }
             let mut totals = SendTotals::default();
             let mut done = 0;
@@ -523,67 +554,82 @@ mod linux {
         }
     }
 
-    /// The drop counter in a received datagram's `SO_RXQ_OVFL` control message, if any.
-    fn rxq_ovfl(msg: &libc::msghdr) -> Option<u32> {
+    /// The drop counter (`SO_RXQ_OVFL`) and the destination (`IP_PKTINFO`,
+    /// `IPV6_PKTINFO`) in a received datagram's control messages, where present.
+    fn read_control(msg: &libc::msghdr) -> (Option<u32>, Option<Local>) {
+        let (mut drops, mut local) = (None, None);
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
-        // msg_controllen; the data of an SO_RXQ_OVFL message is one u32.
+        // msg_controllen; each message's data has the size its type says.
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(msg);
             while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
-                {
-                    return Some(std::ptr::read_unaligned(
-                        libc::CMSG_DATA(cmsg).cast::<u32>(),
-                    ));
+                let data = libc::CMSG_DATA(cmsg);
+                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                        drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                        local = Some(Local::V4(info.ipi_spec_dst.s_addr.to_ne_bytes()));
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if local.is_none() => {
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                        local = Some(Local::V6 {
+                            addr: info.ipi6_addr.s6_addr,
+                            ifindex: info.ipi6_ifindex,
+                        });
+                    }
+                    _ => {}
                 }
                 cmsg = libc::CMSG_NXTHDR(msg, cmsg);
             }
         }
-        None
+        (drops, local)
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_batch_receives_queued_datagrams_and_answers_each_sender() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let clients: Vec<UdpSocket> = (0..3)
-            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-            .collect();
-        for (n, c) in clients.iter().enumerate() {
-            c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            c.send_to(&vec![b'x'; n * 100], addr).unwrap();
-        }
-        let mut batch = Batch::new();
-        let mut seen = Vec::new();
-        while seen.len() < 3 {
-            batch.receive(&server).unwrap();
-            for i in 0..batch.len() {
-                let (peer, data) = batch.datagram(i).unwrap();
-                seen.push((peer, data.len()));
-                let len = data.len();
-                batch.answer(i, |buf| crate::protocol::emit_reply(buf, len, None));
+    /// Sets the reply's source address to `local` with one control message in the
+    /// buffer `m.msg_control` points at (`CONTROL` bytes). A v4 address on an IPv6
+    /// socket goes out as IPV6_PKTINFO with the address v4-mapped.
+    fn write_source(m: &mut libc::msghdr, local: Local, ipv6_socket: bool) {
+        // SAFETY: msg_control points at CONTROL (>= CMSG_SPACE of either pktinfo) bytes,
+        // 8-byte aligned; CMSG_FIRSTHDR then gives the start of that buffer.
+        unsafe {
+            let (level, kind, size) = match (local, ipv6_socket) {
+                (Local::V4(_), false) => (
+                    libc::IPPROTO_IP,
+                    libc::IP_PKTINFO,
+                    size_of::<libc::in_pktinfo>(),
+                ),
+                _ => (
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_PKTINFO,
+                    size_of::<libc::in6_pktinfo>(),
+                ),
+            };
+            m.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(m);
+            (*cmsg).cmsg_level = level;
+            (*cmsg).cmsg_type = kind;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size as u32) as _;
+            let data = libc::CMSG_DATA(cmsg);
+            match (local, ipv6_socket) {
+                (Local::V4(addr), false) => {
+                    let mut info: libc::in_pktinfo = zeroed();
+                    info.ipi_spec_dst.s_addr = u32::from_ne_bytes(addr);
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
+                (Local::V4(addr), true) => {
+                    let mut info: libc::in6_pktinfo = zeroed();
+                    info.ipi6_addr.s6_addr = Ipv4Addr::from(addr).to_ipv6_mapped().octets();
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
+                (Local::V6 { addr, ifindex }, _) => {
+                    let mut info: libc::in6_pktinfo = zeroed();
+                    info.ipi6_addr.s6_addr = addr;
+                    info.ipi6_ifindex = ifindex;
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
             }
-            let totals = batch.send(&server, |_, e| panic!("send failed: {e}"));
-            assert_eq!(totals.failed, 0);
-        }
-        seen.sort_by_key(|s| s.1);
-        for (n, c) in clients.iter().enumerate() {
-            assert_eq!(seen[n], (c.local_addr().unwrap(), n * 100));
-            let mut buf = [0u8; 64];
-            let got = c.recv(&mut buf).unwrap();
-            assert_eq!(
-                &buf[..got],
-                format!("Your data was {} bytes long", n * 100).as_bytes()
-            );
         }
     }
 }

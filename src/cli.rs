@@ -13,7 +13,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use udpkit::console::{self, Console};
 use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
 use udpkit::{
-    Backoff, Client, Config, Error, RateLimit, Server, Stop, bench, net, ping, timestamp,
+    Backoff, Client, Config, Error, RateLimit, Server, Stop, bench, net, ping, relay, timestamp,
 };
 
 #[derive(Debug, Parser)]
@@ -41,6 +41,9 @@ pub enum Command {
     Ping(PingArgs),
     /// Load a server: requests per second, loss and latency percentiles
     Bench(BenchArgs),
+    /// Forward UDP between clients and a server, with loss, duplication, reordering,
+    /// delay and rate limits applied on purpose (netem without root)
+    Relay(RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +173,65 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object
     #[arg(long = "json")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on for clients, HOST:PORT (port 0: a free one, printed)
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// The server to forward to, HOST:PORT
+    #[arg(long = "to", value_name = "ADDR:PORT")]
+    pub to: String,
+    /// Drop this share of datagrams, 0 to 1
+    #[arg(long = "drop", value_name = "P", default_value = "0", value_parser = share)]
+    pub drop: f64,
+    /// Send this share of datagrams twice
+    #[arg(long = "duplicate", value_name = "P", default_value = "0", value_parser = share)]
+    pub duplicate: f64,
+    /// Hold this share of datagrams back until the next one has passed them
+    #[arg(long = "reorder", value_name = "P", default_value = "0", value_parser = share)]
+    pub reorder: f64,
+    /// Delay every datagram by this many milliseconds
+    #[arg(long = "delay", value_name = "MS", default_value = "0", value_parser = millis)]
+    pub delay: Duration,
+    /// Vary each delay by up to this many milliseconds either way
+    #[arg(long = "jitter", value_name = "MS", default_value = "0", value_parser = millis)]
+    pub jitter: Duration,
+    /// Let at most this many datagrams a second through in each direction; more wait
+    #[arg(long = "rate", value_name = "PPS", value_parser = positive)]
+    pub rate: Option<f64>,
+    /// Seed for the random choices, for a reproducible run
+    #[arg(long = "seed", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Impair requests (up), replies (down) or both
+    #[arg(long = "direction", value_name = "up|down|both", default_value = "both", value_parser = direction)]
+    pub direction: relay::Direction,
+    /// Close a client's session after this many idle seconds
+    #[arg(long = "idle", value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub idle: Duration,
+    /// Print the counters on exit as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+/// Milliseconds, zero or more.
+fn millis(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if (0.0..=3_600_000.0).contains(&ms) => Ok(Duration::from_secs_f64(ms / 1000.0)),
+        _ => Err(format!(
+            "'{text}' is not a number of milliseconds from 0 to 3600000"
+        )),
+    }
+}
+
+fn direction(text: &str) -> Result<relay::Direction, String> {
+    match text {
+        "up" => Ok(relay::Direction::Up),
+        "down" => Ok(relay::Direction::Down),
+        "both" => Ok(relay::Direction::Both),
+        _ => Err(format!("'{text}' is not up, down or both")),
+    }
 }
 
 /// A positive, finite number.
@@ -467,4 +529,41 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
     Ok(report.received > 0)
+}
+
+/// Relays until SIGINT or SIGTERM, then prints the counters.
+pub fn relay(args: &RelayArgs) -> Result<(), Error> {
+    let relay = relay::Relay::bind(relay::Config {
+        listen: net::resolve_host_port(&args.listen)?,
+        to: net::resolve_host_port(&args.to)?,
+        impair: udpkit::impair::Settings {
+            drop: args.drop,
+            duplicate: args.duplicate,
+            reorder: args.reorder,
+            delay: args.delay,
+            jitter: args.jitter,
+            rate: args.rate,
+        },
+        direction: args.direction,
+        seed: args.seed,
+        idle: args.idle,
+    })?;
+    let to = net::resolve_host_port(&args.to)?;
+    let mut out = io::stdout();
+    writeln!(
+        out,
+        "Relaying {} -> {}",
+        net::shown(relay.local_addr()),
+        net::shown(to)
+    )
+    .map_err(output)?;
+    out.flush().map_err(output)?;
+    let stop = stop_on_signals();
+    let counters = relay.run(&stop)?;
+    let line = if args.json {
+        serde_json::to_string(&counters).expect("plain numbers serialize")
+    } else {
+        format!("Summary: {}", counters.describe())
+    };
+    writeln!(out, "{line}").map_err(output)
 }

@@ -27,6 +27,7 @@ pub mod ping;
 pub mod protocol;
 pub mod quote;
 pub mod ratelimit;
+pub mod relay;
 pub mod server;
 pub mod stats;
 pub mod timestamp;

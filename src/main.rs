@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         cli::Command::Client(a) => cli::client(a).map(|()| true),
         cli::Command::Ping(a) => cli::ping(a),
         cli::Command::Bench(a) => cli::bench(a),
+        cli::Command::Relay(a) => cli::relay(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -49,6 +49,21 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
         .ok_or_else(|| failed("the name has no address".to_string()))
 }
 
+/// Resolves `HOST:PORT` (`127.0.0.1:1060`, `[::1]:1060`, `localhost:1060`).
+pub fn resolve_host_port(text: &str) -> Result<SocketAddr, Error> {
+    let failed = |reason: &str| Error::Resolve {
+        host: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| failed("give HOST:PORT, like 127.0.0.1:1060 or [::1]:1060"))?;
+    let port = port
+        .parse()
+        .map_err(|_| failed("the port must be a number from 0 to 65535"))?;
+    resolve(host, port)
+}
+
 /// A UDP socket of the right family for `addr`, not yet bound.
 fn udp_socket(addr: &SocketAddr) -> Result<Socket, Error> {
     Socket::new(Domain::for_address(*addr), Type::DGRAM, Some(Protocol::UDP))
@@ -104,6 +119,22 @@ pub fn count_kernel_drops(socket: &UdpSocket) {
     let _ = socket;
 }
 
+/// Asks the kernel to tell, with each datagram, the address it was sent to, so that a
+/// server bound to a wildcard address can reply from that address (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`; Linux). Without it a host with several addresses could reply from
+/// another one, and a connected client would drop the reply as foreign.
+pub fn reply_from_destination(socket: &UdpSocket, bound: SocketAddr) {
+    #[cfg(target_os = "linux")]
+    if bound.ip().is_unspecified() {
+        set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+        if bound.is_ipv6() {
+            set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, bound);
+}
+
 /// Sets an integer socket option; a refusal leaves the socket as it was, which every
 /// caller here can live with.
 #[cfg(target_os = "linux")]
@@ -156,6 +187,17 @@ mod tests {
         );
         assert_eq!(resolve("::1", 7).unwrap().to_string(), "[::1]:7");
         assert_eq!(resolve("[::1]", 7).unwrap().to_string(), "[::1]:7");
+    }
+
+    #[test]
+    fn host_and_port_come_together() {
+        assert_eq!(
+            resolve_host_port("127.0.0.1:9").unwrap().to_string(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(resolve_host_port("[::1]:9").unwrap().to_string(), "[::1]:9");
+        assert!(resolve_host_port("127.0.0.1").is_err());
+        assert!(resolve_host_port("127.0.0.1:x").is_err());
     }
 
     #[test]

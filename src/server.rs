@@ -150,6 +150,7 @@ impl Server {
             receive_buffer =
                 receive_buffer.min(net::grow_receive_buffer(socket, net::SERVER_RECEIVE_BUFFER));
             net::count_kernel_drops(socket);
+            net::reply_from_destination(socket, local);
         }
         let counters = sockets.iter().map(|_| Counters::default()).collect();
         Ok(Server {

@@ -47,6 +47,17 @@ pub fn seed() -> Command {
     cmd
 }
 
+/// Starts the seed's server on a free port and waits for its first line; returns it with
+/// its address.
+pub fn seed_server() -> (Running, SocketAddr) {
+    let port = free_port();
+    let mut cmd = seed();
+    cmd.args(["server", "-p", &port.to_string()]);
+    let mut server = Running::start(cmd);
+    assert_eq!(server.line(), format!("Listening at ('127.0.0.1', {port})"));
+    (server, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// A running process whose stdout lines arrive on a channel; killed on drop.
 pub struct Running {
     child: Child,
@@ -339,4 +350,21 @@ pub fn json_of(args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let value = serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("not JSON ({e}): {text}; stderr: {}", stderr(&out)));
     (out.status.code(), value)
+}
+
+/// Starts `udpkit relay --listen 127.0.0.1:0 --to TO ARGS` and returns it with the address
+/// clients should send to.
+pub fn udpkit_relay(to: SocketAddr, args: &[&str]) -> (Running, SocketAddr) {
+    let mut cmd = udpkit();
+    cmd.args(["relay", "--listen", "127.0.0.1:0", "--to", &to.to_string()])
+        .args(args);
+    let mut relay = Running::start(cmd);
+    let first = relay.line();
+    let addr = first
+        .strip_prefix("Relaying ")
+        .and_then(|rest| rest.split(" -> ").next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("bad address in {first:?}: {e}"));
+    (relay, addr)
 }
