@@ -41,6 +41,10 @@ pub enum Command {
     Ping(PingArgs),
     /// Load a server: requests per second, loss and latency percentiles
     Bench(BenchArgs),
+    /// Find the servers on the local network: one request to a broadcast address
+    Discover(DiscoverArgs),
+    /// Find the largest datagram that reaches a server unfragmented (path MTU)
+    Mtu(MtuArgs),
     /// Forward UDP between clients and a server, with loss, duplication, reordering,
     /// delay and rate limits applied on purpose (netem without root)
     Relay(RelayArgs),
@@ -211,6 +215,37 @@ pub struct RelayArgs {
     #[arg(long = "idle", value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle: Duration,
     /// Print the counters on exit as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The broadcast address: 255.255.255.255 (this link), or a subnet's, like 192.0.2.255
+    #[arg(default_value = "255.255.255.255")]
+    pub broadcast: String,
+    /// The servers' UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Seconds to wait for answers
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub wait: Duration,
+    /// Print one JSON object: {"servers": [{"address": ..., "rtt_ms": ...}, ...]}
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MtuArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Seconds to wait for each probe's first try; each retry waits twice as long (3 tries)
+    #[arg(short = 'W', value_name = "SECS", default_value = "0.2", value_parser = seconds)]
+    pub wait: Duration,
+    /// Print one JSON object: payload, path_mtu, kernel_mtu, probes
     #[arg(long = "json")]
     pub json: bool,
 }
@@ -566,4 +601,73 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
         format!("Summary: {}", counters.describe())
     };
     writeln!(out, "{line}").map_err(output)
+}
+
+/// Lists the servers that answer a broadcast; fails (exit 1) when none does.
+pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
+    let broadcast = net::resolve(&args.broadcast, args.port)?;
+    let found = udpkit::discover::discover(broadcast, args.wait)?;
+    let text = if args.json {
+        #[derive(serde::Serialize)]
+        struct Server {
+            address: String,
+            rtt_ms: f64,
+        }
+        #[derive(serde::Serialize)]
+        struct Json {
+            broadcast: String,
+            servers: Vec<Server>,
+        }
+        let json = Json {
+            broadcast: broadcast.to_string(),
+            servers: found
+                .iter()
+                .map(|f| Server {
+                    address: f.address.to_string(),
+                    rtt_ms: f.rtt.as_secs_f64() * 1e3,
+                })
+                .collect(),
+        };
+        serde_json::to_string(&json).expect("plain values serialize") + "\n"
+    } else {
+        let mut text = String::new();
+        for f in &found {
+            text.push_str(&format!(
+                "{}  time={:.3} ms\n",
+                f.address,
+                f.rtt.as_secs_f64() * 1e3
+            ));
+        }
+        let n = found.len();
+        text.push_str(&format!(
+            "{n} server{} answered {broadcast} within {} s\n",
+            if n == 1 { "" } else { "s" },
+            args.wait.as_secs_f64()
+        ));
+        text
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    Ok(!found.is_empty())
+}
+
+/// Finds the path MTU to a server and prints it.
+pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
+    let target = net::resolve(&args.host, args.port)?;
+    let waits = [args.wait, args.wait * 2, args.wait * 4];
+    let report = udpkit::mtu::mtu(target, &waits)?;
+    let text = if args.json {
+        serde_json::to_string(&report).expect("plain values serialize") + "\n"
+    } else {
+        let kernel = report
+            .kernel_mtu
+            .map_or("unknown".to_string(), |m| m.to_string());
+        format!(
+            "{}: largest answered payload {} bytes, path MTU {} bytes (kernel's MTU for the route: {kernel}; {} probes)\n",
+            net::shown(target),
+            report.payload,
+            report.path_mtu,
+            report.probes
+        )
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)
 }

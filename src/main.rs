@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         cli::Command::Ping(a) => cli::ping(a),
         cli::Command::Bench(a) => cli::bench(a),
         cli::Command::Relay(a) => cli::relay(a).map(|()| true),
+        cli::Command::Discover(a) => cli::discover(a),
+        cli::Command::Mtu(a) => cli::mtu(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -105,7 +105,7 @@ pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
     #[cfg(target_os = "linux")]
     if sock.recv_buffer_size().unwrap_or(0) < bytes {
         let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, wanted);
+        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, wanted);
     }
     sock.recv_buffer_size().unwrap_or(0)
 }
@@ -114,7 +114,7 @@ pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
 /// receive buffer (`SO_RXQ_OVFL`, Linux). Elsewhere nothing is counted.
 pub fn count_kernel_drops(socket: &UdpSocket) {
     #[cfg(target_os = "linux")]
-    set_int_option(socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
+    let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
     #[cfg(not(target_os = "linux"))]
     let _ = socket;
 }
@@ -126,29 +126,65 @@ pub fn count_kernel_drops(socket: &UdpSocket) {
 pub fn reply_from_destination(socket: &UdpSocket, bound: SocketAddr) {
     #[cfg(target_os = "linux")]
     if bound.ip().is_unspecified() {
-        set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
+        let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1);
         if bound.is_ipv6() {
-            set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
+            let _ = set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1);
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (socket, bound);
 }
 
-/// Sets an integer socket option; a refusal leaves the socket as it was, which every
-/// caller here can live with.
+/// Sets an integer socket option (Linux).
 #[cfg(target_os = "linux")]
-fn set_int_option(socket: &UdpSocket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+pub(crate) fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid socket, and an int option passed with its size.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             level,
             name,
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reads an integer socket option (Linux).
+#[cfg(target_os = "linux")]
+pub(crate) fn get_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> std::io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket and an int-sized buffer with its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw mut value).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -1,0 +1,95 @@
+//! `udpkit discover`: one request to a broadcast address, and every server that answers
+//! within the window, with its round-trip time (SO_BROADCAST, chapter 2 of the book).
+//!
+//! Promise: exactly one request is sent; only replies that repeat its request ID, or that
+//! are the seed's reply for its length (servers that do not repeat IDs), are listed, each
+//! server once, in the order they answered; the wait ends by itself.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::protocol::{RECV_BUFFER, RequestId, emit_request, parse_reply};
+use crate::{Error, net};
+
+/// Bytes in the discovery request: an ID and a little padding, as ping's default.
+const SIZE: usize = 38;
+
+/// A server that answered.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Found {
+    pub address: SocketAddr,
+    pub rtt: Duration,
+}
+
+/// Sends one request to `broadcast` and collects the servers that answer within `wait`.
+pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Error> {
+    let any = if broadcast.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = net::bind(any.parse().expect("a valid address"), false)?;
+    socket
+        .set_broadcast(true)
+        .map_err(|e| Error::io("cannot allow broadcast (SO_BROADCAST)", e))?;
+    let id = RequestId {
+        nonce: fastrand::u64(..),
+        seq: 0,
+    };
+    let mut request = Vec::new();
+    emit_request(&mut request, id, SIZE);
+    let sent_at = Instant::now();
+    socket
+        .send_to(&request, broadcast)
+        .map_err(|e| Error::io(format!("cannot send to {broadcast}"), e))?;
+    let mut found: Vec<Found> = Vec::new();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let deadline = sent_at + wait;
+    while let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        let (len, from) = match recv_within(&socket, &mut buf, left) {
+            Ok(Some(got)) => got,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot receive answers to {broadcast}"),
+                    e,
+                ));
+            }
+        };
+        let rtt = sent_at.elapsed();
+        let ours = parse_reply(&buf[..len])
+            .is_some_and(|r| r.len == SIZE && r.id.is_none_or(|got| got == id));
+        let from = net::shown(from);
+        if ours && !found.iter().any(|f| f.address == from) {
+            found.push(Found { address: from, rtt });
+        }
+    }
+    Ok(found)
+}
+
+fn recv_within(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    wait: Duration,
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    socket.set_read_timeout(Some(wait.max(Duration::from_micros(100))))?;
+    match socket.recv_from(buf) {
+        Ok(got) => Ok(Some(got)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(e) => Err(e),
+    }
+}

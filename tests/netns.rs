@@ -1,0 +1,374 @@
+//! udpkit across real (namespaced) hosts: veth pairs, a router with a small MTU, a bridge
+//! with several servers, a host with two addresses, and the relay in the middle.
+//!
+//! Each test builds its own hosts with `ip netns` (root only) and removes them when it
+//! ends, also on failure. Without root or `ip`, each test prints why it was skipped.
+//! Addresses are from the documentation ranges (RFC 5737) and exist only inside the
+//! namespaces these tests create.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+/// Namespaces made by one test; dropping the lab deletes them (and their links).
+struct Lab {
+    prefix: String,
+    made: Vec<String>,
+}
+
+static LABS: AtomicUsize = AtomicUsize::new(0);
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Lab {
+    /// A new lab, or `None` (with the reason printed) where namespaces cannot be made.
+    fn new(test: &str) -> Option<Lab> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped {test}: network namespaces need root");
+            return None;
+        }
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        let mut lab = Lab {
+            prefix: format!("udpk{}x{n}", std::process::id()),
+            made: Vec::new(),
+        };
+        if let Err(e) = lab.host("probe") {
+            println!("skipped {test}: cannot create a network namespace ({e})");
+            return None;
+        }
+        Some(lab)
+    }
+
+    /// A new host (namespace) with its loopback up; returns its name.
+    fn host(&mut self, name: &str) -> Result<String, String> {
+        let ns = format!("{}{name}", self.prefix);
+        ip(&["netns", "add", &ns])?;
+        self.made.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// A cable: interface `a_if` in `a` with `a_addr`, `b_if` in `b` with `b_addr`
+    /// (addresses with prefix length; `None` for none).
+    fn link(
+        &self,
+        a: &str,
+        a_if: &str,
+        a_addr: Option<&str>,
+        b: &str,
+        b_if: &str,
+        b_addr: Option<&str>,
+    ) {
+        ip(&[
+            "-n", a, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
+        ])
+        .unwrap();
+        for (ns, ifname, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+            if let Some(addr) = addr {
+                ip(&["-n", ns, "addr", "add", addr, "brd", "+", "dev", ifname]).unwrap();
+            }
+            ip(&["-n", ns, "link", "set", ifname, "up"]).unwrap();
+        }
+    }
+
+    /// Three hosts in a row, `a` - `m` - `b`: a on 198.51.100.0/24, b on 203.0.113.0/24,
+    /// m on both (eth0, eth1), with routes through m and forwarding on in m.
+    fn in_a_row(&mut self) -> (String, String, String) {
+        let (a, m, b) = (
+            self.host("a").unwrap(),
+            self.host("m").unwrap(),
+            self.host("b").unwrap(),
+        );
+        self.link(
+            &a,
+            "eth0",
+            Some("198.51.100.1/24"),
+            &m,
+            "eth0",
+            Some("198.51.100.2/24"),
+        );
+        self.link(
+            &m,
+            "eth1",
+            Some("203.0.113.1/24"),
+            &b,
+            "eth0",
+            Some("203.0.113.2/24"),
+        );
+        self.run(&a, &["route", "add", "default", "via", "198.51.100.2"]);
+        self.run(&b, &["route", "add", "default", "via", "203.0.113.1"]);
+        let out = run({
+            let mut cmd = Command::new("ip");
+            cmd.args([
+                "netns",
+                "exec",
+                &m,
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward",
+            ]);
+            cmd
+        });
+        assert!(out.status.success(), "{}", stderr(&out));
+        (a, m, b)
+    }
+
+    fn run(&self, ns: &str, args: &[&str]) {
+        ip(&[&["-n", ns][..], args].concat()).unwrap();
+    }
+
+    /// `udpkit ARGS` run inside `ns`.
+    fn udpkit(&self, ns: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_udpkit")])
+            .args(args);
+        cmd
+    }
+
+    /// `udpkit server ARGS` inside `ns`, with the port it reports.
+    fn server(&self, ns: &str, args: &[&str]) -> (Running, u16) {
+        let mut server = Running::start(self.udpkit(ns, &[&["server"][..], args].concat()));
+        let first = server.line();
+        let port = first.rsplit(':').next().and_then(|p| p.parse().ok());
+        (
+            server,
+            port.unwrap_or_else(|| panic!("unexpected first line: {first}")),
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.made.drain(..) {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+    }
+}
+
+#[test]
+fn client_and_server_on_two_hosts() {
+    let Some(mut lab) = Lab::new("client_and_server_on_two_hosts") else {
+        return;
+    };
+    let (a, b) = (lab.host("a").unwrap(), lab.host("b").unwrap());
+    lab.link(
+        &a,
+        "eth0",
+        Some("192.0.2.1/24"),
+        &b,
+        "eth0",
+        Some("192.0.2.2/24"),
+    );
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let out = run(lab.udpkit(&a, &["client", "192.0.2.2", "-p", &port.to_string()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("The OS assigned me the address 192.0.2.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "The server 192.0.2.2:{port} replied 'Your data was "
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn mtu_finds_1280_behind_a_router() {
+    let Some(mut lab) = Lab::new("mtu_finds_1280_behind_a_router") else {
+        return;
+    };
+    let (a, r, b) = lab.in_a_row();
+    lab.run(&r, &["link", "set", "eth1", "mtu", "1280"]);
+    lab.run(&b, &["link", "set", "eth0", "mtu", "1280"]);
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let out = run(lab.udpkit(
+        &a,
+        &["mtu", "203.0.113.2", "-p", &port.to_string(), "--json"],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["path_mtu"], 1280, "{v}");
+    assert_eq!(v["payload"], 1252, "{v}");
+    assert_eq!(v["kernel_mtu"], 1280, "{v}");
+}
+
+#[test]
+fn discover_lists_three_servers_on_a_bridge() {
+    let Some(mut lab) = Lab::new("discover_lists_three_servers_on_a_bridge") else {
+        return;
+    };
+    let switch = lab.host("sw").unwrap();
+    lab.run(&switch, &["link", "add", "br0", "type", "bridge"]);
+    lab.run(&switch, &["link", "set", "br0", "up"]);
+    let hosts: Vec<String> = (1..=4)
+        .map(|n| lab.host(&format!("h{n}")).unwrap())
+        .collect();
+    for (n, host) in hosts.iter().enumerate() {
+        let port = format!("p{n}");
+        lab.link(
+            host,
+            "eth0",
+            Some(&format!("192.0.2.{}/24", n + 1)),
+            &switch,
+            &port,
+            None,
+        );
+        lab.run(&switch, &["link", "set", &port, "master", "br0"]);
+    }
+    let (first, port) = lab.server(&hosts[0], &["0.0.0.0", "-p", "0", "-q"]);
+    let p = port.to_string();
+    let others: Vec<_> = hosts[1..3]
+        .iter()
+        .map(|h| lab.server(h, &["0.0.0.0", "-p", &p, "-q"]).0)
+        .collect();
+    let out = run(lab.udpkit(
+        &hosts[3],
+        &["discover", "192.0.2.255", "-p", &p, "-W", "1", "--json"],
+    ));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let mut found: Vec<String> = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect();
+    found.sort();
+    assert_eq!(found, [1, 2, 3].map(|n| format!("192.0.2.{n}:{p}")), "{v}");
+    assert!(v["servers"][0]["rtt_ms"].as_f64().unwrap() > 0.0);
+    drop((first, others));
+}
+
+#[test]
+fn a_host_with_two_addresses_answers_each_from_itself() {
+    let Some(mut lab) = Lab::new("a_host_with_two_addresses_answers_each_from_itself") else {
+        return;
+    };
+    let (a, b) = (lab.host("a").unwrap(), lab.host("b").unwrap());
+    lab.link(
+        &a,
+        "eth0",
+        Some("192.0.2.1/24"),
+        &b,
+        "eth0",
+        Some("192.0.2.2/24"),
+    );
+    lab.run(&b, &["addr", "add", "192.0.2.3/24", "dev", "eth0"]);
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    for addr in ["192.0.2.2", "192.0.2.3"] {
+        let out = run(lab.udpkit(
+            &a,
+            &["client", addr, "-p", &port.to_string(), "--max-wait", "0.4"],
+        ));
+        assert!(out.status.success(), "{addr}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("The server {addr}:{port} replied")),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn the_relay_between_hosts_loses_and_duplicates_as_told() {
+    let Some(mut lab) = Lab::new("the_relay_between_hosts_loses_and_duplicates_as_told") else {
+        return;
+    };
+    let (a, m, b) = lab.in_a_row();
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let to = format!("203.0.113.2:{port}");
+    let relay = |args: &[&str]| {
+        let mut relay = Running::start(
+            lab.udpkit(
+                &m,
+                &[
+                    &["relay", "--listen", "198.51.100.2:0", "--to", &to][..],
+                    args,
+                ]
+                .concat(),
+            ),
+        );
+        let first = relay.line();
+        let port: u16 = first
+            .split(" -> ")
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        (relay, port.to_string())
+    };
+    // 30% each way: 51% of round trips lost, within 10 points.
+    let (_r1, p1) = relay(&["--drop", "0.3", "--seed", "4"]);
+    let out = run(lab.udpkit(
+        &a,
+        &[
+            "ping",
+            "198.51.100.2",
+            "-p",
+            &p1,
+            "-c",
+            "300",
+            "-i",
+            "0",
+            "-W",
+            "0.02",
+            "--json",
+        ],
+    ));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let loss = v["loss_percent"].as_f64().unwrap();
+    assert!((41.0..=61.0).contains(&loss), "{v}");
+    // Every reply twice: DUP! on ping's lines.
+    let (_r2, p2) = relay(&["--duplicate", "1", "--direction", "down"]);
+    let out = run(lab.udpkit(
+        &a,
+        &["ping", "198.51.100.2", "-p", &p2, "-c", "3", "-i", "0.05"],
+    ));
+    assert!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.ends_with("(DUP!)"))
+            .count()
+            >= 2,
+        "{}",
+        stdout(&out)
+    );
+    // Half of everything dropped: the client's backoff still gets through.
+    let (_r3, p3) = relay(&["--drop", "0.5", "--seed", "11"]);
+    let out = run(lab.udpkit(
+        &a,
+        &[
+            "client",
+            "198.51.100.2",
+            "-p",
+            &p3,
+            "--wait",
+            "0.05",
+            "--max-wait",
+            "3.2",
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
