@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import SHARED, build, free_port, wait_listening
+from benchlib import SHARED, build, free_port, rss_kib, wait_listening
 
 SIZE = 38
 
@@ -36,14 +36,6 @@ def load(tools, port, seconds, window):
     if result["bad"]:
         raise SystemExit(f"bad replies: {result}")
     return result["replies_per_s"]
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main():

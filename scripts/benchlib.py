@@ -43,3 +43,12 @@ def build():
     subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
                    stdout=subprocess.DEVNULL)
     return os.path.join(ROOT, "target", "release", "udpkit"), tools
+
+
+def rss_kib(pid):
+    """The resident memory of process `pid` in KiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

@@ -45,6 +45,10 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Find the largest datagram that reaches a server unfragmented (path MTU)
     Mtu(MtuArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output
+    Completions(CompletionsArgs),
+    /// Print udpkit's man page (roff) to standard output
+    Man,
     /// Forward UDP between clients and a server, with loss, duplication, reordering,
     /// delay and rate limits applied on purpose (netem without root)
     Relay(RelayArgs),
@@ -248,6 +252,13 @@ pub struct MtuArgs {
     /// Print one JSON object: payload, path_mtu, kernel_mtu, probes
     #[arg(long = "json")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish (e.g. `udpkit completions bash > /etc/bash_completion.d/udpkit`)
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
 }
 
 /// Milliseconds, zero or more.
@@ -670,4 +681,44 @@ pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
         )
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)
+}
+
+/// Writes a completion script for `args.shell`, generated from the same CLI definition.
+pub fn completions(args: &CompletionsArgs) -> Result<(), Error> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match args.shell.as_str() {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        _ => Shell::Fish,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "udpkit", &mut out);
+    io::stdout().write_all(&out).map_err(output)
+}
+
+/// Writes the man page, generated from the same CLI definition: the main page, then one
+/// section per subcommand.
+pub fn man() -> Result<(), Error> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut out = Vec::new();
+    let render = |cmd: clap::Command, out: &mut Vec<u8>| clap_mangen::Man::new(cmd).render(out);
+    render(command.clone(), &mut out).map_err(output)?;
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(
+            format!(
+                ".SH \"UDPKIT {}\"\n{about}\n",
+                sub.get_name().to_uppercase()
+            )
+            .as_bytes(),
+        );
+        let sub = sub.clone().bin_name(format!("udpkit {}", sub.get_name()));
+        let page = clap_mangen::Man::new(sub);
+        page.render_synopsis_section(&mut out)
+            .and_then(|()| page.render_options_section(&mut out))
+            .map_err(output)?;
+    }
+    io::stdout().write_all(&out).map_err(output)
 }

@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         cli::Command::Relay(a) => cli::relay(a).map(|()| true),
         cli::Command::Discover(a) => cli::discover(a),
         cli::Command::Mtu(a) => cli::mtu(a).map(|()| true),
+        cli::Command::Completions(a) => cli::completions(a).map(|()| true),
+        cli::Command::Man => cli::man().map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -329,11 +329,11 @@ fn the_relay_between_hosts_loses_and_duplicates_as_told() {
             "-p",
             &p1,
             "-c",
-            "300",
+            "200",
             "-i",
             "0",
             "-W",
-            "0.02",
+            "0.05",
             "--json",
         ],
     ));

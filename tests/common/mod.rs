@@ -144,6 +144,11 @@ impl Running {
         self.stderr.recv_timeout(STEP).unwrap_or_default()
     }
 
+    /// Whether the process has ended (it is then reaped by `wait`).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
