@@ -335,7 +335,8 @@ impl Relay {
         if fate.copies == 2 {
             flow.duplicated += 1;
         }
-        if fate.hold && path.held.is_none() {
+        // Only a single copy is held back; a duplicated datagram goes out as it is.
+        if fate.hold && fate.copies == 1 && path.held.is_none() {
             flow.reordered += 1;
             path.held = Some((client, data.to_vec(), now));
             return;

@@ -211,3 +211,54 @@ fn idle_sessions_expire() {
         "{v}"
     );
 }
+
+/// Every datagram a direction received is forwarded, dropped, failed or still queued; a
+/// duplicated one counts twice on the way out.
+fn assert_accounted(v: &serde_json::Value) {
+    let n = |dir: &str, key: &str| v[dir][key].as_u64().unwrap();
+    for dir in ["up", "down"] {
+        let out = n(dir, "forwarded") + n(dir, "failed");
+        let expected = n(dir, "received") - n(dir, "dropped") + n(dir, "duplicated");
+        let queued = v["queued_at_exit"].as_u64().unwrap();
+        assert!(out <= expected && expected <= out + queued, "{dir}: {v}");
+    }
+}
+
+#[test]
+fn every_datagram_is_accounted_for_under_all_impairments_at_once() {
+    let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
+    let args = [
+        "--drop",
+        "0.2",
+        "--duplicate",
+        "0.2",
+        "--reorder",
+        "0.2",
+        "--jitter",
+        "2",
+        "--seed",
+        "9",
+        "--json",
+    ];
+    let (mut relay, addr) = udpkit_relay(target, &args);
+    let (code, _) = json_of(&[
+        "bench",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "--window",
+        "8",
+        "-n",
+        "1000",
+        "-W",
+        "0.1",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0));
+    let v = relay_summary(&mut relay);
+    assert_accounted(&v);
+    assert!(
+        v["up"]["duplicated"].as_u64().unwrap() > 0 && v["up"]["reordered"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+}
