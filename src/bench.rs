@@ -172,6 +172,10 @@ struct FlowState {
     latency: Latency,
 }
 
+/// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
+/// than this is refused up front (closed loop) or counted as unmatched (open loop).
+pub const MAX_REMEMBERED: usize = 1 << 20;
+
 /// How often the progress callback hears, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -182,8 +186,16 @@ pub fn bench(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Report, Error> {
     let flows_n = config.flows.max(1);
+    if config.rate.is_none() && flows_n * config.window * 2 > MAX_REMEMBERED {
+        return Err(Error::Invalid(format!(
+            "{flows_n} flows of {} requests in flight are too many: keep flows x window at most {}",
+            config.window,
+            MAX_REMEMBERED / 2
+        )));
+    }
     let capacity = match config.rate {
-        Some(rate) => ((rate / flows_n as f64) * config.timeout.as_secs_f64() * 2.0) as usize + 64,
+        Some(rate) => (((rate / flows_n as f64) * config.timeout.as_secs_f64() * 2.0) as usize)
+            .saturating_add(64),
         None => config.window.max(1) * 2,
     };
     let mut flows = (0..flows_n)
@@ -192,7 +204,7 @@ pub fn bench(
             net::grow_receive_buffer(&socket, 4 << 20);
             Ok(FlowState {
                 socket,
-                flow: Flow::new(config.size, capacity.min(1 << 22)),
+                flow: Flow::new(config.size, capacity.min(MAX_REMEMBERED / flows_n)),
                 latency: Latency::new(),
             })
         })
@@ -269,7 +281,9 @@ pub fn bench(
                 Some(step) => {
                     // Every request whose intended time has come goes now, stamped with
                     // that intended time.
-                    loop {
+                    // At most a few batches at a time, so that replies are read and the
+                    // end is noticed even when the rate is more than can be sent.
+                    for _ in 0..crate::batch::BATCH * flows_n {
                         let intended = started + step.mul_f64(scheduled as f64);
                         if intended > now
                             || budget == 0
@@ -393,10 +407,32 @@ impl Readable {
 #[cfg(unix)]
 fn wait_readable(readable: &mut Readable, wait: Duration) {
     let fds = &mut readable.0;
-    let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
-    // SAFETY: `fds` is a valid array of pollfd of the length given.
-    unsafe {
-        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+    let wait = wait.min(Duration::from_secs(1));
+    // Linux waits to the nanosecond (an open loop's next request may be due in 50 µs);
+    // plain poll rounds up to a millisecond.
+    #[cfg(target_os = "linux")]
+    {
+        let timeout = libc::timespec {
+            tv_sec: wait.as_secs() as libc::time_t,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `fds` is a valid array of pollfd of the length given; no signal mask.
+        unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &timeout,
+                std::ptr::null(),
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let ms = wait.as_micros().div_ceil(1000) as libc::c_int;
+        // SAFETY: `fds` is a valid array of pollfd of the length given.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        }
     }
 }
 

@@ -163,7 +163,7 @@ pub struct BenchArgs {
     pub count: Option<u64>,
     /// Open loop: this many requests a second in all, paced across the flows; latency
     /// counts from when each request was meant to go
-    #[arg(long = "rate", value_name = "RPS", value_parser = positive)]
+    #[arg(long = "rate", value_name = "RPS", value_parser = per_second)]
     pub rate: Option<f64>,
     /// Bytes in each request; 33 or more carry a request ID
     #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
@@ -207,7 +207,7 @@ pub struct RelayArgs {
     #[arg(long = "jitter", value_name = "MS", default_value = "0", value_parser = millis)]
     pub jitter: Duration,
     /// Let at most this many datagrams a second through in each direction; more wait
-    #[arg(long = "rate", value_name = "PPS", value_parser = positive)]
+    #[arg(long = "rate", value_name = "PPS", value_parser = per_second)]
     pub rate: Option<f64>,
     /// Seed for the random choices, for a reproducible run
     #[arg(long = "seed", value_name = "N")]
@@ -280,11 +280,13 @@ fn direction(text: &str) -> Result<relay::Direction, String> {
     }
 }
 
-/// A positive, finite number.
-fn positive(text: &str) -> Result<f64, String> {
+/// A rate: from 0.001 to a billion a second.
+fn per_second(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(n) if n > 0.0 && n.is_finite() => Ok(n),
-        _ => Err(format!("'{text}' is not a positive number")),
+        Ok(n) if (0.001..=1e9).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a rate from 0.001 to 1000000000 a second"
+        )),
     }
 }
 

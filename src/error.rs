@@ -41,6 +41,10 @@ pub enum Error {
     #[error("{context}: {}", plain(source))]
     Io { context: String, source: io::Error },
 
+    /// Settings that cannot work together, with what to change.
+    #[error("{0}")]
+    Invalid(String),
+
     /// Writing udpkit's own output failed (a closed pipe, a full disk).
     #[error("cannot write output: {}", plain(source))]
     Output { source: io::Error },
