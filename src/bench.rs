@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::batch::Burst;
-use crate::flow::{Flow, Matching, Outcome};
+use crate::flow::{Flow, Matching, Tally};
 use crate::latency::{Latency, Summary};
 use crate::{Error, Stop, net};
 
@@ -53,13 +53,7 @@ pub struct Progress {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub config: Config,
-    pub sent: u64,
-    pub received: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub bad: u64,
-    pub forged: u64,
-    pub unreachable: u64,
+    pub tally: Tally,
     pub matching: Matching,
     /// From the first request to the last reply (or the end of sending, if later).
     pub elapsed: Duration,
@@ -67,12 +61,8 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn lost(&self) -> u64 {
-        self.sent - self.received
-    }
-
     pub fn requests_per_second(&self) -> f64 {
-        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.tally.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// The summary for people: two or three lines.
@@ -82,11 +72,8 @@ impl Report {
             Some(rate) => format!("open loop at {rate} requests/s"),
             None => format!("window {}", c.window),
         };
-        let loss = if self.sent == 0 {
-            0.0
-        } else {
-            100.0 * self.lost() as f64 / self.sent as f64
-        };
+        let t = &self.tally;
+        let loss = t.loss_percent();
         let mut text = format!(
             "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
              {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} unreachable\n",
@@ -96,14 +83,14 @@ impl Report {
             c.size,
             self.elapsed.as_secs_f64(),
             self.requests_per_second(),
-            self.sent,
-            self.received,
-            self.lost(),
-            self.duplicates,
-            self.late,
-            self.bad,
-            self.forged,
-            self.unreachable,
+            t.sent,
+            t.received,
+            t.lost(),
+            t.duplicates,
+            t.late,
+            t.bad,
+            t.forged,
+            t.unreachable,
         );
         if self.latency.count() > 0 {
             let s = self.latency.summary(1e3);
@@ -130,14 +117,9 @@ impl Report {
             rate: Option<f64>,
             size: usize,
             requests_per_second: f64,
-            sent: u64,
-            received: u64,
+            #[serde(flatten)]
+            tally: Tally,
             lost: u64,
-            duplicates: u64,
-            late: u64,
-            bad: u64,
-            forged: u64,
-            unreachable: u64,
             seconds: f64,
             matching: &'static str,
             latency_us: Summary,
@@ -150,14 +132,8 @@ impl Report {
             rate: c.rate,
             size: c.size,
             requests_per_second: self.requests_per_second().round(),
-            sent: self.sent,
-            received: self.received,
-            lost: self.lost(),
-            duplicates: self.duplicates,
-            late: self.late,
-            bad: self.bad,
-            forged: self.forged,
-            unreachable: self.unreachable,
+            tally: self.tally,
+            lost: self.tally.lost(),
             seconds: self.elapsed.as_secs_f64(),
             matching: self.matching.as_str(),
             latency_us: self.latency.summary(1e3),
@@ -211,13 +187,7 @@ pub fn bench(
         .collect::<Result<Vec<_>, Error>>()?;
     let mut report = Report {
         config: config.clone(),
-        sent: 0,
-        received: 0,
-        duplicates: 0,
-        late: 0,
-        bad: 0,
-        forged: 0,
-        unreachable: 0,
+        tally: Tally::default(),
         matching: Matching::Unknown,
         elapsed: Duration::ZERO,
         latency: Latency::new(),
@@ -320,16 +290,8 @@ pub fn bench(
                         at = Instant::now();
                         last_reply = at;
                         for i in 0..n {
-                            match f.flow.on_reply(burst.reply(i), at) {
-                                Outcome::Answer { rtt, late, .. } => {
-                                    report.received += 1;
-                                    report.late += u64::from(late);
-                                    f.latency.record(rtt);
-                                }
-                                Outcome::Duplicate { .. } => report.duplicates += 1,
-                                Outcome::Forged => report.forged += 1,
-                                Outcome::Bad | Outcome::Unmatched => report.bad += 1,
-                            }
+                            let outcome = f.flow.on_reply(burst.reply(i), at);
+                            report.tally.count(outcome, &mut f.latency);
                         }
                         if n < crate::batch::BATCH {
                             break;
@@ -356,12 +318,12 @@ pub fn bench(
                 elapsed: started.elapsed(),
                 planned: config.duration,
                 sent: flows.iter().map(|f| f.flow.sent()).sum(),
-                received: report.received,
+                received: report.tally.received,
             });
         }
     }
-    report.sent = flows.iter().map(|f| f.flow.sent()).sum();
-    report.unreachable = unreachable;
+    report.tally.sent = flows.iter().map(|f| f.flow.sent()).sum();
+    report.tally.unreachable = unreachable;
     report.elapsed = last_reply.max(send_end).duration_since(started);
     report.matching = flows[0].flow.matching();
     for f in &flows {

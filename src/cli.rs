@@ -512,7 +512,7 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
         format!("\n{}", report.describe())
     };
     out.write_all(text.as_bytes()).map_err(output)?;
-    Ok(report.received > 0)
+    Ok(report.tally.received > 0)
 }
 
 /// Loads the server and prints the report; fails (exit 1) when no reply came at all.
@@ -576,7 +576,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         report.describe()
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
-    Ok(report.received > 0)
+    Ok(report.tally.received > 0)
 }
 
 /// Relays until SIGINT or SIGTERM, then prints the counters.

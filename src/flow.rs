@@ -8,6 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
+use crate::latency::Latency;
 use crate::protocol::{ID_LEN, RequestId, emit_request, parse_reply};
 
 /// How replies are matched to requests.
@@ -48,6 +51,49 @@ pub enum Outcome {
     /// A reply that matches no request still remembered (an ID too old for the table, or
     /// nothing outstanding when matching by order).
     Unmatched,
+}
+
+/// The accounting of a run of requests, in one place for `ping` and `bench`: every request
+/// sent is either received (its first reply, late or not) or lost; duplicates, forgeries,
+/// bad datagrams and ICMP unreachables are counted apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub sent: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub forged: u64,
+    pub bad: u64,
+    pub unreachable: u64,
+}
+
+impl Tally {
+    /// Counts what a datagram turned out to be; an answer's round trip goes to `latency`.
+    pub fn count(&mut self, outcome: Outcome, latency: &mut Latency) {
+        match outcome {
+            Outcome::Answer { rtt, late, .. } => {
+                self.received += 1;
+                self.late += u64::from(late);
+                latency.record(rtt);
+            }
+            Outcome::Duplicate { .. } => self.duplicates += 1,
+            Outcome::Forged => self.forged += 1,
+            Outcome::Bad | Outcome::Unmatched => self.bad += 1,
+        }
+    }
+
+    /// Requests never answered.
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+
+    pub fn loss_percent(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            100.0 * self.lost() as f64 / self.sent as f64
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

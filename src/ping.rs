@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::flow::{Flow, Matching, Outcome};
+use crate::flow::{Flow, Matching, Outcome, Tally};
 use crate::latency::{Latency, Summary};
 use crate::protocol::RECV_BUFFER;
 use crate::{Error, Stop, net};
@@ -55,38 +55,20 @@ pub enum Event {
 pub struct Report {
     pub target: SocketAddr,
     pub size: usize,
-    pub sent: u64,
-    pub received: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub forged: u64,
-    pub bad: u64,
-    pub unreachable: u64,
+    pub tally: Tally,
     pub matching: Matching,
     pub elapsed: Duration,
     pub latency: Latency,
 }
 
 impl Report {
-    pub fn lost(&self) -> u64 {
-        self.sent - self.received
-    }
-
-    pub fn loss_percent(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            100.0 * self.lost() as f64 / self.sent as f64
-        }
-    }
-
     /// The ping-style summary: three or four lines.
     pub fn describe(&self) -> String {
         let mut extra = String::new();
         for (n, what) in [
-            (self.forged, "forged"),
-            (self.bad, "bad"),
-            (self.unreachable, "unreachable"),
+            (self.tally.forged, "forged"),
+            (self.tally.bad, "bad"),
+            (self.tally.unreachable, "unreachable"),
         ] {
             if n > 0 {
                 extra.push_str(&format!(", {n} {what}"));
@@ -96,11 +78,11 @@ impl Report {
             "--- {} udpkit ping statistics ---\n\
              {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
             net::shown(self.target),
-            self.sent,
-            self.received,
-            self.duplicates,
-            self.late,
-            percent(self.loss_percent()),
+            self.tally.sent,
+            self.tally.received,
+            self.tally.duplicates,
+            self.tally.late,
+            percent(self.tally.loss_percent()),
             self.elapsed.as_millis(),
         );
         if self.latency.count() > 0 {
@@ -122,13 +104,8 @@ impl Report {
         struct Json {
             target: String,
             size: usize,
-            sent: u64,
-            received: u64,
-            duplicates: u64,
-            late: u64,
-            forged: u64,
-            bad: u64,
-            unreachable: u64,
+            #[serde(flatten)]
+            tally: Tally,
             loss_percent: f64,
             time_ms: f64,
             matching: &'static str,
@@ -137,14 +114,8 @@ impl Report {
         serde_json::to_string(&Json {
             target: net::shown(self.target).to_string(),
             size: self.size,
-            sent: self.sent,
-            received: self.received,
-            duplicates: self.duplicates,
-            late: self.late,
-            forged: self.forged,
-            bad: self.bad,
-            unreachable: self.unreachable,
-            loss_percent: self.loss_percent(),
+            tally: self.tally,
+            loss_percent: self.tally.loss_percent(),
             time_ms: self.elapsed.as_secs_f64() * 1e3,
             matching: self.matching.as_str(),
             rtt_ms: self.latency.summary(1e6),
@@ -180,13 +151,7 @@ pub fn ping(
     let mut report = Report {
         target: config.target,
         size: config.size,
-        sent: 0,
-        received: 0,
-        duplicates: 0,
-        late: 0,
-        forged: 0,
-        bad: 0,
-        unreachable: 0,
+        tally: Tally::default(),
         matching: flow.matching(),
         elapsed: Duration::ZERO,
         latency: Latency::new(),
@@ -216,7 +181,7 @@ pub fn ping(
             match send(&socket, &request) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    report.unreachable += 1;
+                    report.tally.unreachable += 1;
                     emit(Event::Unreachable { seq: last_seq })?;
                 }
                 Err(e) => return Err(Error::io(format!("cannot send to {}", config.target), e)),
@@ -244,43 +209,31 @@ pub fn ping(
                 if before != Matching::Order && flow.matching() == Matching::Order {
                     emit(Event::MatchingByOrder)?;
                 }
+                report.tally.count(outcome, &mut report.latency);
+                let bytes = config.size;
                 let event = match outcome {
-                    Outcome::Answer { seq, rtt, late } => {
-                        report.received += 1;
-                        report.late += u64::from(late);
-                        report.latency.record(rtt);
-                        Event::Reply {
-                            seq,
-                            bytes: config.size,
-                            rtt,
-                            late,
-                            duplicate: false,
-                        }
-                    }
-                    Outcome::Duplicate { seq, rtt } => {
-                        report.duplicates += 1;
-                        Event::Reply {
-                            seq,
-                            bytes: config.size,
-                            rtt,
-                            late: false,
-                            duplicate: true,
-                        }
-                    }
-                    Outcome::Forged => {
-                        report.forged += 1;
-                        Event::Forged
-                    }
-                    Outcome::Bad | Outcome::Unmatched => {
-                        report.bad += 1;
-                        Event::Bad
-                    }
+                    Outcome::Answer { seq, rtt, late } => Event::Reply {
+                        seq,
+                        bytes,
+                        rtt,
+                        late,
+                        duplicate: false,
+                    },
+                    Outcome::Duplicate { seq, rtt } => Event::Reply {
+                        seq,
+                        bytes,
+                        rtt,
+                        late: false,
+                        duplicate: true,
+                    },
+                    Outcome::Forged => Event::Forged,
+                    Outcome::Bad | Outcome::Unmatched => Event::Bad,
                 };
                 emit(event)?;
             }
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                report.unreachable += 1;
+                report.tally.unreachable += 1;
                 emit(Event::Unreachable { seq: last_seq })?;
             }
             Err(e) => {
@@ -291,7 +244,7 @@ pub fn ping(
             }
         }
     }
-    report.sent = flow.sent();
+    report.tally.sent = flow.sent();
     report.matching = flow.matching();
     report.elapsed = started.elapsed();
     Ok(report)
