@@ -76,7 +76,7 @@ impl Report {
         let loss = t.loss_percent();
         let mut text = format!(
             "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
-             {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} unreachable\n",
+             {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} foreign, {} unreachable\n",
             net::shown(c.target),
             c.flows,
             if c.flows == 1 { "" } else { "s" },
@@ -90,6 +90,7 @@ impl Report {
             t.late,
             t.bad,
             t.forged,
+            t.foreign,
             t.unreachable,
         );
         if self.latency.count() > 0 {
@@ -144,6 +145,8 @@ impl Report {
 
 struct FlowState {
     socket: UdpSocket,
+    /// Receives what reaches this flow's port from anyone but the server.
+    witness: Option<UdpSocket>,
     flow: Flow,
     latency: Latency,
 }
@@ -179,6 +182,7 @@ pub fn bench(
             let socket = net::connect(config.target)?;
             net::grow_receive_buffer(&socket, 4 << 20);
             Ok(FlowState {
+                witness: net::foreign_witness(&socket),
                 socket,
                 flow: Flow::new(config.size, capacity.min(MAX_REMEMBERED / flows_n)),
                 latency: Latency::new(),
@@ -193,6 +197,7 @@ pub fn bench(
         latency: Latency::new(),
     };
     let mut burst = Burst::new();
+    let mut foreign_buf = vec![0u8; 2048];
     let mut readable = Readable::new(&flows);
     let started = Instant::now();
     let send_until = config.duration.map(|d| started + d);
@@ -314,6 +319,10 @@ pub fn bench(
         }
         if at >= next_progress {
             next_progress += PROGRESS_EVERY;
+            // Off the hot path: foreign datagrams are counted ten times a second.
+            for f in &flows {
+                report.tally.foreign += net::drain_foreign(f.witness.as_ref(), &mut foreign_buf);
+            }
             progress(&Progress {
                 elapsed: started.elapsed(),
                 planned: config.duration,
@@ -321,6 +330,9 @@ pub fn bench(
                 received: report.tally.received,
             });
         }
+    }
+    for f in &flows {
+        report.tally.foreign += net::drain_foreign(f.witness.as_ref(), &mut foreign_buf);
     }
     report.tally.sent = flows.iter().map(|f| f.flow.sent()).sum();
     report.tally.unreachable = unreachable;

@@ -55,7 +55,7 @@ pub enum Outcome {
 
 /// The accounting of a run of requests, in one place for `ping` and `bench`: every request
 /// sent is either received (its first reply, late or not) or lost; duplicates, forgeries,
-/// bad datagrams and ICMP unreachables are counted apart.
+/// bad datagrams, datagrams from foreign addresses and ICMP unreachables are counted apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub sent: u64,
@@ -64,6 +64,8 @@ pub struct Tally {
     pub late: u64,
     pub forged: u64,
     pub bad: u64,
+    /// Datagrams to the client's port from anyone but the server: never taken as replies.
+    pub foreign: u64,
     pub unreachable: u64,
 }
 

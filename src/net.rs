@@ -190,12 +190,51 @@ pub(crate) fn get_int_option(
 
 /// A client's socket, connected to `server` so that the kernel delivers only the server's
 /// datagrams to it and reports ICMP port unreachable as a refused connection.
+///
+/// The port is bound first with `SO_REUSEADDR`, so that a [`foreign_witness`] can share it.
 pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
     let socket = udp_socket(&server)?;
+    let any = match server {
+        SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
+        SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
+    };
+    let _ = socket.set_reuse_address(true);
+    socket
+        .bind(&any.into())
+        .map_err(|source| Error::Bind { addr: any, source })?;
     socket
         .connect(&server.into())
         .map_err(|e| Error::io(format!("cannot send to {server}"), e))?;
     Ok(socket.into())
+}
+
+/// A socket for the datagrams that reach a connected client's port from anyone but its
+/// server: bound to the same port (both with `SO_REUSEADDR`; the kernel gives the
+/// connected socket, the better match, everything its server sends), non-blocking. What
+/// arrives here was never accepted as a reply, and is counted as foreign. `None` where the
+/// system will not share the port.
+pub fn foreign_witness(connected: &UdpSocket) -> Option<UdpSocket> {
+    let local = connected.local_addr().ok()?;
+    let any = match local {
+        SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port()),
+        SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port()),
+    };
+    let witness = udp_socket(&any).ok()?;
+    witness.set_reuse_address(true).ok()?;
+    witness.bind(&any.into()).ok()?;
+    witness.set_nonblocking(true).ok()?;
+    Some(witness.into())
+}
+
+/// Counts (and discards) the datagrams waiting on a foreign witness.
+pub fn drain_foreign(witness: Option<&UdpSocket>, buf: &mut [u8]) -> u64 {
+    let Some(witness) = witness else { return 0 };
+    let mut n = 0;
+    // Bounded: a flood cannot keep the caller here.
+    while n < 4096 && witness.recv_from(buf).is_ok() {
+        n += 1;
+    }
+    n
 }
 
 /// The address a socket is bound to.

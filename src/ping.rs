@@ -68,6 +68,7 @@ impl Report {
         for (n, what) in [
             (self.tally.forged, "forged"),
             (self.tally.bad, "bad"),
+            (self.tally.foreign, "foreign"),
             (self.tally.unreachable, "unreachable"),
         ] {
             if n > 0 {
@@ -142,6 +143,7 @@ pub fn ping(
     mut on_event: impl FnMut(&Event) -> io::Result<()>,
 ) -> Result<Report, Error> {
     let socket = net::connect(config.target)?;
+    let witness = net::foreign_witness(&socket);
     let in_flight = if config.interval.is_zero() {
         1
     } else {
@@ -243,7 +245,9 @@ pub fn ping(
                 ));
             }
         }
+        report.tally.foreign += net::drain_foreign(witness.as_ref(), &mut buf);
     }
+    report.tally.foreign += net::drain_foreign(witness.as_ref(), &mut buf);
     report.tally.sent = flow.sent();
     report.matching = flow.matching();
     report.elapsed = started.elapsed();

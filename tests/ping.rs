@@ -186,7 +186,7 @@ fn replies_without_the_right_id_are_rejected_as_forged() {
 }
 
 #[test]
-fn replies_from_another_socket_are_never_seen() {
+fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
     let server = Scripted::start(|socket, peer, request, _| {
         let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         forger.send_to(&udpkit_reply(request), peer).unwrap();
@@ -213,6 +213,8 @@ fn replies_from_another_socket_are_never_seen() {
         (Some(3), Some(0), Some(0)),
         "{v}"
     );
+    // Each forgery came before its real reply, so all three were seen, and set apart.
+    assert_eq!(v["foreign"].as_u64(), Some(3), "{v}");
 }
 
 #[test]
