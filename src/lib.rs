@@ -13,6 +13,28 @@
 //! assert_eq!(reply.data, b"Your data was 15 bytes long");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A server with more than the seed's behaviour ([`Config`]: threads, a simulated drop
+//! rate, a rate limit), counting what it does ([`Server::stats`]):
+//!
+//! ```
+//! use udpkit::{Config, RateLimit, Server};
+//!
+//! let config = Config {
+//!     threads: 2,
+//!     rate_limit: RateLimit::PerSecond(1000.0),
+//!     ..Config::new("127.0.0.1:0".parse()?)
+//! };
+//! let server = Server::with_config(config)?.spawn();
+//! let client = udpkit::Client::connect(server.local_addr())?;
+//! client.request(b"x", &udpkit::Backoff::default(), |_| {})?;
+//! assert_eq!(server.stats().replied, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
+//! [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
+//! and report; ARCHITECTURE.md in the repository says where everything lives.
 
 pub mod batch;
 pub mod bench;
