@@ -4,13 +4,6 @@ mod common;
 
 use common::*;
 
-fn bench(addr: std::net::SocketAddr, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let port = addr.port().to_string();
-    let mut args = vec!["bench", "127.0.0.1", "-p", &port, "--json"];
-    args.extend_from_slice(extra);
-    json_of(&args)
-}
-
 fn count(v: &serde_json::Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
@@ -18,7 +11,11 @@ fn count(v: &serde_json::Value, key: &str) -> u64 {
 #[test]
 fn closed_loop_against_udpkit_server_counts_add_up() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (code, v) = bench(addr, &["--flows", "4", "--window", "8", "-n", "4000"]);
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &["--flows", "4", "--window", "8", "-n", "4000"],
+    );
     assert_eq!(code, Some(0));
     for key in [
         "requests_per_second",
@@ -50,7 +47,7 @@ fn closed_loop_against_udpkit_server_counts_add_up() {
 #[test]
 fn against_the_seeds_server_replies_match_by_order() {
     let (_server, addr) = seed_server();
-    let (code, v) = bench(addr, &["--window", "4", "-n", "400"]);
+    let (code, v) = json_to("bench", addr, &["--window", "4", "-n", "400"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["matching"], "order");
     assert_eq!(count(&v, "sent"), count(&v, "received") + count(&v, "lost"));
@@ -61,7 +58,11 @@ fn against_the_seeds_server_replies_match_by_order() {
 #[test]
 fn loss_is_reported_when_the_server_drops() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--drop-rate", "0.2", "--seed", "5"]);
-    let (code, v) = bench(addr, &["--window", "16", "-n", "2000", "-W", "0.2"]);
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &["--window", "16", "-n", "2000", "-W", "0.2"],
+    );
     assert_eq!(code, Some(0));
     let (sent, lost) = (count(&v, "sent"), count(&v, "lost"));
     assert_eq!(sent, count(&v, "received") + lost);
@@ -76,7 +77,7 @@ fn duplicated_replies_are_counted_as_duplicates() {
         socket.send_to(&reply, peer).unwrap();
         socket.send_to(&reply, peer).unwrap();
     });
-    let (_, v) = bench(server.addr, &["--window", "1", "-n", "50"]);
+    let (_, v) = json_to("bench", server.addr, &["--window", "1", "-n", "50"]);
     assert_eq!(count(&v, "received"), 50);
     // Each request's duplicate arrives right behind its reply, before the next request's
     // reply; only the last one may come after the run has ended.
@@ -96,7 +97,7 @@ fn forged_replies_are_rejected_and_counted() {
         let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         stranger.send_to(&udpkit_reply(request), peer).unwrap();
     });
-    let (_, v) = bench(server.addr, &["--window", "1", "-n", "50"]);
+    let (_, v) = json_to("bench", server.addr, &["--window", "1", "-n", "50"]);
     assert_eq!(count(&v, "received"), 50);
     assert_eq!(count(&v, "duplicates"), 0, "{v}");
     // The ID-less ones from the server's own address are forgeries; those from another
@@ -108,7 +109,11 @@ fn forged_replies_are_rejected_and_counted() {
 #[test]
 fn open_loop_sends_at_the_rate_asked() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (code, v) = bench(addr, &["--flows", "2", "--rate", "2000", "-d", "1"]);
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &["--flows", "2", "--rate", "2000", "-d", "1"],
+    );
     assert_eq!(code, Some(0));
     // 2000 a second for one second, give or take the last tick.
     let sent = count(&v, "sent");
@@ -122,7 +127,8 @@ fn histogram_and_plot_files_are_written() {
     let dir = std::env::temp_dir().join(format!("udpkit-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (hist, plot) = (dir.join("latency.hgrm"), dir.join("latency.svg"));
-    let (code, v) = bench(
+    let (code, v) = json_to(
+        "bench",
         addr,
         &[
             "-n",
@@ -150,7 +156,7 @@ fn histogram_and_plot_files_are_written() {
 #[test]
 fn no_server_means_exit_1_with_everything_lost() {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let (code, v) = bench(addr, &["-n", "20", "--window", "4", "-W", "0.1"]);
+    let (code, v) = json_to("bench", addr, &["-n", "20", "--window", "4", "-W", "0.1"]);
     assert_eq!(code, Some(1));
     assert_eq!(count(&v, "received"), 0);
     assert_eq!(count(&v, "lost"), count(&v, "sent"));
@@ -160,15 +166,7 @@ fn no_server_means_exit_1_with_everything_lost() {
 #[test]
 fn text_output_names_the_figures() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let mut cmd = udpkit();
-    cmd.args([
-        "bench",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "-n",
-        "100",
-    ]);
+    let cmd = udpkit_to("bench", addr, &["-n", "100"]);
     let out = run(cmd);
     assert!(out.status.success());
     let text = stdout(&out);

@@ -41,7 +41,7 @@ fn discover_with_no_answer_lists_none_and_exits_1() {
 #[test]
 fn mtu_on_loopback_is_the_largest_udp_payload() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (code, v) = json_of(&["mtu", "127.0.0.1", "-p", &addr.port().to_string(), "--json"]);
+    let (code, v) = json_to("mtu", addr, &[]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["payload"], 65_507, "{v}");
     assert_eq!(v["path_mtu"], 65_535, "{v}");

@@ -6,24 +6,10 @@ use std::time::Duration;
 
 use common::*;
 
-fn port(addr: std::net::SocketAddr) -> String {
-    addr.port().to_string()
-}
-
 #[test]
 fn against_udpkit_server_every_request_is_answered_and_matched_by_id() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let mut cmd = udpkit();
-    cmd.args([
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(addr),
-        "-c",
-        "5",
-        "-i",
-        "0.01",
-    ]);
+    let cmd = udpkit_to("ping", addr, &["-c", "5", "-i", "0.01"]);
     let out = run(cmd);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -49,17 +35,7 @@ fn against_udpkit_server_every_request_is_answered_and_matched_by_id() {
 #[test]
 fn json_has_the_promised_keys_and_counts_add_up() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (code, v) = json_of(&[
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(addr),
-        "-c",
-        "20",
-        "-i",
-        "0",
-        "--json",
-    ]);
+    let (code, v) = json_to("ping", addr, &["-c", "20", "-i", "0"]);
     assert_eq!(code, Some(0));
     for key in [
         "target",
@@ -91,19 +67,7 @@ fn json_has_the_promised_keys_and_counts_add_up() {
 #[test]
 fn loss_is_reported_when_the_server_drops() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--drop-rate", "0.5", "--seed", "9"]);
-    let (code, v) = json_of(&[
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(addr),
-        "-c",
-        "200",
-        "-i",
-        "0",
-        "-W",
-        "0.05",
-        "--json",
-    ]);
+    let (code, v) = json_to("ping", addr, &["-c", "200", "-i", "0", "-W", "0.05"]);
     assert_eq!(code, Some(0));
     let (sent, received) = (v["sent"].as_u64().unwrap(), v["received"].as_u64().unwrap());
     assert_eq!(sent, 200);
@@ -122,17 +86,7 @@ fn duplicated_replies_are_marked_dup_and_counted_once() {
         socket.send_to(&reply, peer).unwrap();
         socket.send_to(&reply, peer).unwrap();
     });
-    let mut cmd = udpkit();
-    cmd.args([
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(server.addr),
-        "-c",
-        "3",
-        "-i",
-        "0.05",
-    ]);
+    let cmd = udpkit_to("ping", server.addr, &["-c", "3", "-i", "0.05"]);
     let out = run(cmd);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
@@ -166,17 +120,7 @@ fn replies_without_the_right_id_are_rejected_as_forged() {
             )
             .unwrap();
     });
-    let (code, v) = json_of(&[
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(server.addr),
-        "-c",
-        "3",
-        "-i",
-        "0.05",
-        "--json",
-    ]);
+    let (code, v) = json_to("ping", server.addr, &["-c", "3", "-i", "0.05"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["received"], 3);
     assert_eq!(v["duplicates"], 0);
@@ -193,17 +137,7 @@ fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
         std::thread::sleep(Duration::from_millis(5));
         socket.send_to(&udpkit_reply(request), peer).unwrap();
     });
-    let (_, v) = json_of(&[
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(server.addr),
-        "-c",
-        "3",
-        "-i",
-        "0",
-        "--json",
-    ]);
+    let (_, v) = json_to("ping", server.addr, &["-c", "3", "-i", "0"]);
     assert_eq!(
         (
             v["received"].as_u64(),
@@ -220,17 +154,7 @@ fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
 #[test]
 fn the_seeds_server_is_matched_by_order_and_said_so_once() {
     let (mut server, addr) = seed_server();
-    let mut cmd = udpkit();
-    cmd.args([
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &port(addr),
-        "-c",
-        "4",
-        "-i",
-        "0.02",
-    ]);
+    let cmd = udpkit_to("ping", addr, &["-c", "4", "-i", "0.02"]);
     let out = run(cmd);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -274,8 +198,7 @@ fn nothing_listening_is_reported_as_unreachable_and_exit_1() {
 #[test]
 fn sigint_ends_an_endless_ping_with_the_summary() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let mut cmd = udpkit();
-    cmd.args(["ping", "127.0.0.1", "-p", &port(addr), "-i", "0.05"]);
+    let cmd = udpkit_to("ping", addr, &["-i", "0.05"]);
     let mut ping = Running::start(cmd);
     assert!(ping.line().starts_with("PING "));
     assert!(ping.line().contains("seq=0"));

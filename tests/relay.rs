@@ -7,13 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn ping_json(to: std::net::SocketAddr, extra: &[&str]) -> serde_json::Value {
-    let port = to.port().to_string();
-    let mut args = vec!["ping", "127.0.0.1", "-p", &port, "--json"];
-    args.extend_from_slice(extra);
-    json_of(&args).1
-}
-
 fn relay_summary(relay: &mut Running) -> serde_json::Value {
     signal(relay, libc::SIGINT);
     let last = relay
@@ -78,7 +71,7 @@ fn drop_upward_only_loses_about_that_share() {
         target,
         &["--drop", "0.3", "--direction", "up", "--seed", "1"],
     );
-    let v = ping_json(addr, &["-c", "200", "-i", "0", "-W", "0.05"]);
+    let v = json_to("ping", addr, &["-c", "200", "-i", "0", "-W", "0.05"]).1;
     let loss = v["loss_percent"].as_f64().unwrap();
     assert!((20.0..=40.0).contains(&loss), "{v}");
 }
@@ -87,7 +80,7 @@ fn drop_upward_only_loses_about_that_share() {
 fn drop_both_ways_loses_about_51_percent() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--drop", "0.3", "--seed", "2"]);
-    let v = ping_json(addr, &["-c", "200", "-i", "0", "-W", "0.05"]);
+    let v = json_to("ping", addr, &["-c", "200", "-i", "0", "-W", "0.05"]).1;
     let loss = v["loss_percent"].as_f64().unwrap();
     // 1 - 0.7 * 0.7 = 0.51.
     assert!((41.0..=61.0).contains(&loss), "{v}");
@@ -97,17 +90,7 @@ fn drop_both_ways_loses_about_51_percent() {
 fn duplicates_show_as_dup() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--duplicate", "1", "--direction", "down"]);
-    let mut cmd = udpkit();
-    cmd.args([
-        "ping",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "-c",
-        "3",
-        "-i",
-        "0.05",
-    ]);
+    let cmd = udpkit_to("ping", addr, &["-c", "3", "-i", "0.05"]);
     let text = stdout(&run(cmd));
     assert!(
         text.lines().filter(|l| l.ends_with("(DUP!)")).count() >= 2,
@@ -121,19 +104,7 @@ fn the_same_seed_gives_the_same_run() {
     let answered = |seed: &str| {
         let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
         let (_relay, addr) = udpkit_relay(target, &["--drop", "0.4", "--seed", seed]);
-        let mut cmd = udpkit();
-        cmd.args([
-            "ping",
-            "127.0.0.1",
-            "-p",
-            &addr.port().to_string(),
-            "-c",
-            "60",
-            "-i",
-            "0",
-            "-W",
-            "0.05",
-        ]);
+        let cmd = udpkit_to("ping", addr, &["-c", "60", "-i", "0", "-W", "0.05"]);
         let text = stdout(&run(cmd));
         text.lines()
             .filter_map(|l| {
@@ -155,7 +126,7 @@ fn the_same_seed_gives_the_same_run() {
 fn delay_adds_to_the_round_trip() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--delay", "20"]);
-    let v = ping_json(addr, &["-c", "5", "-i", "0"]);
+    let v = json_to("ping", addr, &["-c", "5", "-i", "0"]).1;
     // 20 ms each way: the round trip cannot be shorter than 40 ms.
     assert!(v["rtt_ms"]["min"].as_f64().unwrap() >= 40.0, "{v}");
     assert_eq!(v["received"], 5);
@@ -176,17 +147,7 @@ fn reordering_is_counted_and_every_datagram_still_arrives() {
             "--json",
         ],
     );
-    let (code, v) = json_of(&[
-        "bench",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "--window",
-        "8",
-        "-n",
-        "400",
-        "--json",
-    ]);
+    let (code, v) = json_to("bench", addr, &["--window", "8", "-n", "400"]);
     assert_eq!(code, Some(0));
     assert_eq!(v["received"], 400, "{v}");
     let r = relay_summary(&mut relay);
@@ -241,19 +202,7 @@ fn every_datagram_is_accounted_for_under_all_impairments_at_once() {
         "--json",
     ];
     let (mut relay, addr) = udpkit_relay(target, &args);
-    let (code, _) = json_of(&[
-        "bench",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "--window",
-        "8",
-        "-n",
-        "1000",
-        "-W",
-        "0.1",
-        "--json",
-    ]);
+    let (code, _) = json_to("bench", addr, &["--window", "8", "-n", "1000", "-W", "0.1"]);
     assert_eq!(code, Some(0));
     let v = relay_summary(&mut relay);
     assert_accounted(&v);

@@ -346,10 +346,32 @@ pub fn udpkit_reply(request: &[u8]) -> Vec<u8> {
     buf[..n].to_vec()
 }
 
+/// `udpkit SUB HOST -p PORT ARGS…` aimed at `to` (HOST being its IP address).
+pub fn udpkit_to(sub: &str, to: SocketAddr, args: &[&str]) -> Command {
+    let mut cmd = udpkit();
+    cmd.arg(sub)
+        .arg(to.ip().to_string())
+        .args(["-p", &to.port().to_string()])
+        .args(args);
+    cmd
+}
+
+/// Runs `udpkit SUB HOST -p PORT ARGS… --json` against `to`: its exit code and the one
+/// JSON object it printed.
+pub fn json_to(sub: &str, to: SocketAddr, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = udpkit_to(sub, to, args);
+    cmd.arg("--json");
+    json_from(cmd)
+}
+
 /// Runs a udpkit subcommand that prints one JSON object and returns it with the exit code.
 pub fn json_of(args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut cmd = udpkit();
     cmd.args(args);
+    json_from(cmd)
+}
+
+fn json_from(cmd: Command) -> (Option<i32>, serde_json::Value) {
     let out = run(cmd);
     let text = stdout(&out);
     let value = serde_json::from_str(text.trim())
