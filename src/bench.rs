@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::batch::Burst;
 use crate::flow::{Flow, Matching, Tally};
 use crate::latency::{Latency, Summary};
+use crate::net::{IcmpCounts, IcmpError};
 use crate::{Error, Stop, net};
 
 /// How to load the server.
@@ -100,8 +101,12 @@ impl Report {
                 s.min, s.p50, s.p90, s.p99, s.p999, s.max
             ));
         }
-        if self.matching == Matching::Order {
-            text.push_str("replies matched by order: the server does not repeat request IDs\n");
+        if t.unverified > 0 {
+            text.push_str(&format!(
+                "{} replies carried no request ID (the server does not repeat them): each was \
+                 matched by the length it names, and none can be authenticated\n",
+                t.unverified
+            ));
         }
         text
     }
@@ -123,6 +128,7 @@ impl Report {
             lost: u64,
             seconds: f64,
             matching: &'static str,
+            authenticated: bool,
             latency_us: Summary,
         }
         let c = &self.config;
@@ -137,6 +143,7 @@ impl Report {
             lost: self.tally.lost(),
             seconds: self.elapsed.as_secs_f64(),
             matching: self.matching.as_str(),
+            authenticated: self.tally.unverified == 0,
             latency_us: self.latency.summary(1e3),
         })
         .expect("plain values serialize")
@@ -149,6 +156,8 @@ struct FlowState {
     witness: Option<UdpSocket>,
     flow: Flow,
     latency: Latency,
+    /// Round trips of answers matched by length alone, until the flow proves IDs.
+    unverified: Latency,
 }
 
 /// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
@@ -165,17 +174,19 @@ pub fn bench(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Report, Error> {
     let flows_n = config.flows.max(1);
-    if config.rate.is_none() && flows_n * config.window * 2 > MAX_REMEMBERED {
+    if config.rate.is_none() && flows_n * config.window * 4 > MAX_REMEMBERED {
         return Err(Error::Invalid(format!(
             "{flows_n} flows of {} requests in flight are too many: keep flows x window at most {}",
             config.window,
-            MAX_REMEMBERED / 2
+            MAX_REMEMBERED / 4
         )));
     }
     let capacity = match config.rate {
         Some(rate) => (((rate / flows_n as f64) * config.timeout.as_secs_f64() * 2.0) as usize)
             .saturating_add(64),
-        None => config.window.max(1) * 2,
+        // Four times the window: requests of two window's worth of lengths, and room to
+        // tell an old request of the same length from a new one.
+        None => config.window.max(1) * 4,
     };
     let mut flows = (0..flows_n)
         .map(|_| {
@@ -186,6 +197,7 @@ pub fn bench(
                 socket,
                 flow: Flow::new(config.size, capacity.min(MAX_REMEMBERED / flows_n)),
                 latency: Latency::new(),
+                unverified: Latency::new(),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
@@ -208,7 +220,7 @@ pub fn bench(
     let mut last_reply = started;
     let mut drain_until = None;
     let mut next_progress = started + PROGRESS_EVERY;
-    let mut unreachable = 0u64;
+    let mut icmp = IcmpCounts::default();
     loop {
         let now = Instant::now();
         if sending {
@@ -245,11 +257,11 @@ pub fn bench(
                         for _ in 0..n {
                             f.flow.next_request(burst.next_out(), now);
                             if burst.is_full() {
-                                burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                                burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
                             }
                         }
                         if burst.queued() > 0 {
-                            burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                            burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
                         }
                     }
                 }
@@ -268,7 +280,7 @@ pub fn bench(
                         }
                         let f = &mut flows[(scheduled % flows_n as u64) as usize];
                         f.flow.next_request(burst.next_out(), intended);
-                        burst.send(&f.socket, |e| note_send_error(e, &mut unreachable));
+                        burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
                         scheduled += 1;
                         budget -= 1;
                     }
@@ -296,17 +308,21 @@ pub fn bench(
                         last_reply = at;
                         for i in 0..n {
                             let outcome = f.flow.on_reply(burst.reply(i), at);
-                            report.tally.count(outcome, &mut f.latency);
+                            let revoked = f.flow.take_revoked();
+                            if revoked.answers > 0 {
+                                report.tally.revoke(revoked, &mut f.unverified);
+                            }
+                            report.tally.count(outcome, &mut f.latency, &mut f.unverified);
                         }
                         if n < crate::batch::BATCH {
                             break;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        unreachable += 1;
-                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if IcmpError::of(&e).is_some() => {
+                        icmp.note(IcmpError::of(&e).expect("checked"));
+                    }
                     Err(e) => {
                         return Err(Error::io(
                             format!("cannot receive from {}", config.target),
@@ -335,24 +351,35 @@ pub fn bench(
         report.tally.foreign += net::drain_foreign(f.witness.as_ref(), &mut foreign_buf);
     }
     report.tally.sent = flows.iter().map(|f| f.flow.sent()).sum();
-    report.tally.unreachable = unreachable;
+    report.tally.icmp = icmp;
+    report.tally.unreachable = [
+        icmp.port_unreachable,
+        icmp.host_unreachable,
+        icmp.network_unreachable,
+        icmp.protocol_unreachable,
+        icmp.too_big,
+        icmp.other,
+    ]
+    .iter()
+    .sum();
     report.elapsed = last_reply.max(send_end).duration_since(started);
-    report.matching = flows[0].flow.matching();
+    report.matching = Matching::settled(
+        flows.iter().map(|f| f.flow.matching()),
+        report.tally.unverified,
+    );
     for f in &flows {
         report.latency.merge(&f.latency);
-        if f.flow.matching() == Matching::Order {
-            report.matching = Matching::Order;
-        }
+        report.latency.merge(&f.unverified);
     }
     Ok(report)
 }
 
-fn note_send_error(e: &io::Error, unreachable: &mut u64) {
-    // A refused send is the kernel passing on an ICMP unreachable for an earlier request;
-    // the request itself did not go and will count as lost. Other errors (buffers full)
-    // lose the request the same way.
-    if e.kind() == io::ErrorKind::ConnectionRefused {
-        *unreachable += 1;
+fn note_send_error(e: &io::Error, icmp: &mut IcmpCounts) {
+    // A send that fails with an ICMP error is the kernel passing on an error for an earlier
+    // request (or a forged one); the request itself did not go and will count as lost.
+    // Other errors (buffers full) lose the request the same way.
+    if let Some(kind) = IcmpError::of(e) {
+        icmp.note(kind);
     }
 }
 

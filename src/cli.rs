@@ -479,27 +479,39 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 rtt,
                 late,
                 duplicate,
+                verified,
             } => {
-                let mark = if duplicate {
-                    " (DUP!)"
+                let mut mark = String::new();
+                if duplicate {
+                    mark.push_str(" (DUP!)");
                 } else if late {
-                    " (late)"
-                } else {
-                    ""
-                };
+                    mark.push_str(" (late)");
+                }
+                if !verified {
+                    mark.push_str(" (unverified)");
+                }
                 let ms = rtt.as_secs_f64() * 1e3;
                 format!("{bytes} bytes from {shown}: seq={seq} time={ms:.3} ms{mark}")
             }
-            ping::Event::Unreachable { seq } => format!("From {shown}: seq={seq} port unreachable"),
+            ping::Event::Unreachable { seq, kind } => {
+                format!("From {shown}: seq={seq} {}", kind.as_str())
+            }
             ping::Event::Forged => {
                 format!("Ignored a forged reply from {shown} (no or wrong request ID)")
             }
             ping::Event::Bad => format!("Ignored a datagram from {shown} that answers no request"),
-            ping::Event::MatchingByOrder => format!(
-                "Note: {shown} does not repeat request IDs (the seed's protocol); matching replies by order"
+            ping::Event::Unverified => format!(
+                "Note: {shown} does not repeat request IDs (the seed's protocol): each reply is \
+                 matched by the length it names, and cannot be authenticated"
+            ),
+            ping::Event::Revoked { count } => format!(
+                "Note: {shown} repeats request IDs: {count} earlier replies without one were forged and are not counted"
             ),
         };
-        let always = matches!(event, ping::Event::MatchingByOrder) && !args.json;
+        let always = matches!(
+            event,
+            ping::Event::Unverified | ping::Event::Revoked { .. }
+        ) && !args.json;
         if lines || always {
             writeln!(io::stdout(), "{line}")
         } else {

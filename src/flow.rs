@@ -1,37 +1,61 @@
 //! One flow: a socket's requests, each with a request ID, and the matching of replies back
 //! to them, for `ping` and `bench`.
 //!
-//! Promise: every reply is classified once: an answer (on time or late), a duplicate, a
-//! forgery (a missing or wrong ID from a server that has repeated IDs before), or bad (not a
-//! reply to a request of this size). Against a server that does not repeat IDs (the seed's,
-//! the C yardstick) replies are matched by order instead. Memory is fixed at creation.
+//! Promise: every reply is credited to the request it answers or to none. A reply with the
+//! flow's ID names its request; once one has come (proof that the server repeats IDs, since
+//! an off-path forger cannot know the 64-bit nonce), a reply without the right ID is never
+//! accepted again. Until then, and against a server that never repeats IDs (the seed's, the
+//! C yardstick), a reply is matched by the length it names: requests are sent with distinct
+//! lengths (`size`, `size + 1`, … as many as the flow remembers), so a reply is credited
+//! only to the one request of that length, never to an older one after a loss. Such replies
+//! are *unverified*: when proof of IDs arrives they are revoked ([`Flow::take_revoked`]) and
+//! their requests wait again. Memory is fixed at creation.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::latency::Latency;
-use crate::protocol::{ID_LEN, RequestId, emit_request, parse_reply};
+use crate::net::{IcmpCounts, IcmpError};
+use crate::protocol::{ID_LEN, MAX_IPV4_PAYLOAD, RequestId, emit_request, parse_reply};
 
 /// How replies are matched to requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Matching {
-    /// No reply yet: the first one decides.
+    /// No reply with the flow's ID yet: replies without one are matched by length and
+    /// unverified.
     Unknown,
     /// The server repeats request IDs; a reply without the right one is forged.
     Ids,
-    /// The server does not repeat IDs (or requests are too small to carry one): a reply
-    /// answers the oldest request still waiting.
-    Order,
+    /// Requests too small to carry an ID: replies are matched by length only.
+    Length,
 }
 
 impl Matching {
-    /// `ids`, `order` or `unknown`, as the JSON reports say it.
+    /// `ids`, `length` or `unknown`, as the JSON reports say it.
     pub fn as_str(self) -> &'static str {
         match self {
             Matching::Ids => "ids",
-            Matching::Order => "order",
+            Matching::Length => "length",
             Matching::Unknown => "unknown",
+        }
+    }
+
+    /// How a run's flows together matched: `ids` only if every flow proved IDs; otherwise
+    /// `length` when any unverified reply was accepted.
+    pub fn settled(flows: impl IntoIterator<Item = Matching>, unverified: u64) -> Matching {
+        let mut all_ids = true;
+        let mut any = false;
+        for m in flows {
+            any = true;
+            all_ids &= m == Matching::Ids;
+        }
+        if any && all_ids {
+            Matching::Ids
+        } else if unverified > 0 {
+            Matching::Length
+        } else {
+            Matching::Unknown
         }
     }
 }
@@ -39,49 +63,87 @@ impl Matching {
 /// What a datagram from the server turned out to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The first reply to request `seq`; `late` if it came after its timeout.
-    Answer { seq: u64, rtt: Duration, late: bool },
+    /// The first reply to request `seq`; `late` if it came after its timeout; `verified`
+    /// if it carried the request's ID.
+    Answer {
+        seq: u64,
+        rtt: Duration,
+        late: bool,
+        verified: bool,
+    },
     /// Another reply to a request already answered.
     Duplicate { seq: u64, rtt: Duration },
     /// A reply that a server which repeats IDs did not send: no ID, a wrong nonce, or a
     /// sequence number never sent.
     Forged,
-    /// Not a reply in the seed's form, or one naming another length than the request's.
+    /// Not a reply in the seed's form, or one naming a length that no request had.
     Bad,
-    /// A reply that matches no request still remembered (an ID too old for the table, or
-    /// nothing outstanding when matching by order).
+    /// A reply that matches no request still remembered, or more than one (by length).
     Unmatched,
 }
 
 /// The accounting of a run of requests, in one place for `ping` and `bench`: every request
 /// sent is either received (its first reply, late or not) or lost; duplicates, forgeries,
-/// bad datagrams, datagrams from foreign addresses and ICMP unreachables are counted apart.
+/// bad datagrams, datagrams from foreign addresses and ICMP errors are counted apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub sent: u64,
     pub received: u64,
+    /// Of `received`: answers matched by length alone, whose authenticity is unknown.
+    pub unverified: u64,
     pub duplicates: u64,
     pub late: u64,
     pub forged: u64,
     pub bad: u64,
     /// Datagrams to the client's port from anyone but the server: never taken as replies.
     pub foreign: u64,
+    /// ICMP errors that came back (port, host or network unreachable, prohibited, ...).
     pub unreachable: u64,
+    /// The same, by kind.
+    pub icmp: IcmpCounts,
 }
 
 impl Tally {
-    /// Counts what a datagram turned out to be; an answer's round trip goes to `latency`.
-    pub fn count(&mut self, outcome: Outcome, latency: &mut Latency) {
+    /// Counts what a datagram turned out to be; a verified answer's round trip goes to
+    /// `latency`, an unverified one's to `unverified` (merged at the end if never revoked).
+    pub fn count(&mut self, outcome: Outcome, latency: &mut Latency, unverified: &mut Latency) {
         match outcome {
-            Outcome::Answer { rtt, late, .. } => {
+            Outcome::Answer {
+                rtt,
+                late,
+                verified,
+                ..
+            } => {
                 self.received += 1;
                 self.late += u64::from(late);
-                latency.record(rtt);
+                if verified {
+                    latency.record(rtt);
+                } else {
+                    self.unverified += 1;
+                    unverified.record(rtt);
+                }
             }
             Outcome::Duplicate { .. } => self.duplicates += 1,
             Outcome::Forged => self.forged += 1,
             Outcome::Bad | Outcome::Unmatched => self.bad += 1,
         }
+    }
+
+    /// Takes back `revoked` unverified answers (with their `late` marks) of a flow whose
+    /// server has just proved that it repeats IDs: they were forged. The flow's unverified
+    /// latencies are dropped with them.
+    pub fn revoke(&mut self, revoked: Revoked, unverified: &mut Latency) {
+        self.received -= revoked.answers;
+        self.unverified -= revoked.answers;
+        self.late -= revoked.late;
+        self.forged += revoked.answers;
+        *unverified = Latency::new();
+    }
+
+    /// Counts an ICMP error that came back.
+    pub fn note_icmp(&mut self, kind: IcmpError) {
+        self.unreachable += 1;
+        self.icmp.note(kind);
     }
 
     /// Requests never answered.
@@ -98,6 +160,14 @@ impl Tally {
     }
 }
 
+/// Unverified answers taken back when the server proved that it repeats IDs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    pub answers: u64,
+    /// Of those, how many had been counted late.
+    pub late: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Free,
@@ -110,45 +180,77 @@ enum State {
 struct Slot {
     seq: u64,
     sent_at: Instant,
+    len: usize,
     state: State,
+    /// Answered by a reply without ID (revocable).
+    unverified: bool,
+    /// That answer came after the timeout.
+    late: bool,
 }
+
+/// The most distinct lengths a flow uses: requests stay within 1 KiB of the size asked,
+/// under a typical path MTU for the default size.
+pub const MAX_LENGTHS: usize = 1024;
 
 /// The request side and reply matching of one flow; see the module's promise.
 #[derive(Debug)]
 pub struct Flow {
     nonce: u64,
     size: usize,
+    /// Until IDs are proven, request `seq` is `base + seq % lengths` bytes long.
+    base: usize,
+    lengths: usize,
+    /// Requests are large enough to carry an ID.
+    with_ids: bool,
     next_seq: u64,
-    /// Requests by `seq % slots.len()`; a power of two.
+    /// Requests by `seq % slots.len()`; a power of two, at least twice `lengths`.
     slots: Box<[Slot]>,
-    /// The oldest sequence number that may still be waiting (matching by order).
+    /// The oldest sequence number that may still be waiting.
     oldest: u64,
     waiting: usize,
     matching: Matching,
+    revoked: Revoked,
 }
 
 impl Flow {
     /// A flow of `size`-byte requests that remembers the last `capacity` of them (rounded up
-    /// to a power of two): at least the most requests ever in flight at once.
+    /// to a power of two, at least 32): at least twice the most requests ever in flight at
+    /// once. Until the server proves it repeats IDs, requests are `size` to
+    /// `size + capacity / 2 - 1` bytes long (at most [`MAX_LENGTHS`] lengths; lower where
+    /// that would pass the largest datagram).
     pub fn new(size: usize, capacity: usize) -> Flow {
-        let capacity = capacity.max(16).next_power_of_two();
+        let capacity = capacity.max(32).next_power_of_two();
+        let lengths = (capacity / 2).min(MAX_LENGTHS);
+        let with_ids = size >= ID_LEN;
+        let base = if with_ids {
+            size.min(MAX_IPV4_PAYLOAD + 1 - lengths).max(ID_LEN)
+        } else {
+            size
+        };
         let free = Slot {
             seq: u64::MAX,
             sent_at: Instant::now(),
+            len: 0,
             state: State::Free,
+            unverified: false,
+            late: false,
         };
         Flow {
             nonce: fastrand::u64(..),
             size,
+            base,
+            lengths,
+            with_ids,
             next_seq: 0,
             slots: vec![free; capacity].into_boxed_slice(),
             oldest: 0,
             waiting: 0,
-            matching: if size < ID_LEN {
-                Matching::Order
-            } else {
+            matching: if with_ids {
                 Matching::Unknown
+            } else {
+                Matching::Length
             },
+            revoked: Revoked::default(),
         }
     }
 
@@ -166,24 +268,51 @@ impl Flow {
         self.next_seq
     }
 
+    /// The lengths requests may have: `(smallest, largest)`.
+    pub fn length_range(&self) -> (usize, usize) {
+        if self.matching == Matching::Ids {
+            (self.size, self.size)
+        } else {
+            (self.base, self.base + self.lengths - 1)
+        }
+    }
+
+    /// The length of request `seq`, if it is still remembered.
+    pub fn request_len(&self, seq: u64) -> Option<usize> {
+        let slot = &self.slots[self.index(seq)];
+        (slot.seq == seq && slot.state != State::Free).then_some(slot.len)
+    }
+
+    /// Unverified answers revoked since the last call: the server has proved that it
+    /// repeats IDs, so they were forged (see [`Tally::revoke`]).
+    pub fn take_revoked(&mut self) -> Revoked {
+        std::mem::take(&mut self.revoked)
+    }
+
+    fn index(&self, seq: u64) -> usize {
+        (seq & (self.slots.len() as u64 - 1)) as usize
+    }
+
     /// Writes the next request into `buf` and records it as sent at `sent_at` (for an open
     /// loop, the time it was meant to be sent). Returns its sequence number.
     pub fn next_request(&mut self, buf: &mut Vec<u8>, sent_at: Instant) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if !emit_request(
-            buf,
-            RequestId {
-                nonce: self.nonce,
-                seq,
-            },
-            self.size,
-        ) {
+        let len = if self.matching == Matching::Ids {
+            self.size
+        } else {
+            self.base + (seq % self.lengths as u64) as usize
+        };
+        let id = RequestId {
+            nonce: self.nonce,
+            seq,
+        };
+        if !(self.with_ids && emit_request(buf, id, len)) {
             buf.clear();
-            buf.resize(self.size, b'x');
+            buf.resize(len, b'x');
         }
-        let mask = self.slots.len() as u64 - 1;
-        let slot = &mut self.slots[(seq & mask) as usize];
+        let index = self.index(seq);
+        let slot = &mut self.slots[index];
         if slot.state == State::Waiting {
             // Overwritten while waiting: the table is too small for what is in flight.
             self.waiting -= 1;
@@ -191,7 +320,10 @@ impl Flow {
         *slot = Slot {
             seq,
             sent_at,
+            len,
             state: State::Waiting,
+            unverified: false,
+            late: false,
         };
         self.waiting += 1;
         seq
@@ -200,8 +332,8 @@ impl Flow {
     /// Forgets the request just written by `next_request` when sending it failed.
     pub fn unsend(&mut self, seq: u64) {
         if seq + 1 == self.next_seq {
-            let mask = self.slots.len() as u64 - 1;
-            let slot = &mut self.slots[(seq & mask) as usize];
+            let index = self.index(seq);
+            let slot = &mut self.slots[index];
             if slot.state == State::Waiting {
                 self.waiting -= 1;
             }
@@ -216,12 +348,12 @@ impl Flow {
             return 0;
         }
         let mut expired = 0;
-        let mask = self.slots.len() as u64 - 1;
         let first = self
             .oldest
             .max(self.next_seq.saturating_sub(self.slots.len() as u64));
         for seq in first..self.next_seq {
-            let slot = &mut self.slots[(seq & mask) as usize];
+            let index = self.index(seq);
+            let slot = &mut self.slots[index];
             if slot.state == State::Waiting && slot.seq == seq {
                 if now.saturating_duration_since(slot.sent_at) < timeout {
                     break;
@@ -237,20 +369,18 @@ impl Flow {
 
     /// When the oldest request still waiting was sent.
     pub fn oldest_waiting_since(&self) -> Option<Instant> {
-        let mask = self.slots.len() as u64 - 1;
         (self.oldest..self.next_seq)
-            .map(|seq| self.slots[(seq & mask) as usize])
+            .map(|seq| self.slots[self.index(seq)])
             .find(|s| s.state == State::Waiting)
             .map(|s| s.sent_at)
     }
 
     fn advance_oldest(&mut self) {
-        let mask = self.slots.len() as u64 - 1;
         self.oldest = self
             .oldest
             .max(self.next_seq.saturating_sub(self.slots.len() as u64));
         while self.oldest < self.next_seq {
-            let slot = self.slots[(self.oldest & mask) as usize];
+            let slot = self.slots[self.index(self.oldest)];
             if slot.seq == self.oldest && slot.state == State::Waiting {
                 break;
             }
@@ -267,53 +397,93 @@ impl Flow {
                 Outcome::Bad
             };
         };
-        match (self.matching, reply.id) {
-            (Matching::Ids, None) => return Outcome::Forged,
-            (Matching::Ids | Matching::Unknown, Some(id))
-                if id.nonce != self.nonce || id.seq >= self.next_seq =>
-            {
-                return Outcome::Forged;
-            }
-            (Matching::Unknown, Some(_)) => self.matching = Matching::Ids,
-            (Matching::Unknown, None) => self.matching = Matching::Order,
-            _ => {}
-        }
-        if reply.len != self.size {
-            return Outcome::Bad;
-        }
-        let seq = match (self.matching, reply.id) {
-            (Matching::Ids, Some(id)) => id.seq,
-            _ => {
-                self.advance_oldest();
-                if self.oldest >= self.next_seq {
-                    return Outcome::Unmatched;
+        match reply.id {
+            Some(id) => {
+                if !self.with_ids || id.nonce != self.nonce || id.seq >= self.next_seq {
+                    return Outcome::Forged;
                 }
-                self.oldest
+                if self.matching == Matching::Unknown {
+                    self.prove_ids();
+                }
+                self.credit(id.seq, reply.len, now, true)
             }
-        };
-        let mask = self.slots.len() as u64 - 1;
-        let slot = &mut self.slots[(seq & mask) as usize];
-        if slot.seq != seq {
+            None if self.matching == Matching::Ids => Outcome::Forged,
+            None => match self.by_length(reply.len) {
+                Ok(seq) => self.credit(seq, reply.len, now, false),
+                Err(outcome) => outcome,
+            },
+        }
+    }
+
+    /// The server repeated an ID: from now on only IDs count, and every answer taken on
+    /// length alone is revoked, its request waiting (or timed out) again.
+    fn prove_ids(&mut self) {
+        self.matching = Matching::Ids;
+        for slot in self.slots.iter_mut() {
+            if slot.state == State::Answered && slot.unverified {
+                self.revoked.answers += 1;
+                self.revoked.late += u64::from(slot.late);
+                slot.unverified = false;
+                if slot.late {
+                    slot.state = State::TimedOut;
+                } else {
+                    slot.state = State::Waiting;
+                    self.waiting += 1;
+                    self.oldest = self.oldest.min(slot.seq);
+                }
+                slot.late = false;
+            }
+        }
+    }
+
+    /// The one remembered request that a reply naming `len` bytes can answer.
+    fn by_length(&self, len: usize) -> Result<u64, Outcome> {
+        let class = len
+            .checked_sub(self.base)
+            .filter(|c| *c < self.lengths)
+            .ok_or(Outcome::Bad)? as u64;
+        let last = self.next_seq.checked_sub(1).ok_or(Outcome::Unmatched)?;
+        if last < class {
+            return Err(Outcome::Unmatched);
+        }
+        let n = self.lengths as u64;
+        let seq = last - (last - class) % n;
+        // An older request of the same length that may still be answered makes the reply
+        // ambiguous: crediting the newer one could invent a round-trip time.
+        if let Some(older) = seq.checked_sub(n) {
+            let slot = &self.slots[self.index(older)];
+            if slot.seq == older && matches!(slot.state, State::Waiting | State::TimedOut) {
+                return Err(Outcome::Unmatched);
+            }
+        }
+        Ok(seq)
+    }
+
+    fn credit(&mut self, seq: u64, len: usize, now: Instant, verified: bool) -> Outcome {
+        let index = self.index(seq);
+        let slot = &mut self.slots[index];
+        if slot.seq != seq || slot.state == State::Free {
             return Outcome::Unmatched;
+        }
+        if slot.len != len {
+            return Outcome::Bad;
         }
         let rtt = now.saturating_duration_since(slot.sent_at);
         match slot.state {
-            State::Waiting => {
+            State::Waiting | State::TimedOut => {
+                let late = slot.state == State::TimedOut;
+                if !late {
+                    self.waiting -= 1;
+                }
                 slot.state = State::Answered;
-                self.waiting -= 1;
+                slot.unverified = !verified;
+                slot.late = late;
                 self.advance_oldest();
                 Outcome::Answer {
                     seq,
                     rtt,
-                    late: false,
-                }
-            }
-            State::TimedOut => {
-                slot.state = State::Answered;
-                Outcome::Answer {
-                    seq,
-                    rtt,
-                    late: true,
+                    late,
+                    verified,
                 }
             }
             State::Answered => Outcome::Duplicate { seq, rtt },
@@ -334,7 +504,7 @@ mod tests {
         buf[..n].to_vec()
     }
 
-    /// What the seed's server would answer.
+    /// What the seed's server would answer (and what a forger without the nonce sends).
     fn seed_answer(request: &[u8]) -> Vec<u8> {
         crate::protocol::reply_text(request.len()).into_bytes()
     }
@@ -345,19 +515,24 @@ mod tests {
         buf
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn ids_match_replies_in_any_order_and_spot_duplicates() {
         let t = Instant::now();
         let mut flow = Flow::new(38, 64);
         let a = send(&mut flow, t);
         let b = send(&mut flow, t);
-        let later = t + Duration::from_millis(5);
+        let later = t + ms(5);
         assert_eq!(
             flow.on_reply(&answer(&b), later),
             Outcome::Answer {
                 seq: 1,
-                rtt: Duration::from_millis(5),
-                late: false
+                rtt: ms(5),
+                late: false,
+                verified: true
             }
         );
         assert_eq!(flow.matching(), Matching::Ids);
@@ -377,57 +552,130 @@ mod tests {
         let t = Instant::now();
         let mut flow = Flow::new(38, 64);
         let a = send(&mut flow, t);
-        let _b = send(&mut flow, t);
+        let b = send(&mut flow, t);
         assert!(matches!(
             flow.on_reply(&answer(&a), t),
-            Outcome::Answer { .. }
+            Outcome::Answer { verified: true, .. }
         ));
         // The seed's sentence, right length, no ID: what a forger without the nonce sends.
-        assert_eq!(flow.on_reply(&seed_answer(&a), t), Outcome::Forged);
+        assert_eq!(flow.on_reply(&seed_answer(&b), t), Outcome::Forged);
         let mut other = Flow::new(38, 64);
         let stranger = send(&mut other, t);
         assert_eq!(flow.on_reply(&answer(&stranger), t), Outcome::Forged);
         assert_eq!(flow.on_reply(b"garbage", t), Outcome::Forged);
         assert_eq!(flow.waiting(), 1, "the second request still waits");
+        // Requests are the size asked for from now on.
+        assert_eq!(send(&mut flow, t).len(), 38);
+        assert_eq!(send(&mut flow, t).len(), 38);
     }
 
     #[test]
-    fn a_server_that_does_not_repeat_ids_is_matched_by_order() {
+    fn a_forgery_that_wins_the_race_is_revoked_by_the_genuine_reply() {
         let t = Instant::now();
         let mut flow = Flow::new(38, 64);
         let a = send(&mut flow, t);
-        let b = send(&mut flow, t + Duration::from_millis(1));
-        let now = t + Duration::from_millis(3);
+        // The forger's ID-less reply, right length, before the server's.
         assert_eq!(
-            flow.on_reply(&seed_answer(&a), now),
+            flow.on_reply(&seed_answer(&a), t + ms(1)),
             Outcome::Answer {
                 seq: 0,
-                rtt: Duration::from_millis(3),
-                late: false
+                rtt: ms(1),
+                late: false,
+                verified: false
             }
         );
-        assert_eq!(flow.matching(), Matching::Order);
-        assert!(matches!(
-            flow.on_reply(&seed_answer(&b), now),
-            Outcome::Answer { seq: 1, .. }
-        ));
-        assert_eq!(flow.on_reply(&seed_answer(&b), now), Outcome::Unmatched);
+        assert_eq!(flow.waiting(), 0);
+        assert_eq!(flow.matching(), Matching::Unknown);
+        // The genuine reply: proof of IDs; the forged answer is taken back.
         assert_eq!(
-            flow.on_reply(b"Your data was 3 bytes long", now),
+            flow.on_reply(&answer(&a), t + ms(7)),
+            Outcome::Answer {
+                seq: 0,
+                rtt: ms(7),
+                late: false,
+                verified: true
+            }
+        );
+        assert_eq!(
+            flow.take_revoked(),
+            Revoked {
+                answers: 1,
+                late: 0
+            }
+        );
+        assert_eq!(flow.take_revoked(), Revoked::default());
+        assert_eq!(flow.on_reply(&seed_answer(&a), t + ms(8)), Outcome::Forged);
+    }
+
+    #[test]
+    fn without_ids_a_reply_is_credited_by_the_length_it_names_never_by_order() {
+        // udp_remote.py: the server drops half the requests and repeats no IDs.
+        let t = Instant::now();
+        let mut flow = Flow::new(38, 64);
+        let requests: Vec<Vec<u8>> = (0..6).map(|i| send(&mut flow, t + ms(200 * i))).collect();
+        let lengths: Vec<usize> = requests.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [38, 39, 40, 41, 42, 43], "distinct lengths");
+        flow.expire(t + ms(1500), ms(1000));
+        // Requests 0, 2 and 4 were dropped; 1, 3 and 5 answered 0.2 ms after they left.
+        for seq in [1u64, 3, 5] {
+            let at = t + ms(200 * seq) + Duration::from_micros(200);
+            let outcome = flow.on_reply(&seed_answer(&requests[seq as usize]), at);
+            match outcome {
+                Outcome::Answer {
+                    seq: got,
+                    rtt,
+                    verified: false,
+                    ..
+                } => {
+                    assert_eq!(got, seq);
+                    assert_eq!(rtt, Duration::from_micros(200), "no invented RTT");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            flow.on_reply(b"Your data was 37 bytes long", t),
             Outcome::Bad
+        );
+        assert!(matches!(
+            flow.on_reply(&seed_answer(&requests[1]), t + ms(300)),
+            Outcome::Duplicate { seq: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_length_shared_with_an_older_unanswered_request_is_not_credited() {
+        let t = Instant::now();
+        let mut flow = Flow::new(38, 32); // 16 lengths, 32 slots
+        let first = send(&mut flow, t);
+        for _ in 1..16 {
+            send(&mut flow, t);
+        }
+        let again = send(&mut flow, t); // seq 16: the length of seq 0, which still waits
+        assert_eq!(first.len(), again.len());
+        assert_eq!(
+            flow.on_reply(&seed_answer(&again), t),
+            Outcome::Unmatched,
+            "seq 0 or seq 16? Neither is credited"
         );
     }
 
     #[test]
-    fn small_requests_carry_no_id_and_match_by_order() {
+    fn small_requests_carry_no_id_and_match_by_length() {
         let mut flow = Flow::new(5, 16);
         let req = send(&mut flow, Instant::now());
         assert_eq!(req, b"xxxxx");
-        assert_eq!(flow.matching(), Matching::Order);
+        assert_eq!(flow.matching(), Matching::Length);
         assert!(matches!(
             flow.on_reply(&seed_answer(&req), Instant::now()),
-            Outcome::Answer { seq: 0, .. }
+            Outcome::Answer {
+                seq: 0,
+                verified: false,
+                ..
+            }
         ));
+        let next = send(&mut flow, Instant::now());
+        assert_eq!(next, b"xxxxxx");
     }
 
     #[test]
@@ -435,17 +683,11 @@ mod tests {
         let t = Instant::now();
         let mut flow = Flow::new(38, 64);
         let a = send(&mut flow, t);
-        assert_eq!(
-            flow.expire(t + Duration::from_millis(50), Duration::from_millis(100)),
-            0
-        );
-        assert_eq!(
-            flow.expire(t + Duration::from_millis(150), Duration::from_millis(100)),
-            1
-        );
+        assert_eq!(flow.expire(t + ms(50), ms(100)), 0);
+        assert_eq!(flow.expire(t + ms(150), ms(100)), 1);
         assert_eq!(flow.waiting(), 0);
         assert!(matches!(
-            flow.on_reply(&answer(&a), t + Duration::from_millis(200)),
+            flow.on_reply(&answer(&a), t + ms(200)),
             Outcome::Answer {
                 seq: 0,
                 late: true,
@@ -462,5 +704,15 @@ mod tests {
         let mut wrong = a.clone();
         wrong.pop();
         assert_eq!(flow.on_reply(&answer(&wrong), t), Outcome::Bad);
+    }
+
+    #[test]
+    fn lengths_stay_within_the_largest_datagram() {
+        let mut flow = Flow::new(MAX_IPV4_PAYLOAD, 64);
+        let t = Instant::now();
+        for _ in 0..100 {
+            let len = send(&mut flow, t).len();
+            assert!((ID_LEN..=MAX_IPV4_PAYLOAD).contains(&len), "{len}");
+        }
     }
 }

@@ -2,8 +2,9 @@
 //! each reply matched by its request ID, round-trip times, duplicates, late replies, loss.
 //!
 //! Promise: every request is accounted for (`sent = received + lost`), every reply is
-//! classified by [`Flow`], the loop ends by itself (COUNT, or a stop), and a port that
-//! answers with ICMP unreachable is reported, not fatal.
+//! classified by [`Flow`] and credited only to the request it answers, the loop ends by
+//! itself (COUNT, or a stop), and an ICMP error of any kind (spoofed or not) is reported and
+//! counted, never fatal.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::flow::{Flow, Matching, Outcome, Tally};
+use crate::net::IcmpError;
 use crate::latency::{Latency, Summary};
 use crate::protocol::RECV_BUFFER;
 use crate::{Error, Stop, net};
@@ -39,15 +41,21 @@ pub enum Event {
         rtt: Duration,
         late: bool,
         duplicate: bool,
+        /// False for a reply matched by its length alone (no request ID).
+        verified: bool,
     },
-    /// ICMP port unreachable came back: nothing listens at the target.
-    Unreachable { seq: u64 },
+    /// An ICMP error came back (or was forged): port unreachable means nothing listens.
+    Unreachable { seq: u64, kind: IcmpError },
     /// A reply ignored because it lacked the right request ID.
     Forged,
-    /// A datagram that is not a reply to a request of this size.
+    /// A datagram that answers no request (or could answer more than one).
     Bad,
-    /// The server does not repeat request IDs: replies are matched by order from now on.
-    MatchingByOrder,
+    /// The first reply without a request ID: it and those after it are matched by the
+    /// length they name and cannot be authenticated.
+    Unverified,
+    /// The server proved it repeats request IDs: `count` replies taken on their length
+    /// alone were forged and are no longer counted.
+    Revoked { count: u64 },
 }
 
 /// The outcome of a run.
@@ -56,6 +64,8 @@ pub struct Report {
     pub target: SocketAddr,
     pub size: usize,
     pub tally: Tally,
+    /// `Ids` when every reply counted carried its request's ID; `Length` when some were
+    /// matched by length alone.
     pub matching: Matching,
     pub elapsed: Duration,
     pub latency: Latency,
@@ -69,7 +79,7 @@ impl Report {
             (self.tally.forged, "forged"),
             (self.tally.bad, "bad"),
             (self.tally.foreign, "foreign"),
-            (self.tally.unreachable, "unreachable"),
+            (self.tally.unreachable, "ICMP errors"),
         ] {
             if n > 0 {
                 extra.push_str(&format!(", {n} {what}"));
@@ -94,12 +104,20 @@ impl Report {
                 s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
             ));
         }
+        if self.tally.unverified > 0 {
+            text.push_str(&format!(
+                "{} replies carried no request ID: each was matched by the length it names, \
+                 and none can be authenticated\n",
+                self.tally.unverified
+            ));
+        }
         text
     }
 
-    /// One JSON object: `target`, `sent`, `received`, `duplicates`, `late`, `forged`,
-    /// `bad`, `unreachable`, `loss_percent`, `time_ms`, `matching` and `rtt_ms` (`min`,
-    /// `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
+    /// One JSON object: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,
+    /// `forged`, `bad`, `foreign`, `unreachable`, `icmp` (by kind), `loss_percent`,
+    /// `time_ms`, `matching`, `authenticated` (false when any reply counted lacked its ID)
+    /// and `rtt_ms` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
         struct Json {
@@ -110,6 +128,7 @@ impl Report {
             loss_percent: f64,
             time_ms: f64,
             matching: &'static str,
+            authenticated: bool,
             rtt_ms: Summary,
         }
         serde_json::to_string(&Json {
@@ -119,6 +138,7 @@ impl Report {
             loss_percent: self.tally.loss_percent(),
             time_ms: self.elapsed.as_secs_f64() * 1e3,
             matching: self.matching.as_str(),
+            authenticated: self.tally.unverified == 0,
             rtt_ms: self.latency.summary(1e6),
         })
         .expect("plain values serialize")
@@ -149,7 +169,9 @@ pub fn ping(
     } else {
         (config.timeout.as_secs_f64() / config.interval.as_secs_f64()).ceil() as usize + 2
     };
-    let mut flow = Flow::new(config.size, in_flight.min(1 << 16));
+    // Twice what can be in flight, and at least 64 requests: a reply to a request
+    // forgotten this long ago is unmatched rather than credited to a newer one.
+    let mut flow = Flow::new(config.size, (in_flight * 2).clamp(64, 1 << 16));
     let mut report = Report {
         target: config.target,
         size: config.size,
@@ -158,6 +180,7 @@ pub fn ping(
         elapsed: Duration::ZERO,
         latency: Latency::new(),
     };
+    let mut unverified = Latency::new();
     let mut emit = |event: Event| on_event(&event).map_err(|source| Error::Output { source });
     let mut request = Vec::with_capacity(config.size);
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -165,6 +188,7 @@ pub fn ping(
     let started = Instant::now();
     let mut next_send = started;
     let mut last_seq = 0;
+    let mut said_unverified = false;
     loop {
         let now = Instant::now();
         flow.expire(now, config.timeout);
@@ -181,10 +205,13 @@ pub fn ping(
             let sent_at = Instant::now();
             last_seq = flow.next_request(&mut request, sent_at);
             match send(&socket, &request) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    report.tally.unreachable += 1;
-                    emit(Event::Unreachable { seq: last_seq })?;
+                Ok(None) => {}
+                Ok(Some(kind)) => {
+                    report.tally.note_icmp(kind);
+                    emit(Event::Unreachable {
+                        seq: last_seq,
+                        kind,
+                    })?;
                 }
                 Err(e) => return Err(Error::io(format!("cannot send to {}", config.target), e)),
             }
@@ -206,27 +233,42 @@ pub fn ping(
         match wait.recv(&mut buf, until.saturating_duration_since(now)) {
             Ok(Some(len)) => {
                 let at = Instant::now();
-                let before = flow.matching();
                 let outcome = flow.on_reply(&buf[..len], at);
-                if before != Matching::Order && flow.matching() == Matching::Order {
-                    emit(Event::MatchingByOrder)?;
+                let revoked = flow.take_revoked();
+                if revoked.answers > 0 {
+                    report.tally.revoke(revoked, &mut unverified);
+                    emit(Event::Revoked {
+                        count: revoked.answers,
+                    })?;
                 }
-                report.tally.count(outcome, &mut report.latency);
-                let bytes = config.size;
+                report.tally.count(outcome, &mut report.latency, &mut unverified);
                 let event = match outcome {
-                    Outcome::Answer { seq, rtt, late } => Event::Reply {
+                    Outcome::Answer {
                         seq,
-                        bytes,
                         rtt,
                         late,
-                        duplicate: false,
-                    },
+                        verified,
+                    } => {
+                        if !verified && !said_unverified {
+                            said_unverified = true;
+                            emit(Event::Unverified)?;
+                        }
+                        Event::Reply {
+                            seq,
+                            bytes: flow.request_len(seq).unwrap_or(config.size),
+                            rtt,
+                            late,
+                            duplicate: false,
+                            verified,
+                        }
+                    }
                     Outcome::Duplicate { seq, rtt } => Event::Reply {
                         seq,
-                        bytes,
+                        bytes: flow.request_len(seq).unwrap_or(config.size),
                         rtt,
                         late: false,
                         duplicate: true,
+                        verified: flow.matching() == Matching::Ids,
                     },
                     Outcome::Forged => Event::Forged,
                     Outcome::Bad | Outcome::Unmatched => Event::Bad,
@@ -234,35 +276,44 @@ pub fn ping(
                 emit(event)?;
             }
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                report.tally.unreachable += 1;
-                emit(Event::Unreachable { seq: last_seq })?;
-            }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("cannot receive from {}", config.target),
-                    e,
-                ));
-            }
+            Err(e) => match IcmpError::of(&e) {
+                Some(kind) => {
+                    report.tally.note_icmp(kind);
+                    emit(Event::Unreachable {
+                        seq: last_seq,
+                        kind,
+                    })?;
+                }
+                None => {
+                    return Err(Error::io(
+                        format!("cannot receive from {}", config.target),
+                        e,
+                    ));
+                }
+            },
         }
         report.tally.foreign += net::drain_foreign(witness.as_ref(), &mut buf);
     }
     report.tally.foreign += net::drain_foreign(witness.as_ref(), &mut buf);
     report.tally.sent = flow.sent();
-    report.matching = flow.matching();
+    report.matching = Matching::settled([flow.matching()], report.tally.unverified);
+    report.latency.merge(&unverified);
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// Sends one datagram; a pending ICMP error from an earlier one is reported and the send
-/// tried once more, since the kernel hands back that error instead of sending.
-fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<()> {
+/// Sends one datagram. A pending ICMP error from an earlier one is handed back by the
+/// kernel instead of sending: it is returned (to be counted) and the send tried once more.
+fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<Option<IcmpError>> {
     match socket.send(data) {
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            let _ = socket.send(data);
-            Err(e)
-        }
-        other => other.map(|_| ()),
+        Ok(_) => Ok(None),
+        Err(e) => match IcmpError::of(&e) {
+            Some(kind) => {
+                let _ = socket.send(data);
+                Ok(Some(kind))
+            }
+            None => Err(e),
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 fn count(v: &serde_json::Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
@@ -45,14 +46,39 @@ fn closed_loop_against_udpkit_server_counts_add_up() {
 }
 
 #[test]
-fn against_the_seeds_server_replies_match_by_order() {
+fn against_the_seeds_server_replies_match_by_length_and_are_unauthenticated() {
     let (_server, addr) = seed_server();
     let (code, v) = json_to("bench", addr, &["--window", "4", "-n", "400"]);
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!(v["matching"], "order");
+    assert_eq!(v["matching"], "length");
+    assert_eq!(v["authenticated"], false, "{v}");
     assert_eq!(count(&v, "sent"), count(&v, "received") + count(&v, "lost"));
+    assert_eq!(count(&v, "unverified"), count(&v, "received"), "{v}");
     assert_eq!(count(&v, "bad"), 0, "{v}");
     assert!(count(&v, "received") > 0, "{v}");
+}
+
+#[test]
+fn a_forged_reply_without_id_that_wins_the_race_never_switches_ids_off() {
+    // The first request is answered twice from the server's own address: first by a
+    // forger (the seed's sentence, right length, no ID), then by the server (with the ID).
+    // Every later reply is the server's. Before the fix, the forgery switched the whole
+    // run to matching by order, and genuine replies were counted as bad.
+    let server = Scripted::start(|socket, peer, request, n| {
+        if n == 0 {
+            let forged = format!("Your data was {} bytes long", request.len());
+            socket.send_to(forged.as_bytes(), peer).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (code, v) = json_to("bench", server.addr, &["--window", "1", "-n", "200"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["matching"], "ids", "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    assert_eq!(count(&v, "received"), 200, "{v}");
+    assert_eq!(count(&v, "forged"), 1, "{v}");
+    assert_eq!(count(&v, "bad") + count(&v, "unverified"), 0, "{v}");
 }
 
 #[test]

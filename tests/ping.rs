@@ -152,7 +152,7 @@ fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
 }
 
 #[test]
-fn the_seeds_server_is_matched_by_order_and_said_so_once() {
+fn the_seeds_server_is_matched_by_length_and_said_so_once() {
     let (mut server, addr) = seed_server();
     let cmd = udpkit_to("ping", addr, &["-c", "4", "-i", "0.02"]);
     let out = run(cmd);
@@ -167,6 +167,8 @@ fn the_seeds_server_is_matched_by_order_and_said_so_once() {
         text.contains("4 requests sent, 4 received, 0 duplicates, 0 late, 0% loss"),
         "{text}"
     );
+    assert!(text.contains("cannot be authenticated"), "{text}");
+    assert_eq!(text.matches("(unverified)").count(), 4, "{text}");
     // The seed's server survived our requests (they are ASCII) and printed each.
     assert_eq!(server.lines_within(Duration::from_millis(200)).len(), 4);
 }
@@ -209,5 +211,62 @@ fn sigint_ends_an_endless_ping_with_the_summary() {
     assert!(
         lines.iter().any(|l| l.contains("udpkit ping statistics")),
         "{lines:?}"
+    );
+}
+
+/// `(seq, milliseconds)` of each reply line `ping` printed.
+fn reply_times(text: &str) -> Vec<(u64, f64)> {
+    text.lines()
+        .filter(|l| l.contains(" bytes from ") && l.contains("seq="))
+        .map(|l| {
+            let seq = l.split("seq=").nth(1).unwrap().split(' ').next().unwrap();
+            let ms = l.split("time=").nth(1).unwrap().split(' ').next().unwrap();
+            (seq.parse().unwrap(), ms.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request() {
+    // The book's udp_remote.py: every other request is dropped, the others answered at
+    // once with the seed's sentence (no request ID). Before the fix, a reply after a drop
+    // was credited to the older, dropped request: 50 ms and more on a 0.05 ms path.
+    let server = Scripted::start(|socket, peer, request, n| {
+        if n % 2 == 1 {
+            let reply = format!("Your data was {} bytes long", request.len());
+            socket.send_to(reply.as_bytes(), peer).unwrap();
+        }
+    });
+    let out = run(udpkit_to("ping", server.addr, &["-c", "12", "-i", "0.05", "-W", "0.3"]));
+    let text = stdout(&out);
+    let replies = reply_times(&text);
+    assert_eq!(replies.len(), 6, "{text}");
+    for (seq, ms) in replies {
+        assert_eq!(seq % 2, 1, "only odd requests were answered: {text}");
+        assert!(ms < 25.0, "an RTT longer than the interval was invented: {text}");
+    }
+    assert!(text.contains("12 requests sent, 6 received"), "{text}");
+}
+
+#[test]
+fn forged_replies_without_id_that_arrive_first_are_never_counted() {
+    // Each request is answered first by a forger who fakes the server's address (the
+    // seed's sentence for the right length, no ID), 20 ms later by the server with the ID.
+    let server = Scripted::start(|socket, peer, request, _| {
+        let forged = format!("Your data was {} bytes long", request.len());
+        socket.send_to(forged.as_bytes(), peer).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (code, v) = json_to("ping", server.addr, &["-c", "5", "-i", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 5, "{v}");
+    assert_eq!(v["forged"], 5, "{v}");
+    assert_eq!(v["unverified"], 0, "{v}");
+    assert_eq!(v["matching"], "ids", "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    assert!(
+        v["rtt_ms"]["min"].as_f64().unwrap() >= 19.0,
+        "a forged reply's time was counted: {v}"
     );
 }
