@@ -312,7 +312,9 @@ pub fn bench(
                             if revoked.answers > 0 {
                                 report.tally.revoke(revoked, &mut f.unverified);
                             }
-                            report.tally.count(outcome, &mut f.latency, &mut f.unverified);
+                            report
+                                .tally
+                                .count(outcome, &mut f.latency, &mut f.unverified);
                         }
                         if n < crate::batch::BATCH {
                             break;

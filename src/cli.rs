@@ -13,7 +13,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use udpkit::console::{self, Console};
 use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
 use udpkit::{
-    Backoff, Client, Config, Error, RateLimit, Server, Stop, bench, net, ping, relay, timestamp,
+    Backoff, Client, ClientEvent, Config, Error, RateLimit, Server, Stop, bench, net, ping, relay,
+    timestamp,
 };
 
 #[derive(Debug, Parser)]
@@ -290,14 +291,14 @@ fn per_second(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A positive number of seconds, at most a day.
+/// A number of seconds from a millisecond to a day.
 fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("'{text}' is not a number of seconds (try 0.5)"))?;
-    if !(value > 0.0 && value <= 86_400.0) {
+    if !(0.001..=86_400.0).contains(&value) {
         return Err(format!(
-            "{text} seconds is out of range: give more than 0 and at most 86400"
+            "{text} seconds is out of range: give from 0.001 to 86400"
         ));
     }
     Ok(Duration::from_secs_f64(value))
@@ -441,16 +442,23 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
             failed = writeln!(out, "{line}").err();
         }
     };
-    let reply = client.request(&message, &backoff, |attempt| {
-        if attempt.number == 1 {
-            say(console::assigned(client.local_addr()));
+    let reply = client.request(&message, &backoff, |event| match event {
+        ClientEvent::Sent(attempt) => {
+            if attempt.number == 1 {
+                say(console::assigned(client.local_addr()));
+            }
+            if args.verbose {
+                say(console::waiting(attempt.wait));
+            }
         }
-        if args.verbose {
-            say(console::waiting(attempt.wait));
-        }
+        ClientEvent::Ignored(data) => say(format!(
+            "Ignored {} from the server's address: not the reply to this request",
+            udpkit::quote::repr(data)
+        )),
     });
     let reply = reply?;
     say(console::server_replied(reply.from, &reply.data));
+
     failed.map_or(Ok(()), |e| Err(output(e)))
 }
 
@@ -508,10 +516,8 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 "Note: {shown} repeats request IDs: {count} earlier replies without one were forged and are not counted"
             ),
         };
-        let always = matches!(
-            event,
-            ping::Event::Unverified | ping::Event::Revoked { .. }
-        ) && !args.json;
+        let always =
+            matches!(event, ping::Event::Unverified | ping::Event::Revoked { .. }) && !args.json;
         if lines || always {
             writeln!(io::stdout(), "{line}")
         } else {
@@ -632,16 +638,19 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
 pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
     let broadcast = net::resolve(&args.broadcast, args.port)?;
     let found = udpkit::discover::discover(broadcast, args.wait)?;
+    let unverified = found.iter().filter(|f| !f.verified).count();
     let text = if args.json {
         #[derive(serde::Serialize)]
         struct Server {
             address: String,
             rtt_ms: f64,
+            verified: bool,
         }
         #[derive(serde::Serialize)]
         struct Json {
             broadcast: String,
             servers: Vec<Server>,
+            unverified: usize,
         }
         let json = Json {
             broadcast: broadcast.to_string(),
@@ -649,26 +658,40 @@ pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
                 .iter()
                 .map(|f| Server {
                     address: f.address.to_string(),
-                    rtt_ms: f.rtt.as_secs_f64() * 1e3,
+                    rtt_ms: f.rtt.as_nanos() as f64 / 1e6,
+                    verified: f.verified,
                 })
                 .collect(),
+            unverified,
         };
         serde_json::to_string(&json).expect("plain values serialize") + "\n"
     } else {
         let mut text = String::new();
         for f in &found {
             text.push_str(&format!(
-                "{}  time={:.3} ms\n",
+                "{}  time={:.3} ms{}\n",
                 f.address,
-                f.rtt.as_secs_f64() * 1e3
+                f.rtt.as_secs_f64() * 1e3,
+                if f.verified {
+                    ""
+                } else {
+                    "  (unverified: no request ID)"
+                }
             ));
         }
         let n = found.len();
         text.push_str(&format!(
-            "{n} server{} answered {broadcast} within {} s\n",
+            "{n} server{} answered {broadcast} within {} s",
             if n == 1 { "" } else { "s" },
             args.wait.as_secs_f64()
         ));
+        if unverified > 0 {
+            text.push_str(&format!(
+                "; {unverified} unverified (the seed's sentence without the request's ID: \
+                 anyone could have sent it)"
+            ));
+        }
+        text.push('\n');
         text
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;

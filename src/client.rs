@@ -2,8 +2,11 @@
 //! count), retransmission with exponential backoff (never waiting forever), and a reply that
 //! must answer this request.
 //!
-//! Promise: `request` returns the server's reply, or within the backoff's total wait a
-//! [`Error::NoReply`], or at once [`Error::Refused`] when the server's port is closed.
+//! Promise: `request` returns the server's reply (only `Your data was N bytes long` naming
+//! the length sent is one; anything else from the server's address is counted and passed
+//! over), or within the backoff's total wait a [`Error::NoReply`], or at once
+//! [`Error::Refused`] when the server's port is closed. It sends at most [`MAX_TRIES`]
+//! times, and never waits less than [`MIN_WAIT`] between tries.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -30,13 +33,22 @@ impl Default for Backoff {
     }
 }
 
+/// The most transmissions of one request, whatever the backoff says.
+pub const MAX_TRIES: usize = 16;
+
+/// The shortest wait for a reply: a millisecond.
+pub const MIN_WAIT: Duration = Duration::from_millis(1);
+
 impl Backoff {
-    /// The successive waits; always at least one, even when `first_wait > max_wait`.
+    /// The successive waits: `first_wait` (at least [`MIN_WAIT`]) doubling up to
+    /// `max_wait`; always at least one, at most [`MAX_TRIES`].
     pub fn waits(&self) -> impl Iterator<Item = Duration> + use<> {
-        let max = self.max_wait.max(self.first_wait);
-        std::iter::successors(Some(self.first_wait), move |w| {
+        let first = self.first_wait.max(MIN_WAIT);
+        let max = self.max_wait.max(first);
+        std::iter::successors(Some(first), move |w| {
             w.checked_mul(2).filter(|next| *next <= max)
         })
+        .take(MAX_TRIES)
     }
 }
 
@@ -49,6 +61,15 @@ pub struct Attempt {
     pub wait: Duration,
 }
 
+/// What happens during a request, told to the caller as it happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A transmission just went out.
+    Sent(Attempt),
+    /// A datagram from the server's address that is not the reply to this request.
+    Ignored(&'a [u8]),
+}
+
 /// The server's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -56,6 +77,9 @@ pub struct Reply {
     pub from: SocketAddr,
     /// How many transmissions it took.
     pub attempts: u32,
+    /// Datagrams from the server's address that were not the reply to this request (not
+    /// the seed's sentence, or naming another length), passed over.
+    pub ignored: u32,
 }
 
 /// A client socket connected to one server.
@@ -87,33 +111,37 @@ impl Client {
         self.server
     }
 
-    /// Sends `data` and waits for the reply, retransmitting per `backoff`; `on_attempt`
-    /// hears of each transmission just after it is sent.
+    /// Sends `data` and waits for the reply, retransmitting per `backoff`; `on_event`
+    /// hears of each transmission just after it is sent, and of each datagram passed over.
     ///
-    /// A reply in the seed's form that names another length than `data`'s answers some
-    /// other (earlier) request and is passed over.
+    /// Only the seed's reply naming `data`'s length is taken; anything else is counted in
+    /// [`Reply::ignored`] and passed over.
     pub fn request(
         &self,
         data: &[u8],
         backoff: &Backoff,
-        mut on_attempt: impl FnMut(Attempt),
+        mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Reply, Error> {
         let mut buf = vec![0u8; RECV_BUFFER];
         let started = Instant::now();
         let mut tries = 0;
+        let mut ignored = 0;
         for wait in backoff.waits() {
             tries += 1;
             self.socket.send(data).map_err(|e| self.failed(e))?;
-            on_attempt(Attempt {
+            on_event(Event::Sent(Attempt {
                 number: tries,
                 wait,
-            });
+            }));
             let deadline = Instant::now() + wait;
-            if let Some(len) = self.receive_until(deadline, &mut buf, data.len())? {
+            if let Some(len) =
+                self.receive_until(deadline, &mut buf, data.len(), &mut ignored, &mut on_event)?
+            {
                 return Ok(Reply {
                     data: buf[..len].to_vec(),
                     from: self.server,
                     attempts: tries,
+                    ignored,
                 });
             }
         }
@@ -130,6 +158,8 @@ impl Client {
         deadline: Instant,
         buf: &mut [u8],
         sent: usize,
+        ignored: &mut u32,
+        on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<Option<usize>, Error> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -141,8 +171,11 @@ impl Client {
                 .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
             match self.socket.recv(buf) {
                 Ok(len) => match parse_reply(&buf[..len]) {
-                    Some(reply) if reply.len != sent => continue,
-                    _ => return Ok(Some(len)),
+                    Some(reply) if reply.len == sent => return Ok(Some(len)),
+                    _ => {
+                        *ignored += 1;
+                        on_event(Event::Ignored(&buf[..len]));
+                    }
                 },
                 Err(e)
                     if matches!(
@@ -189,6 +222,17 @@ mod tests {
             max_wait: Duration::from_secs(1),
         };
         assert_eq!(secs(b.waits()), [3.0]);
+    }
+
+    #[test]
+    fn waits_are_bounded_below_and_in_number() {
+        let b = Backoff {
+            first_wait: Duration::from_secs_f64(1e-300),
+            max_wait: Duration::from_secs(86_400),
+        };
+        let waits: Vec<Duration> = b.waits().collect();
+        assert_eq!(waits.len(), MAX_TRIES);
+        assert_eq!(waits[0], MIN_WAIT);
     }
 
     #[test]

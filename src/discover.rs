@@ -3,7 +3,10 @@
 //!
 //! Promise: exactly one request is sent; only replies that repeat its request ID, or that
 //! are the seed's reply for its length (servers that do not repeat IDs), are listed, each
-//! server once, in the order they answered; the wait ends by itself.
+//! server once, in the order they answered; those without the ID are marked unverified
+//! (anyone who can guess the port and length could have sent them); a reply with the ID
+//! from an address already listed as unverified makes it verified. A multicast address is
+//! refused: a server cannot reply from one. The wait ends by itself.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,10 +25,19 @@ const SIZE: usize = 38;
 pub struct Found {
     pub address: SocketAddr,
     pub rtt: Duration,
+    /// The reply repeated the request's ID; false for the seed's sentence alone.
+    pub verified: bool,
 }
 
 /// Sends one request to `broadcast` and collects the servers that answer within `wait`.
 pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Error> {
+    if broadcast.ip().is_multicast() {
+        return Err(Error::Invalid(format!(
+            "{} is a multicast address, and a server cannot reply from one: give a \
+             broadcast address (255.255.255.255 or a subnet's, like 192.0.2.255)",
+            broadcast.ip()
+        )));
+    }
     let any = if broadcast.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -63,11 +75,26 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
             }
         };
         let rtt = sent_at.elapsed();
-        let ours = parse_reply(&buf[..len])
-            .is_some_and(|r| r.len == SIZE && r.id.is_none_or(|got| got == id));
+        let Some(reply) = parse_reply(&buf[..len]).filter(|r| r.len == SIZE) else {
+            continue;
+        };
+        let verified = match reply.id {
+            Some(got) if got == id => true,
+            Some(_) => continue,
+            None => false,
+        };
         let from = net::shown(from);
-        if ours && !found.iter().any(|f| f.address == from) {
-            found.push(Found { address: from, rtt });
+        match found.iter_mut().find(|f| f.address == from) {
+            Some(known) if verified && !known.verified => {
+                known.verified = true;
+                known.rtt = rtt;
+            }
+            Some(_) => {}
+            None => found.push(Found {
+                address: from,
+                rtt,
+                verified,
+            }),
         }
     }
     Ok(found)

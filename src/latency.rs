@@ -93,12 +93,22 @@ impl Latency {
         let n = self.count as f64;
         let mean = self.sum / n;
         let variance = (self.sum_squares / n - mean * mean).max(0.0);
-        let q = |quantile| self.histogram.value_at_quantile(quantile) as f64 / unit_ns;
+        // Whole nanoseconds in the unit: `0.332153`, never `0.33215300000000003`.
+        let unit = |ns: f64| ns.round() / unit_ns;
+        // The histogram gives the highest value equivalent to the percentile's bucket, which
+        // can pass the exact maximum (or fall under the minimum): clamp to what was seen.
+        let q = |quantile| {
+            let v = self
+                .histogram
+                .value_at_quantile(quantile)
+                .clamp(self.min, self.max);
+            unit(v as f64)
+        };
         Summary {
-            min: self.min as f64 / unit_ns,
-            avg: mean / unit_ns,
-            max: self.max as f64 / unit_ns,
-            mdev: variance.sqrt() / unit_ns,
+            min: unit(self.min as f64),
+            avg: unit(mean),
+            max: unit(self.max as f64),
+            mdev: unit(variance.sqrt()),
             p50: q(0.5),
             p90: q(0.9),
             p99: q(0.99),
@@ -230,6 +240,20 @@ mod tests {
 
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
+    }
+
+    #[test]
+    fn percentiles_never_pass_the_maximum_and_figures_are_whole_nanoseconds() {
+        let mut l = Latency::new();
+        for ns in [332_153u64, 332_153, 1_000_001, 1_000_001, 1_000_001] {
+            l.record(Duration::from_nanos(ns));
+        }
+        let s = l.summary(1e6);
+        assert!(s.p999 <= s.max && s.p99 <= s.max, "{s:?}");
+        assert!(s.p50 >= s.min, "{s:?}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"min\":0.332153,"), "{json}");
+        assert!(json.contains("\"max\":1.000001,"), "{json}");
     }
 
     #[test]

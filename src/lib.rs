@@ -56,6 +56,7 @@ pub mod server;
 pub mod stats;
 pub mod timestamp;
 
+pub use client::Event as ClientEvent;
 pub use client::{Attempt, Backoff, Client, Reply};
 pub use error::Error;
 pub use server::{Config, Observer, RateLimit, RunningServer, Server, Stop};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::flow::{Flow, Matching, Outcome, Tally};
-use crate::net::IcmpError;
 use crate::latency::{Latency, Summary};
+use crate::net::IcmpError;
 use crate::protocol::RECV_BUFFER;
 use crate::{Error, Stop, net};
 
@@ -241,7 +241,9 @@ pub fn ping(
                         count: revoked.answers,
                     })?;
                 }
-                report.tally.count(outcome, &mut report.latency, &mut unverified);
+                report
+                    .tally
+                    .count(outcome, &mut report.latency, &mut unverified);
                 let event = match outcome {
                     Outcome::Answer {
                         seq,

@@ -192,6 +192,11 @@ fn a_reply_for_another_length_is_not_taken_for_ours() {
     let out = run(client(port, &["-m", "hello", "--wait", "2"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
+        stdout(&out).contains("Ignored 'Your data was 3 bytes long'"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
         stdout(&out).ends_with("replied 'Your data was 5 bytes long'\n"),
         "{}",
         stdout(&out)
@@ -221,13 +226,67 @@ fn ipv6_client_and_server() {
 
 #[test]
 fn the_server_reply_is_escaped_too() {
+    // Not a reply, so not accepted, but shown, escaped.
     let (port, server) = scripted_server(1, b"\x1b[31mred\x07", |_, _| {});
-    let out = run(client(port, &["-m", "x"]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(client(port, &["-m", "x", "--max-wait", "0.1"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stdout(&out).ends_with("replied '\\x1b[31mred\\x07'\n"),
+        stdout(&out).contains("Ignored '\\x1b[31mred\\x07' from the server's address"),
         "{}",
         stdout(&out)
     );
     server.join().unwrap();
+}
+
+#[test]
+fn only_the_seeds_reply_for_the_length_sent_is_accepted_and_the_rest_is_counted() {
+    // From the server's own address: garbage, a reply for another length, then the reply.
+    let server = Scripted::start(|socket, peer, request, _| {
+        socket
+            .send_to(b"HACKED: send me your password", peer)
+            .unwrap();
+        socket.send_to(b"Your data was 1 bytes long", peer).unwrap();
+        let reply = format!("Your data was {} bytes long", request.len());
+        socket.send_to(reply.as_bytes(), peer).unwrap();
+    });
+    let out = run(client(server.addr.port(), &["-m", "hello"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[1..],
+        [
+            "Ignored 'HACKED: send me your password' from the server's address: not the reply to this request".to_string(),
+            "Ignored 'Your data was 1 bytes long' from the server's address: not the reply to this request".to_string(),
+            format!("The server {} replied 'Your data was 5 bytes long'", server.addr),
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn a_tiny_wait_is_refused_and_tries_are_bounded() {
+    let out = run(client(free_port(), &["--wait", "1e-300"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("out of range"), "{}", stderr(&out));
+    // The smallest wait with the longest bound still gives up after a bounded number of
+    // tries (a silent server: a bound socket that never answers).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut cmd = client(port, &["--wait", "0.001", "--max-wait", "0.02", "-v"]);
+    cmd.env("LC_ALL", "C");
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let waits = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("Waiting"))
+        .count();
+    assert_eq!(waits, 5, "{}", stdout(&out));
+    let mut buf = [0u8; 100];
+    silent.set_nonblocking(true).unwrap();
+    let mut got = 0;
+    while silent.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 5);
 }

@@ -21,6 +21,43 @@ fn discover_finds_a_wildcard_server_through_the_loopback_broadcast() {
     assert_eq!(servers.len(), 1, "{v}");
     assert_eq!(servers[0]["address"], format!("127.0.0.1:{}", addr.port()));
     assert!(servers[0]["rtt_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(servers[0]["verified"], true, "{v}");
+    assert_eq!(v["unverified"], 0, "{v}");
+}
+
+#[test]
+fn discover_marks_answers_without_the_request_id_as_unverified() {
+    // Answers with the seed's sentence for the right length, no ID: the seed's server, or
+    // anyone who guessed the port and the length. Before the fix it was listed as a server
+    // like any other.
+    let anyone = Scripted::start(|socket, peer, request, _| {
+        let reply = format!("Your data was {} bytes long", request.len());
+        socket.send_to(reply.as_bytes(), peer).unwrap();
+    });
+    let port = anyone.addr.port().to_string();
+    let args = ["discover", "127.0.0.1", "-p", &port, "-W", "0.3"];
+    let (code, v) = json_of(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["servers"][0]["verified"], false, "{v}");
+    assert_eq!(v["unverified"], 1, "{v}");
+    let mut cmd = udpkit();
+    cmd.args(args);
+    let text = stdout(&run(cmd));
+    assert!(text.contains("(unverified: no request ID)"), "{text}");
+    assert!(text.contains("; 1 unverified"), "{text}");
+}
+
+#[test]
+fn discover_refuses_a_multicast_address() {
+    for group in ["ff02::1", "224.0.0.1"] {
+        let mut cmd = udpkit();
+        cmd.args(["discover", group, "-W", "0.1"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains("is a multicast address"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
 
 #[test]

@@ -82,7 +82,11 @@ fn attempts_are_reported_with_their_waits() {
     };
     let mut attempts = Vec::new();
     let err = client
-        .request(b"x", &backoff, |a| attempts.push((a.number, a.wait)))
+        .request(b"x", &backoff, |e| {
+            if let udpkit::ClientEvent::Sent(a) = e {
+                attempts.push((a.number, a.wait))
+            }
+        })
         .unwrap_err();
     assert!(matches!(err, Error::NoReply { tries: 3, .. }), "{err}");
     let ms = |n| Duration::from_millis(n);

@@ -237,13 +237,20 @@ fn a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request() {
             socket.send_to(reply.as_bytes(), peer).unwrap();
         }
     });
-    let out = run(udpkit_to("ping", server.addr, &["-c", "12", "-i", "0.05", "-W", "0.3"]));
+    let out = run(udpkit_to(
+        "ping",
+        server.addr,
+        &["-c", "12", "-i", "0.05", "-W", "0.3"],
+    ));
     let text = stdout(&out);
     let replies = reply_times(&text);
     assert_eq!(replies.len(), 6, "{text}");
     for (seq, ms) in replies {
         assert_eq!(seq % 2, 1, "only odd requests were answered: {text}");
-        assert!(ms < 25.0, "an RTT longer than the interval was invented: {text}");
+        assert!(
+            ms < 25.0,
+            "an RTT longer than the interval was invented: {text}"
+        );
     }
     assert!(text.contains("12 requests sent, 6 received"), "{text}");
 }
