@@ -1,23 +1,47 @@
 //! `udpkit mtu`: the largest datagram that reaches a server and comes back answered, with
 //! fragmentation forbidden, found by a binary search of probes in the spirit of RFC 8899
-//! (DPLPMTUD) rather than by trusting the kernel's cache alone.
+//! (DPLPMTUD): only an answered probe proves a size, never the kernel's cache alone.
 //!
-//! Promise: every probe is a real request that the server must answer (each retransmitted
-//! with a short backoff); a probe too big for the path ends as "too big", never as a bare
-//! `os error 90`; the search takes at most about 17 probes.
+//! Promise: a size passes only on a reply that names it and carries the probe's ID, once
+//! the server has shown that it repeats IDs (a forger without the 64-bit nonce cannot make
+//! a size pass); against a server that never repeats IDs, replies naming the size count and
+//! the report says they are unauthenticated. A size fails only after enough unanswered
+//! tries that, at the loss measured on sizes that pass (a conservative bound of it), a size
+//! that passes would have failed them with a probability under [`CONFIDENCE`]; when that
+//! takes more than [`MAX_TRIES`] tries, the search says it cannot decide instead of
+//! guessing. Probes ignore the kernel's path-MTU cache (`IP_PMTUDISC_PROBE`), so a spoofed
+//! ICMP "fragmentation needed" cannot shrink them; such errors are counted.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::flow::{Flow, Outcome};
-use crate::protocol::{ID_LEN, RECV_BUFFER};
+use crate::net::IcmpError;
+use crate::protocol::{ID_LEN, RECV_BUFFER, RequestId, emit_request, parse_reply};
 use crate::{Error, net};
 
+/// The chance, per size declared too big, that it was in fact answered-able and only
+/// unlucky, that the search accepts.
+pub const CONFIDENCE: f64 = 1e-3;
+
+/// The most tries of one size; needing more means the path loses too much to decide.
+pub const MAX_TRIES: u32 = 40;
+
+/// Tries of the smallest probe before the server is called silent.
+pub const FIRST_TRIES: u32 = 10;
+
+/// Tries at sizes known to pass, at most, spent measuring the loss before the search
+/// gives up as undecidable.
+pub const EVIDENCE_TRIES: u32 = 120;
+
+/// The most probes of a whole search.
+pub const MAX_PROBES: u32 = 2000;
+
 /// What the search found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Report {
     /// The largest UDP payload that came back answered.
     pub payload: usize,
@@ -25,40 +49,172 @@ pub struct Report {
     pub path_mtu: usize,
     /// What the kernel says of the route after the search (`IP_MTU`/`IPV6_MTU`).
     pub kernel_mtu: Option<usize>,
-    /// Probes sent, retransmissions included.
+    /// Probes sent, retries included.
     pub probes: u32,
+    /// Every size that passed was proven by a reply with the probe's ID.
+    pub authenticated: bool,
+    /// Of the tries at sizes that passed, the share answered: the path's round-trip
+    /// delivery as measured.
+    pub answered_share: f64,
+    /// Unanswered tries it took, at the end, to call a size too big.
+    pub tries_to_fail: u32,
+    /// Replies ignored: without the right ID from a server that repeats IDs.
+    pub forged: u64,
+    /// ICMP errors that came back (spoofable; never taken as an answer).
+    pub icmp_errors: u64,
 }
 
-/// How one probe size fared.
+/// What the replies so far prove.
+struct Evidence {
+    nonce: u64,
+    next_seq: u64,
+    /// Sizes by sequence number, for every probe sent.
+    sizes: HashMap<u64, usize>,
+    /// The server has repeated an ID: only IDs count.
+    ids: bool,
+    /// Largest size proven by a reply with its ID, and by a reply without one.
+    verified: usize,
+    unverified: usize,
+    forged: u64,
+    icmp_errors: u64,
+}
+
+impl Evidence {
+    fn largest(&self) -> usize {
+        if self.ids {
+            self.verified
+        } else {
+            self.verified.max(self.unverified)
+        }
+    }
+
+    /// Whether a reply has proved `size` (or more).
+    fn proves(&self, size: usize) -> bool {
+        self.largest() >= size
+    }
+
+    /// Takes a reply into account; returns the first sequence number it could answer
+    /// (by its ID, or by its length), if any.
+    fn on_reply(&mut self, data: &[u8]) -> Option<u64> {
+        let Some(reply) = parse_reply(data) else {
+            self.forged += u64::from(self.ids);
+            return None;
+        };
+        match reply.id {
+            Some(id) if id.nonce == self.nonce && self.sizes.get(&id.seq) == Some(&reply.len) => {
+                self.ids = true;
+                self.verified = self.verified.max(reply.len);
+                Some(id.seq)
+            }
+            Some(_) => {
+                self.forged += 1;
+                None
+            }
+            None if self.ids => {
+                self.forged += 1;
+                None
+            }
+            None => {
+                let seq = self
+                    .sizes
+                    .iter()
+                    .filter(|&(_, &s)| s == reply.len)
+                    .map(|(&seq, _)| seq)
+                    .min()?;
+                self.unverified = self.unverified.max(reply.len);
+                Some(seq)
+            }
+        }
+    }
+}
+
+/// How one size fared.
 enum Probe {
-    Answered,
-    TooBig,
+    Answered {
+        tries: u32,
+    },
+    /// The local interface refused it (`EMSGSIZE` on send): larger than this host sends.
+    TooBigHere,
     Silent,
 }
 
-/// Searches the path to `target`; `waits` are the successive waits for each probe.
-pub fn mtu(target: SocketAddr, waits: &[Duration]) -> Result<Report, Error> {
+/// The tries without an answer after which a size is called too big, given `answered` of
+/// `tries` answered at sizes that passed: the Wilson lower bound of the answered share
+/// (z = 2), then enough tries that all fail by chance with probability under CONFIDENCE.
+/// `None` when that would take more than MAX_TRIES.
+pub fn tries_to_fail(answered: u32, tries: u32) -> Option<u32> {
+    let n = f64::from(tries.max(1));
+    let p = f64::from(answered.min(tries)) / n;
+    let z2 = 4.0;
+    let low = (p + z2 / (2.0 * n) - 2.0 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt())
+        / (1.0 + z2 / n);
+    if low <= 0.0 {
+        return None;
+    }
+    let k = if low >= 1.0 {
+        1.0
+    } else {
+        (CONFIDENCE.ln() / (1.0 - low).ln()).ceil()
+    };
+    let k = (k as u32).max(3);
+    (k <= MAX_TRIES).then_some(k)
+}
+
+/// Searches the path to `target`; each try of a size waits `wait` for its answer.
+pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
     let socket = net::connect(target)?;
     forbid_fragments(&socket, target)?;
     let overhead = if target.is_ipv4() { 28 } else { 48 };
     let largest = if target.is_ipv4() { 65_507 } else { 65_527 };
-    let mut high =
-        kernel_mtu(&socket, target).map_or(largest, |m| m.saturating_sub(overhead).min(largest));
-    let mut low = ID_LEN;
-    let mut probes = 0;
+    let mut evidence = Evidence {
+        nonce: fastrand::u64(..),
+        next_seq: 0,
+        sizes: HashMap::new(),
+        ids: false,
+        verified: 0,
+        unverified: 0,
+        forged: 0,
+        icmp_errors: 0,
+    };
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut probe = |size: usize, probes: &mut u32| -> Result<Probe, Error> {
-        let mut flow = Flow::new(size, 16);
+    let mut probes = 0u32;
+    // Tries at sizes that passed, and how many of those sizes there were.
+    let (mut good_tries, mut good_answers) = (0u32, 0u32);
+
+    // Sends tries of `size` until a reply proves it or `limit` tries went unanswered.
+    let mut probe = |size: usize,
+                     limit: u32,
+                     evidence: &mut Evidence,
+                     probes: &mut u32|
+     -> Result<Probe, Error> {
         let mut request = Vec::with_capacity(size);
-        for &wait in waits {
+        let first_seq = evidence.next_seq;
+        for tries in 1..=limit {
+            if *probes >= MAX_PROBES {
+                return Err(Error::Invalid(format!(
+                    "the search for the path MTU to {target} took {MAX_PROBES} probes without \
+                     an answer; the path loses too much to decide"
+                )));
+            }
             *probes += 1;
-            flow.next_request(&mut request, Instant::now());
+            let seq = evidence.next_seq;
+            evidence.next_seq += 1;
+            evidence.sizes.insert(seq, size);
+            emit_request(
+                &mut request,
+                RequestId {
+                    nonce: evidence.nonce,
+                    seq,
+                },
+                size,
+            );
             match socket.send(&request) {
                 Ok(_) => {}
-                Err(e) if is_too_big(&e) => return Ok(Probe::TooBig),
+                Err(e) if is_too_big(&e) => return Ok(Probe::TooBigHere),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Error::Refused { server: target });
                 }
+                Err(e) if IcmpError::of(&e).is_some() => evidence.icmp_errors += 1,
                 Err(e) => return Err(Error::io(format!("cannot send to {target}"), e)),
             }
             let deadline = Instant::now() + wait;
@@ -67,15 +223,17 @@ pub fn mtu(target: SocketAddr, waits: &[Duration]) -> Result<Report, Error> {
                 .filter(|d| !d.is_zero())
             {
                 socket
-                    .set_read_timeout(Some(left))
+                    .set_read_timeout(Some(left.max(Duration::from_micros(100))))
                     .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
                 match socket.recv(&mut buf) {
                     Ok(len) => {
-                        if let Outcome::Answer { .. } = flow.on_reply(&buf[..len], Instant::now()) {
-                            return Ok(Probe::Answered);
+                        // Only an answer to this probe's own tries measures the path; a
+                        // late answer to an earlier, larger size is kept as evidence.
+                        let answered = evidence.on_reply(&buf[..len]);
+                        if answered.is_some_and(|seq| seq >= first_seq) && evidence.proves(size) {
+                            return Ok(Probe::Answered { tries });
                         }
                     }
-                    Err(e) if is_too_big(&e) => return Ok(Probe::TooBig),
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         return Err(Error::Refused { server: target });
                     }
@@ -88,29 +246,67 @@ pub fn mtu(target: SocketAddr, waits: &[Duration]) -> Result<Report, Error> {
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // ICMP errors (too big, unreachable) can be forged: counted, not trusted.
+                    Err(e) if IcmpError::of(&e).is_some() => evidence.icmp_errors += 1,
                     Err(e) => return Err(Error::io(format!("cannot receive from {target}"), e)),
                 }
             }
         }
         Ok(Probe::Silent)
     };
-    match probe(low, &mut probes)? {
-        Probe::Answered => {}
+
+    // The smallest probe must pass: it measures the path's loss and whether the server
+    // repeats IDs. Ten tries: at 30% loss each way, all ten fail by chance 0.1% of the time.
+    match probe(ID_LEN, FIRST_TRIES, &mut evidence, &mut probes)? {
+        Probe::Answered { tries } => {
+            good_tries += tries;
+            good_answers += 1;
+        }
         _ => {
             return Err(Error::NoReply {
                 server: target,
                 tries: probes,
-                waited: waits.iter().sum(),
+                waited: wait * probes,
             });
         }
     }
-    while low < high {
+    let mut high = largest;
+    let mut low;
+    loop {
+        low = evidence.largest().max(ID_LEN);
+        if low >= high {
+            // A late answer proved a size that a silent search had called too big.
+            if low > high {
+                high = low;
+                continue;
+            }
+            break;
+        }
+        let Some(k) = tries_to_fail(good_answers, good_tries) else {
+            if good_tries >= EVIDENCE_TRIES {
+                return Err(Error::Invalid(format!(
+                    "cannot decide the path MTU to {target}: only {good_answers} of \
+                     {good_tries} probes at sizes that pass were answered; the path loses too \
+                     much (try a longer -W, or a quieter time)"
+                )));
+            }
+            // Too little known of the loss: measure it on a size known to pass.
+            match probe(low, FIRST_TRIES, &mut evidence, &mut probes)? {
+                Probe::Answered { tries } => {
+                    good_tries += tries;
+                    good_answers += 1;
+                }
+                _ => good_tries += FIRST_TRIES,
+            }
+            continue;
+        };
         let mid = low + (high - low).div_ceil(2);
-        match probe(mid, &mut probes)? {
-            Probe::Answered => low = mid,
-            Probe::TooBig => {
-                // The kernel learned a smaller path MTU (ICMP "fragmentation needed"):
-                // nothing above it can pass, but check rather than trust it.
+        match probe(mid, k, &mut evidence, &mut probes)? {
+            Probe::Answered { tries } => {
+                good_tries += tries;
+                good_answers += 1;
+            }
+            Probe::TooBigHere => {
                 high = mid - 1;
                 if let Some(m) = kernel_mtu(&socket, target) {
                     high = high.min(m.saturating_sub(overhead)).max(low);
@@ -119,11 +315,17 @@ pub fn mtu(target: SocketAddr, waits: &[Duration]) -> Result<Report, Error> {
             Probe::Silent => high = mid - 1,
         }
     }
+    let payload = low;
     Ok(Report {
-        payload: low,
-        path_mtu: low + overhead,
+        payload,
+        path_mtu: payload + overhead,
         kernel_mtu: kernel_mtu(&socket, target),
         probes,
+        authenticated: evidence.ids,
+        answered_share: f64::from(good_answers) / f64::from(good_tries.max(1)),
+        tries_to_fail: tries_to_fail(good_answers, good_tries).unwrap_or(MAX_TRIES),
+        forged: evidence.forged,
+        icmp_errors: evidence.icmp_errors,
     })
 }
 
@@ -134,7 +336,8 @@ fn is_too_big(e: &io::Error) -> bool {
     return e.kind() == io::ErrorKind::InvalidInput;
 }
 
-/// Sets the don't-fragment bit (IPv4) or forbids fragmentation (IPv6).
+/// Sets the don't-fragment bit (IPv4) or forbids fragmentation (IPv6), ignoring the
+/// kernel's cached path MTU (`IP_PMTUDISC_PROBE`), which a forged ICMP can lower.
 fn forbid_fragments(socket: &UdpSocket, target: SocketAddr) -> Result<(), Error> {
     #[cfg(target_os = "linux")]
     {
@@ -142,13 +345,13 @@ fn forbid_fragments(socket: &UdpSocket, target: SocketAddr) -> Result<(), Error>
             (
                 libc::IPPROTO_IP,
                 libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_DO,
+                libc::IP_PMTUDISC_PROBE,
             )
         } else {
             (
                 libc::IPPROTO_IPV6,
                 libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_DO,
+                libc::IPV6_PMTUDISC_PROBE,
             )
         };
         net::set_int_option(socket, level, name, value)
@@ -180,5 +383,28 @@ fn kernel_mtu(socket: &UdpSocket, target: SocketAddr) -> Option<usize> {
     {
         let _ = (socket, target);
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_path_needs_few_tries_a_lossy_one_more_and_a_dead_one_cannot_decide() {
+        assert_eq!(tries_to_fail(30, 30), Some(4));
+        let lossy = tries_to_fail(20, 41).unwrap(); // half answered: 30% lost each way
+        assert!((12..=MAX_TRIES).contains(&lossy), "{lossy}");
+        // The bound is conservative: a size that passes fails `lossy` tries in a row at the
+        // true answered share (0.49) with probability under CONFIDENCE.
+        assert!(0.51f64.powi(lossy as i32) < CONFIDENCE);
+        assert_eq!(tries_to_fail(1, 30), None);
+        assert_eq!(tries_to_fail(0, 0), None);
+    }
+
+    #[test]
+    fn with_little_evidence_the_bound_is_cautious() {
+        // One answer at the first try says little: many tries before calling a size too big.
+        assert!(tries_to_fail(1, 1).is_none_or(|k| k >= 10));
     }
 }

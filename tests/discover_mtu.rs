@@ -96,3 +96,40 @@ fn mtu_against_a_closed_port_says_so() {
         stderr(&out)
     );
 }
+
+#[test]
+fn forged_replies_cannot_make_a_probe_size_pass() {
+    // A server that repeats IDs and whose path carries at most 1200 bytes; a forger on the
+    // path answers every larger probe with the seed's sentence for its length, no ID.
+    // Before the fix each probe size trusted its first reply, and mtu reported 65507.
+    let server = Scripted::start(|socket, peer, request, _| {
+        if request.len() <= 1200 {
+            socket.send_to(&udpkit_reply(request), peer).unwrap();
+        } else {
+            let forged = format!("Your data was {} bytes long", request.len());
+            socket.send_to(forged.as_bytes(), peer).unwrap();
+        }
+    });
+    let (code, v) = json_to("mtu", server.addr, &["-W", "0.02"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["payload"], 1200, "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    assert!(v["forged"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn a_server_that_never_repeats_ids_is_reported_unauthenticated() {
+    // The seed's server, or a silent one with a forger who answers like it: the two cannot
+    // be told apart, and the report says so.
+    let (_server, addr) = seed_server();
+    let (code, v) = json_to("mtu", addr, &["-W", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["payload"], 65_507, "{v}");
+    assert_eq!(v["authenticated"], false, "{v}");
+    let out = run(udpkit_to("mtu", addr, &["-W", "0.05"]));
+    assert!(
+        stdout(&out).contains("its answers cannot be authenticated"),
+        "{}",
+        stdout(&out)
+    );
+}

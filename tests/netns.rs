@@ -132,6 +132,33 @@ impl Lab {
         (a, m, b)
     }
 
+    /// Loads nftables `rules` into `ns`; `Err` (with why) where nft is missing.
+    fn nft(&self, ns: &str, rules: &str) -> Result<(), String> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run nft: {e}"))?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(rules.as_bytes())
+            .map_err(|e| format!("cannot feed nft: {e}"))?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nft: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
     fn run(&self, ns: &str, args: &[&str]) {
         ip(&[&["-n", ns][..], args].concat()).unwrap();
     }
@@ -154,6 +181,20 @@ impl Lab {
             port.unwrap_or_else(|| panic!("unexpected first line: {first}")),
         )
     }
+}
+
+/// Whether `nft` (nftables) is installed; says why the test is skipped where it is not.
+fn has_nft(test: &str) -> bool {
+    let found = Command::new("nft")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("skipped {test}: nftables' nft is not installed (apt-get install nftables)");
+    }
+    found
 }
 
 impl Drop for Lab {
@@ -212,6 +253,52 @@ fn mtu_finds_1280_behind_a_router() {
     assert_eq!(v["path_mtu"], 1280, "{v}");
     assert_eq!(v["payload"], 1252, "{v}");
     assert_eq!(v["kernel_mtu"], 1280, "{v}");
+}
+
+#[test]
+fn mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide() {
+    let test = "mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let (a, r, b) = lab.in_a_row();
+    lab.run(&r, &["link", "set", "eth1", "mtu", "1280"]);
+    lab.run(&b, &["link", "set", "eth0", "mtu", "1280"]);
+    // The router drops 30% of the UDP it forwards, each way, at random.
+    let lossy = "table inet lossy {\n chain lossy_forward {\n \
+                 type filter hook forward priority 0;\n \
+                 meta l4proto udp numgen random mod 100 < 30 drop\n }\n}\n";
+    if !has_nft(test) {
+        return;
+    }
+    lab.nft(&r, lossy).unwrap();
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let port = port.to_string();
+    let (mut right, mut undecided, mut wrong) = (0, 0, Vec::new());
+    for _ in 0..10 {
+        let out = run_for(
+            lab.udpkit(
+                &a,
+                &["mtu", "203.0.113.2", "-p", &port, "-W", "0.03", "--json"],
+            ),
+            std::time::Duration::from_secs(60),
+        );
+        if !out.status.success() && stderr(&out).contains("cannot decide") {
+            undecided += 1;
+            continue;
+        }
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(v["authenticated"], true, "{v}");
+        if v["path_mtu"] == 1280 {
+            right += 1;
+        } else {
+            wrong.push(v);
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers: {wrong:?}");
+    println!("mtu at 30% loss each way: {right} right, {undecided} undecided of 10");
+    assert!(right >= 9, "{right} right, {undecided} undecided");
 }
 
 #[test]

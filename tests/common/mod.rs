@@ -168,19 +168,24 @@ impl Drop for Running {
 }
 
 /// Runs a command to its end, killing it if it takes longer than `STEP`.
-pub fn run(mut cmd: Command) -> Output {
+pub fn run(cmd: Command) -> Output {
+    run_for(cmd, STEP)
+}
+
+/// Runs a command to its end, killing it if it takes longer than `limit`.
+pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + STEP;
+    let deadline = Instant::now() + limit;
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {STEP:?}");
+            panic!("{cmd:?} did not finish within {limit:?}");
         }
         thread::sleep(Duration::from_millis(10));
     }
