@@ -207,3 +207,34 @@ fn text_output_names_the_figures() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_forged_icmp_error_is_counted_and_the_run_ends_with_its_report() {
+    let test = "a_forged_icmp_error_is_counted_and_the_run_ends_with_its_report";
+    if !can_spoof(test) {
+        return;
+    }
+    let server = Scripted::start(|socket, peer, request, n| {
+        if n == 10 {
+            let about = [peer.to_string(), socket.local_addr().unwrap().to_string()];
+            let out = spoof(&[
+                "icmp",
+                "--to",
+                "127.0.0.1",
+                "--about",
+                &about[0],
+                &about[1],
+                "--code",
+                "13",
+            ]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (code, v) = json_to("bench", server.addr, &["--window", "1", "-n", "100"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(count(&v, "received"), 100, "{v}");
+    assert_eq!(count(&v, "unreachable"), 1, "{v}");
+    assert_eq!(v["icmp"]["host_unreachable"], 1, "{v}");
+}

@@ -277,3 +277,41 @@ fn forged_replies_without_id_that_arrive_first_are_never_counted() {
         "a forged reply's time was counted: {v}"
     );
 }
+
+#[test]
+fn forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on() {
+    let test = "forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on";
+    if !can_spoof(test) {
+        return;
+    }
+    // Protocol unreachable (2), fragmentation needed (4), host prohibited (10), filtered
+    // (13), each forged about the client's own requests, once the server has its address.
+    // Before the fix, the first of them ended ping with an error and no summary.
+    let server = Scripted::start(|socket, peer, request, n| {
+        if n == 1 {
+            let about = [peer.to_string(), socket.local_addr().unwrap().to_string()];
+            for code in ["2", "4", "10", "13"] {
+                let out = spoof(&[
+                    "icmp",
+                    "--to",
+                    "127.0.0.1",
+                    "--about",
+                    &about[0],
+                    &about[1],
+                    "--code",
+                    code,
+                ]);
+                assert!(out.status.success(), "{}", stderr(&out));
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (code, v) = json_to("ping", server.addr, &["-c", "6", "-i", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 6, "{v}");
+    assert_eq!(v["unreachable"], 4, "{v}");
+    assert_eq!(v["icmp"]["protocol_unreachable"], 1, "{v}");
+    assert_eq!(v["icmp"]["too_big"], 1, "{v}");
+    assert_eq!(v["icmp"]["host_unreachable"], 2, "{v}");
+}

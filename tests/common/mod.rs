@@ -400,3 +400,24 @@ pub fn udpkit_relay(to: SocketAddr, args: &[&str]) -> (Running, SocketAddr) {
         .unwrap_or_else(|e| panic!("bad address in {first:?}: {e}"));
     (relay, addr)
 }
+
+/// `python3 tests/helpers/spoof.py ARGS`: forged datagrams and ICMP errors (root only).
+pub fn spoof(args: &[&str]) -> Output {
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/helpers/spoof.py"
+    ))
+    .args(args);
+    run(cmd)
+}
+
+/// Whether this test may use raw sockets (root); says why it is skipped where not.
+pub fn can_spoof(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        println!("skipped {test}: forging sources needs a raw socket (root)");
+    }
+    root
+}
