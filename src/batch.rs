@@ -3,8 +3,9 @@
 //! `recv_from`/`send_to` loop elsewhere, behind one small interface.
 //!
 //! Promise: one [`Batch`] holds every buffer the loop needs, allocated once; receiving and
-//! replying allocate nothing. A failed send is reported for that datagram alone and the rest
-//! of the batch still goes out.
+//! replying allocate nothing. Replying never waits (Linux: `MSG_DONTWAIT`): a reply the
+//! kernel cannot take at once fails, is reported for that datagram alone, and the rest of
+//! the batch still goes out.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -403,7 +404,9 @@ mod linux {
                         socket.as_raw_fd(),
                         h.msgs[done..].as_mut_ptr(),
                         (k - done) as libc::c_uint,
-                        0,
+                        // Never wait: a reply that cannot go now (a full send buffer, held
+                        // by replies to neighbours that never answer ARP) is dropped.
+                        libc::MSG_DONTWAIT,
                     )
                 };
                 if n < 0 {

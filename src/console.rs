@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::server::Observer;
 use crate::{error, net, quote};
@@ -59,7 +59,18 @@ pub struct Console<O: Write, E: Write> {
     pending: Vec<u8>,
     quiet: bool,
     line_by_line: bool,
+    /// When a failed reply was last reported, and how many failed since without a line.
+    last_failure: Option<Instant>,
+    unreported: u64,
 }
+
+/// Lines buffered before they are written out even mid-batch: a batch of 64 datagrams of
+/// 64 KiB, each shown escaped at up to four bytes a byte, never holds 16 MiB.
+const PENDING_LIMIT: usize = 64 << 10;
+
+/// Failed replies are reported at most once a second (the rest counted): a flood that makes
+/// replies fail cannot make the server spend its time writing to stderr.
+const FAILURE_EVERY: Duration = Duration::from_secs(1);
 
 impl<O: Write, E: Write> Console<O, E> {
     pub fn new(out: O, err: E, quiet: bool, line_by_line: bool) -> Self {
@@ -70,6 +81,8 @@ impl<O: Write, E: Write> Console<O, E> {
             pending: Vec::with_capacity(if quiet { 0 } else { 64 << 10 }),
             quiet,
             line_by_line,
+            last_failure: None,
+            unreported: 0,
         }
     }
 
@@ -81,7 +94,10 @@ impl<O: Write, E: Write> Console<O, E> {
         format(&mut self.line);
         self.line.push('\n');
         self.pending.extend_from_slice(self.line.as_bytes());
-        if self.line_by_line {
+        if self.line.capacity() > PENDING_LIMIT {
+            self.line = String::with_capacity(256);
+        }
+        if self.line_by_line || self.pending.len() >= PENDING_LIMIT {
             self.batch_done()?;
         }
         Ok(())
@@ -98,10 +114,25 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
     }
 
     fn send_failed(&mut self, peer: SocketAddr, e: &io::Error) -> io::Result<()> {
+        let now = Instant::now();
+        if self
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) < FAILURE_EVERY)
+        {
+            self.unreported += 1;
+            return Ok(());
+        }
+        self.last_failure = Some(now);
+        let more = std::mem::take(&mut self.unreported);
         let peer = net::shown(peer);
+        let also = if more > 0 {
+            format!(" ({more} more failed replies since the last such line)")
+        } else {
+            String::new()
+        };
         writeln!(
             self.err,
-            "udpkit: cannot reply to {peer}: {}",
+            "udpkit: cannot reply to {peer}: {}{also}",
             error::plain(e)
         )
     }
@@ -115,6 +146,9 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
             self.out.write_all(&self.pending)?;
             self.out.flush()?;
             self.pending.clear();
+            if self.pending.capacity() > 2 * PENDING_LIMIT {
+                self.pending = Vec::with_capacity(PENDING_LIMIT);
+            }
         }
         Ok(())
     }

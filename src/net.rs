@@ -110,6 +110,23 @@ pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
     sock.recv_buffer_size().unwrap_or(0)
 }
 
+/// The send buffer a server asks for: replies held by the kernel (waiting for a neighbour's
+/// link-layer address, say) take room here before a reply must be dropped.
+pub const SERVER_SEND_BUFFER: usize = 4 << 20;
+
+/// Asks for a send buffer of `bytes` (`SO_SNDBUFFORCE` past the system's limit when
+/// privileged) and returns what the kernel granted.
+pub fn grow_send_buffer(socket: &UdpSocket, bytes: usize) -> usize {
+    let sock = socket2::SockRef::from(socket);
+    let _ = sock.set_send_buffer_size(bytes);
+    #[cfg(target_os = "linux")]
+    if sock.send_buffer_size().unwrap_or(0) < bytes {
+        let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, wanted);
+    }
+    sock.send_buffer_size().unwrap_or(0)
+}
+
 /// Asks the kernel to tell, with received datagrams, how many it dropped for a full
 /// receive buffer (`SO_RXQ_OVFL`, Linux). Elsewhere nothing is counted.
 pub fn count_kernel_drops(socket: &UdpSocket) {

@@ -149,6 +149,7 @@ impl Server {
                 .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
             receive_buffer =
                 receive_buffer.min(net::grow_receive_buffer(socket, net::SERVER_RECEIVE_BUFFER));
+            net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
             net::count_kernel_drops(socket);
             net::reply_from_destination(socket, local);
         }

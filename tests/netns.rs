@@ -459,3 +459,87 @@ fn the_relay_between_hosts_loses_and_duplicates_as_told() {
     ));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn replies_to_unresolvable_neighbours_never_stall_the_server() {
+    let test = "replies_to_unresolvable_neighbours_never_stall_the_server";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    let (c, s) = (lab.host("c").unwrap(), lab.host("s").unwrap());
+    lab.link(
+        &c,
+        "eth0",
+        Some("192.0.2.1/24"),
+        &s,
+        "eth0",
+        Some("192.0.2.2/24"),
+    );
+    let (mut server, port) = lab.server(&s, &["0.0.0.0", "-p", "0", "-q", "--rate-limit", "off"]);
+    let to = format!("192.0.2.2:{port}");
+    // Requests from 150 neighbours that do not exist: each reply waits in the kernel for
+    // an ARP answer that never comes, holding the server's send buffer.
+    let flood = Running::start({
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &c, "python3"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/helpers/spoof.py"
+            ))
+            .args([
+                "udp",
+                "--to",
+                &to,
+                "--from-net",
+                "192.0.2.",
+                "--first",
+                "100",
+            ])
+            .args(["--last", "250", "--count", "200000", "--size", "1000"]);
+        cmd
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ping = |count: &str| {
+        let out = run(lab.udpkit(
+            &c,
+            &[
+                "ping",
+                "192.0.2.2",
+                "-p",
+                &port.to_string(),
+                "-c",
+                count,
+                "-i",
+                "0.05",
+                "--json",
+            ],
+        ));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+        v
+    };
+    let during = ping("20");
+    drop(flood);
+    // Once the kernel gives up on those neighbours (3 s), every reply goes out again.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let after = ping("10");
+    signal(&server, libc::SIGINT);
+    let lines = server.lines_within(std::time::Duration::from_millis(500));
+    println!("during: {during}\nafter: {after}\n{lines:?}");
+    // Before the fix the worker slept in sendmmsg: a median of 1.2 s, or nothing at all.
+    // Now a reply that cannot go at once is dropped and counted, and what goes, goes now.
+    assert!(during["received"].as_u64().unwrap() >= 1, "{during}");
+    assert!(during["rtt_ms"]["p50"].as_f64().unwrap() < 50.0, "{during}");
+    assert_eq!(after["received"], 10, "{after}");
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("Summary"))
+        .expect("a summary");
+    let failed: u64 = summary
+        .split(" failed sends")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(failed > 0, "{summary}");
+}
