@@ -101,6 +101,13 @@ impl Report {
                 s.min, s.p50, s.p90, s.p99, s.p999, s.max
             ));
         }
+        if loss >= 5.0 && t.received > 0 {
+            text.push_str(
+                "Note: a server listening beyond loopback limits replies per source prefix \
+                 (100 a second by default) and says so on its stderr; for a benchmark start it \
+                 with --rate-limit off\n",
+            );
+        }
         if t.unverified > 0 {
             text.push_str(&format!(
                 "{} replies carried no request ID (the server does not repeat them): each was \

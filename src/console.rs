@@ -9,6 +9,9 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use crate::ratelimit::Prefix;
 use crate::server::Observer;
 use crate::{error, net, quote};
 
@@ -62,7 +65,16 @@ pub struct Console<O: Write, E: Write> {
     /// When a failed reply was last reported, and how many failed since without a line.
     last_failure: Option<Instant>,
     unreported: u64,
+    /// Prefixes told of being rate-limited, and when (bounded by `NOTICES`).
+    limited: HashMap<Prefix, Instant>,
 }
+
+/// A rate-limited prefix is told of on stderr at most once in this long.
+const NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// Prefixes remembered for those notices, at most: a spoofer with many prefixes cannot grow
+/// the table; past it, notices wait until entries expire.
+const NOTICES: usize = 1024;
 
 /// Lines buffered before they are written out even mid-batch: a batch of 64 datagrams of
 /// 64 KiB, each shown escaped at up to four bytes a byte, never holds 16 MiB.
@@ -83,6 +95,7 @@ impl<O: Write, E: Write> Console<O, E> {
             line_by_line,
             last_failure: None,
             unreported: 0,
+            limited: HashMap::new(),
         }
     }
 
@@ -107,6 +120,32 @@ impl<O: Write, E: Write> Console<O, E> {
 impl<O: Write, E: Write> Observer for Console<O, E> {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         self.emit(|line| client_says(line, peer, data))
+    }
+
+    fn rate_limited(&mut self, peer: SocketAddr, _slipped: bool) -> io::Result<()> {
+        let prefix = Prefix::of(peer.ip());
+        let now = Instant::now();
+        if self
+            .limited
+            .get(&prefix)
+            .is_some_and(|t| now.duration_since(*t) < NOTICE_EVERY)
+        {
+            return Ok(());
+        }
+        if self.limited.len() >= NOTICES {
+            self.limited
+                .retain(|_, t| now.duration_since(*t) < NOTICE_EVERY);
+            if self.limited.len() >= NOTICES {
+                return Ok(());
+            }
+        }
+        self.limited.insert(prefix, now);
+        writeln!(
+            self.err,
+            "udpkit: note: rate-limiting replies to {prefix} (from {}): over the limit per \
+             prefix; `--rate-limit off` lifts it (see SECURITY.md)",
+            net::shown(peer)
+        )
     }
 
     fn pretend_drop(&mut self, peer: SocketAddr) -> io::Result<()> {

@@ -7,15 +7,15 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
 use crate::impair::Loss;
-use crate::protocol::{emit_reply, request_id};
-use crate::ratelimit::{DEFAULT_PER_SECOND, RateLimiter};
+use crate::protocol::{ID_LEN, emit_reply, request_id};
+use crate::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::stats::{Counters, Stats};
 use crate::{Error, net};
 
@@ -27,6 +27,10 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 pub trait Observer {
     /// A datagram arrived from `peer`; it is answered next, unless rate-limited.
     fn datagram(&mut self, _peer: SocketAddr, _data: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    /// The rate limit withheld the reply to `peer` (`slipped`: answered anyway).
+    fn rate_limited(&mut self, _peer: SocketAddr, _slipped: bool) -> io::Result<()> {
         Ok(())
     }
     /// `--drop-rate` chose to ignore a datagram from `peer`.
@@ -76,7 +80,8 @@ pub enum RateLimit {
     /// On at the default rate when bound beyond loopback, off on loopback.
     Auto,
     Off,
-    /// This many replies a second per prefix, with a burst of one second's worth.
+    /// This many replies a second per prefix, with a burst of one second's worth (at least
+    /// one), for the whole server whatever its threads.
     PerSecond(f64),
 }
 
@@ -189,10 +194,12 @@ impl Server {
         O: Observer + Send,
         F: FnMut() -> O,
     {
-        let limit = self
+        // One limiter for every thread: the limit is the server's.
+        let limiter = self
             .config
             .effective_rate_limit()
-            .map(|rate| rate / self.config.threads as f64);
+            .map(|rate| Mutex::new(RateLimiter::new(rate, rate)));
+        let limiter = limiter.as_ref();
         std::thread::scope(|scope| {
             let workers: Vec<_> = self
                 .sockets
@@ -207,7 +214,7 @@ impl Server {
                             self.config.drop_rate,
                             self.config.seed.map(|s| s.wrapping_add(index as u64)),
                         ),
-                        limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
+                        limiter,
                     };
                     let mut observer = observer();
                     scope.spawn(move || {
@@ -254,7 +261,7 @@ struct Worker<'a> {
     socket: &'a UdpSocket,
     counters: &'a Counters,
     loss: Loss,
-    limiter: Option<RateLimiter>,
+    limiter: Option<&'a Mutex<RateLimiter>>,
 }
 
 impl Worker<'_> {
@@ -268,7 +275,11 @@ impl Worker<'_> {
                 }
                 continue;
             }
-            let now = self.limiter.as_ref().map(|_| Instant::now());
+            let now = Instant::now();
+            // Taken once a batch, not once a datagram.
+            let mut limiter = self
+                .limiter
+                .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             let mut tally = Stats::default();
             for i in 0..batch.len() {
                 let Some((peer, data)) = batch.datagram(i) else {
@@ -283,15 +294,25 @@ impl Worker<'_> {
                     continue;
                 }
                 observer.datagram(peer, data).map_err(output)?;
-                if let (Some(limiter), Some(now)) = (&mut self.limiter, now)
-                    && !limiter.allow(peer.ip(), now)
-                {
-                    tally.dropped_rate_limited += 1;
-                    continue;
-                }
                 let id = request_id(data);
+                if let Some(limiter) = limiter.as_mut() {
+                    let reply_len = reply_len(len, id.is_some());
+                    match limiter.decide(peer.ip(), now, len, reply_len) {
+                        Decision::Answer => {}
+                        Decision::Slip => {
+                            tally.slipped += 1;
+                            observer.rate_limited(peer, true).map_err(output)?;
+                        }
+                        Decision::Refuse => {
+                            tally.dropped_rate_limited += 1;
+                            observer.rate_limited(peer, false).map_err(output)?;
+                            continue;
+                        }
+                    }
+                }
                 batch.answer(i, |buf| emit_reply(buf, len, id));
             }
+            drop(limiter);
             let mut failure = Ok(());
             let sent = batch.send(self.socket, |peer, e| {
                 if failure.is_ok() {
@@ -334,6 +355,13 @@ impl Drop for RunningServer {
             let _ = thread.join();
         }
     }
+}
+
+/// The length of the reply to a request of `len` bytes: the sentence, and ` #` with the
+/// ID when the request carried one.
+fn reply_len(len: usize, with_id: bool) -> usize {
+    let digits = len.checked_ilog10().unwrap_or(0) as usize + 1;
+    "Your data was  bytes long".len() + digits + if with_id { 1 + ID_LEN } else { 0 }
 }
 
 /// A receive timeout reads as `WouldBlock` on Unix and `TimedOut` on Windows.

@@ -15,6 +15,7 @@ pub struct Counters {
     replied: AtomicU64,
     dropped_simulated: AtomicU64,
     dropped_rate_limited: AtomicU64,
+    slipped: AtomicU64,
     send_failed: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -32,6 +33,8 @@ pub struct Stats {
     pub dropped_simulated: u64,
     /// Replies withheld by the rate limiter.
     pub dropped_rate_limited: u64,
+    /// Requests over the rate limit answered anyway (one in two whose reply is no longer).
+    pub slipped: u64,
     /// Replies the kernel refused to send.
     pub send_failed: u64,
     /// Bytes received, UDP payload only.
@@ -56,6 +59,7 @@ impl Counters {
         bump(&self.replied, batch.replied);
         bump(&self.dropped_simulated, batch.dropped_simulated);
         bump(&self.dropped_rate_limited, batch.dropped_rate_limited);
+        bump(&self.slipped, batch.slipped);
         bump(&self.send_failed, batch.send_failed);
         bump(&self.bytes_in, batch.bytes_in);
         bump(&self.bytes_out, batch.bytes_out);
@@ -72,6 +76,7 @@ impl Counters {
             replied: get(&self.replied),
             dropped_simulated: get(&self.dropped_simulated),
             dropped_rate_limited: get(&self.dropped_rate_limited),
+            slipped: get(&self.slipped),
             send_failed: get(&self.send_failed),
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
@@ -93,6 +98,7 @@ impl Stats {
             replied: a.replied + b.replied,
             dropped_simulated: a.dropped_simulated + b.dropped_simulated,
             dropped_rate_limited: a.dropped_rate_limited + b.dropped_rate_limited,
+            slipped: a.slipped + b.slipped,
             send_failed: a.send_failed + b.send_failed,
             bytes_in: a.bytes_in + b.bytes_in,
             bytes_out: a.bytes_out + b.bytes_out,
@@ -104,7 +110,8 @@ impl Stats {
     pub fn describe(&self) -> String {
         format!(
             "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
-             ({} simulated, {} rate-limited), {} failed sends, {} dropped by the kernel",
+             ({} simulated, {} rate-limited), {} slipped past the limit, {} failed sends, \
+             {} dropped by the kernel",
             self.received,
             self.bytes_in,
             self.replied,
@@ -112,6 +119,7 @@ impl Stats {
             self.dropped(),
             self.dropped_simulated,
             self.dropped_rate_limited,
+            self.slipped,
             self.send_failed,
             self.kernel_drops,
         )
@@ -178,6 +186,7 @@ mod tests {
             "dropped",
             "dropped_simulated",
             "dropped_rate_limited",
+            "slipped",
             "send_failed",
             "bytes_in",
             "bytes_out",

@@ -238,3 +238,16 @@ fn a_forged_icmp_error_is_counted_and_the_run_ends_with_its_report() {
     assert_eq!(count(&v, "unreachable"), 1, "{v}");
     assert_eq!(v["icmp"]["host_unreachable"], 1, "{v}");
 }
+
+#[test]
+fn loss_that_looks_like_a_rate_limit_is_explained() {
+    let (_server, addr) = udpkit_server(&["0.0.0.0", "-p", "0", "-q"]);
+    let to = std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port());
+    let out = run(udpkit_to(
+        "bench",
+        to,
+        &["--window", "8", "-n", "1000", "-W", "0.2"],
+    ));
+    let text = stdout(&out);
+    assert!(text.contains("--rate-limit off"), "{text}");
+}

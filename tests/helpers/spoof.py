@@ -6,6 +6,9 @@ loopback or a host in a network namespace the test made.
   spoof.py udp --to IP:PORT --from IP[,IP...]|--from-net A.B.C. --first N --last M
                [--count N] [--size N] [--port P]
       UDP datagrams to IP:PORT, each from the next forged source (round robin).
+  spoof.py spray --to IP:PORT --victim IP:PORT --mix N --count N [--size N]
+      The eviction attack on a rate limiter: a datagram from the victim's address, then N
+      from random sources in 127.0.0.0/8 (each in a random /24), --count times.
   spoof.py icmp --to IP --about SRC_IP:SRC_PORT DST_IP:DST_PORT --code N [--count N]
       ICMP destination-unreachable (type 3, code N) to IP, about a UDP datagram that
       SRC_IP:SRC_PORT sent to DST_IP:DST_PORT: what a router or host would send back.
@@ -62,6 +65,12 @@ def main() -> int:
     u.add_argument("--count", type=int, default=1)
     u.add_argument("--size", type=int, default=1)
     u.add_argument("--port", type=int, default=40000)
+    r = sub.add_parser("spray")
+    r.add_argument("--to", required=True)
+    r.add_argument("--victim", required=True)
+    r.add_argument("--mix", type=int, default=4)
+    r.add_argument("--count", type=int, default=1)
+    r.add_argument("--size", type=int, default=1)
     i = sub.add_parser("icmp")
     i.add_argument("--to", required=True)
     i.add_argument("--about", nargs=2, required=True)
@@ -82,6 +91,19 @@ def main() -> int:
             packet = ipv4(src, dst, 17, udp(src, args.port, dst, dport, data))
             raw.sendto(packet, (dst, 0))
             sent += 1
+    elif args.what == "spray":
+        import random
+        dst, dport = host_port(args.to)
+        vip, vport = host_port(args.victim)
+        data = b"x" * args.size
+        for _ in range(args.count):
+            raw.sendto(ipv4(vip, dst, 17, udp(vip, vport, dst, dport, data)), (dst, 0))
+            sent += 1
+            for _ in range(args.mix):
+                src = f"127.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+                sport = random.randrange(1024, 65536)
+                raw.sendto(ipv4(src, dst, 17, udp(src, sport, dst, dport, data)), (dst, 0))
+                sent += 1
     else:
         (src, sport), (dst, dport) = host_port(args.about[0]), host_port(args.about[1])
         original = ipv4(src, dst, 17, udp(src, sport, dst, dport, b"x" * 38))[:28]
