@@ -206,16 +206,20 @@ pub(crate) fn get_int_option(
 }
 
 /// A client's socket, connected to `server` so that the kernel delivers only the server's
-/// datagrams to it and reports ICMP port unreachable as a refused connection.
+/// datagrams to it and reports ICMP errors (port unreachable, ...) to it.
 ///
-/// The port is bound first with `SO_REUSEADDR`, so that a [`foreign_witness`] can share it.
+/// The port is bound first with `SO_REUSEPORT` (Linux), so that a [`foreign_witness`] can
+/// share it: Linux lets only sockets of the same effective user join such a port, so no
+/// other user can bind it and read replies (`SO_REUSEADDR`, used before, let anyone).
+/// Elsewhere the port is not shared and no witness is made.
 pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
     let socket = udp_socket(&server)?;
     let any = match server {
         SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
         SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
     };
-    let _ = socket.set_reuse_address(true);
+    #[cfg(target_os = "linux")]
+    let _ = socket.set_reuse_port(true);
     socket
         .bind(&any.into())
         .map_err(|source| Error::Bind { addr: any, source })?;
@@ -226,10 +230,11 @@ pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
 }
 
 /// A socket for the datagrams that reach a connected client's port from anyone but its
-/// server: bound to the same port (both with `SO_REUSEADDR`; the kernel gives the
-/// connected socket, the better match, everything its server sends), non-blocking. What
-/// arrives here was never accepted as a reply, and is counted as foreign. `None` where the
-/// system will not share the port.
+/// server: bound to the same port (both with `SO_REUSEPORT`, same user only; the kernel
+/// gives the connected socket, the better match, everything its server sends),
+/// non-blocking. What arrives here was never accepted as a reply, and is counted as
+/// foreign. `None` where the system will not share the port (everywhere but Linux).
+#[cfg(target_os = "linux")]
 pub fn foreign_witness(connected: &UdpSocket) -> Option<UdpSocket> {
     let local = connected.local_addr().ok()?;
     let any = match local {
@@ -237,10 +242,16 @@ pub fn foreign_witness(connected: &UdpSocket) -> Option<UdpSocket> {
         SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port()),
     };
     let witness = udp_socket(&any).ok()?;
-    witness.set_reuse_address(true).ok()?;
+    witness.set_reuse_port(true).ok()?;
     witness.bind(&any.into()).ok()?;
     witness.set_nonblocking(true).ok()?;
     Some(witness.into())
+}
+
+/// No witness off Linux (see the Linux version).
+#[cfg(not(target_os = "linux"))]
+pub fn foreign_witness(_connected: &UdpSocket) -> Option<UdpSocket> {
+    None
 }
 
 /// Counts (and discards) the datagrams waiting on a foreign witness.

@@ -315,3 +315,49 @@ fn forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on() {
     assert_eq!(v["icmp"]["too_big"], 1, "{v}");
     assert_eq!(v["icmp"]["host_unreachable"], 2, "{v}");
 }
+
+#[test]
+fn another_user_cannot_bind_the_port_ping_listens_on() {
+    let test = "another_user_cannot_bind_the_port_ping_listens_on";
+    if !can_spoof(test) {
+        return;
+    }
+    // As user nobody, with every reuse option set, try to join ping's port. Before the fix
+    // (SO_REUSEADDR on ping's socket) this worked and read 7 of 8 replies.
+    let attempt = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let seen = attempt.clone();
+    let server = Scripted::start(move |socket, peer, request, n| {
+        if n == 0 {
+            let code = format!(
+                "import socket\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n\
+                 try:\n    s.bind(('0.0.0.0', {}))\n    print('bound')\n\
+                 except OSError as e:\n    print('refused', e.errno)\n",
+                peer.port()
+            );
+            let mut cmd = std::process::Command::new("setpriv");
+            // The system's python3: user nobody may not read a python under /root.
+            cmd.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-c",
+            ])
+            .arg(code);
+            *seen.lock().unwrap() = Some(stdout(&run(cmd)).trim().to_string());
+        }
+        socket.send_to(&udpkit_reply(request), peer).unwrap();
+    });
+    let (code, v) = json_to("ping", server.addr, &["-c", "3", "-i", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 3, "{v}");
+    let said = attempt.lock().unwrap().clone();
+    assert_eq!(
+        said.as_deref(),
+        Some("refused 98"),
+        "the other user: {said:?}"
+    );
+}
