@@ -252,6 +252,65 @@ impl Burst {
     }
 }
 
+/// The address a datagram was sent to, as the kernel told it (`IP_PKTINFO`,
+/// `IPV6_PKTINFO`): a reply sent from it reaches a client that sent to one of several
+/// addresses of this host. Opaque; Linux only (elsewhere never present).
+#[derive(Clone, Copy)]
+pub struct Destination(#[cfg(target_os = "linux")] linux::Local);
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Destination")
+    }
+}
+
+/// One datagram received with what the kernel said of it.
+#[derive(Clone, Copy, Debug)]
+pub struct RecvMeta {
+    pub len: usize,
+    /// Who sent it; `None` for a sender of no IP family.
+    pub source: Option<SocketAddr>,
+    /// The address it was sent to, where the socket asked (`net::reply_from_destination`).
+    pub destination: Option<Destination>,
+    /// The kernel's running count of datagrams this socket dropped for a full receive
+    /// buffer, where the socket asked (`net::count_kernel_drops`).
+    pub kernel_drops: Option<u32>,
+}
+
+/// Receives one datagram into `buf` with its metadata, without waiting.
+pub fn recv_meta(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
+    #[cfg(target_os = "linux")]
+    return linux::recv_meta(socket, buf);
+    #[cfg(not(target_os = "linux"))]
+    {
+        socket.set_nonblocking(true)?;
+        let (len, source) = socket.recv_from(buf)?;
+        Ok(RecvMeta {
+            len,
+            source: Some(source),
+            destination: None,
+            kernel_drops: None,
+        })
+    }
+}
+
+/// Sends `data` to `to` from `from` (the address a request was sent to) when given,
+/// without waiting.
+pub fn send_from(
+    socket: &UdpSocket,
+    data: &[u8],
+    to: SocketAddr,
+    from: Option<Destination>,
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    return linux::send_from(socket, data, to, from);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = from;
+        socket.send_to(data, to)
+    }
+}
+
 /// What one [`Batch::send`] achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendTotals {
@@ -279,7 +338,7 @@ mod linux {
     /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
     /// goes out from it (a server bound to a wildcard address).
     #[derive(Clone, Copy)]
-    enum Local {
+    pub(super) enum Local {
         /// The local address of the interface it came in on (`ipi_spec_dst`), which is
         /// right for broadcasts too.
         V4([u8; 4]),
@@ -523,6 +582,99 @@ mod linux {
             }
             self.count = n;
             Ok(n)
+        }
+    }
+
+    pub(super) fn recv_meta(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<super::RecvMeta> {
+        // SAFETY: plain C structs for which all-zero is valid.
+        let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+        let mut control: Control = unsafe { zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: as above.
+        let mut m: libc::msghdr = unsafe { zeroed() };
+        m.msg_name = (&raw mut name).cast();
+        m.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        m.msg_iov = &raw mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = (&raw mut control).cast();
+        m.msg_controllen = CONTROL as _;
+        // SAFETY: every pointer in `m` points at a live local of the size given.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut m, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (kernel_drops, local) = if m.msg_controllen > 0 {
+            read_control(&m)
+        } else {
+            (None, None)
+        };
+        Ok(super::RecvMeta {
+            len: n as usize,
+            source: if m.msg_namelen > 0 {
+                socket_addr(&name)
+            } else {
+                None
+            },
+            destination: local.map(super::Destination),
+            kernel_drops,
+        })
+    }
+
+    pub(super) fn send_from(
+        socket: &UdpSocket,
+        data: &[u8],
+        to: SocketAddr,
+        from: Option<super::Destination>,
+    ) -> io::Result<usize> {
+        let Some(super::Destination(local)) = from else {
+            // SAFETY: a plain send on a valid socket; the kernel reads `data` only.
+            return nonblocking_send_to(socket, data, to);
+        };
+        let to = socket2::SockAddr::from(to);
+        // SAFETY: plain C structs for which all-zero is valid.
+        let mut control: Control = unsafe { zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: as above.
+        let mut m: libc::msghdr = unsafe { zeroed() };
+        m.msg_name = to.as_ptr().cast_mut().cast();
+        m.msg_namelen = to.len();
+        m.msg_iov = &raw mut iov;
+        m.msg_iovlen = 1;
+        m.msg_control = (&raw mut control).cast();
+        write_source(&mut m, local, to.is_ipv6());
+        // SAFETY: every pointer in `m` points at live data of the size given; the kernel
+        // only reads it.
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &m, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn nonblocking_send_to(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let to = socket2::SockAddr::from(to);
+        // SAFETY: `data` and `to` are live for the call, with the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT,
+                to.as_ptr().cast(),
+                to.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
         }
     }
 

@@ -216,9 +216,20 @@ pub struct RelayArgs {
     /// Impair requests (up), replies (down) or both
     #[arg(long = "direction", value_name = "up|down|both", default_value = "both", value_parser = direction)]
     pub direction: relay::Direction,
-    /// Close a client's session after this many idle seconds
+    /// Close a client's session after this many idle seconds (a session whose client sent
+    /// only one datagram: after at most 5 s)
     #[arg(long = "idle", value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle: Duration,
+    /// Memory for datagrams waiting out --delay, --jitter or --rate, in MiB; what does not
+    /// fit is dropped and counted ("queue full")
+    #[arg(long = "queue-limit", value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub queue_limit: u32,
+    /// Datagrams a second sent to each client prefix (IPv4 /24, IPv6 /56), or "off". By
+    /// default 100 when listening beyond loopback, off on loopback: a relay that answers
+    /// forged sources must not become a reflector (see SECURITY.md)
+    #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
+    pub rate_limit: Option<RateLimit>,
     /// Print the counters on exit as one JSON object
     #[arg(long = "json")]
     pub json: bool,
@@ -616,6 +627,8 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
         direction: args.direction,
         seed: args.seed,
         idle: args.idle,
+        queue_bytes: args.queue_limit as usize * (1 << 20),
+        rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
     })?;
     let to = net::resolve_host_port(&args.to)?;
     let mut out = io::stdout();

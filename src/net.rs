@@ -136,6 +136,36 @@ pub fn count_kernel_drops(socket: &UdpSocket) {
     let _ = socket;
 }
 
+/// The kernel's count of datagrams this socket dropped (full receive buffer, and the like),
+/// read at once (`SO_MEMINFO`, Linux; `None` elsewhere). Unlike `SO_RXQ_OVFL`, which only a
+/// later datagram carries, this sees drops at the end of a burst too.
+pub fn kernel_drops(socket: &UdpSocket) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const SO_MEMINFO: libc::c_int = 55;
+        let mut info = [0u32; 16];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: a valid socket and a buffer of the length given.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let index = libc::SK_MEMINFO_DROPS as usize;
+        (rc == 0 && (len as usize) > index * 4).then(|| u64::from(info[index]))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        None
+    }
+}
+
 /// Asks the kernel to tell, with each datagram, the address it was sent to, so that a
 /// server bound to a wildcard address can reply from that address (`IP_PKTINFO`,
 /// `IPV6_RECVPKTINFO`; Linux). Without it a host with several addresses could reply from

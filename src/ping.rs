@@ -79,11 +79,17 @@ impl Report {
             (self.tally.forged, "forged"),
             (self.tally.bad, "bad"),
             (self.tally.foreign, "foreign"),
-            (self.tally.unreachable, "ICMP errors"),
         ] {
             if n > 0 {
                 extra.push_str(&format!(", {n} {what}"));
             }
+        }
+        if self.tally.unreachable > 0 {
+            extra.push_str(&format!(
+                ", {} ICMP errors ({})",
+                self.tally.unreachable,
+                self.tally.icmp.describe()
+            ));
         }
         let mut text = format!(
             "--- {} udpkit ping statistics ---\n\

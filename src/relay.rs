@@ -2,9 +2,16 @@
 //! Each client source gets its own upstream socket, so replies find their way back
 //! (multiplexing by port again); impairments apply per direction.
 //!
-//! Promise: every datagram is counted once per direction as forwarded, dropped or (at
-//! exit) still queued; sessions and the delay queue are bounded, so no traffic pattern
-//! grows memory without limit; the loop ends when told to stop.
+//! Promise: every datagram is counted once per direction as forwarded, dropped (by the
+//! impairments, a full queue, the rate limit or a refused session) or (at exit) still
+//! queued, and what the kernel dropped before the relay saw it is counted too
+//! (`SO_MEMINFO`). Nothing that arrives can end it or grow it without bound: sessions are
+//! bounded by [`MAX_SESSIONS`] and by the open files the process may hold, a flood of new
+//! sources can evict only sessions that never sent a second datagram, the delay queue is
+//! bounded in bytes, ICMP errors are counted. Beyond loopback, what it sends to each
+//! client prefix is rate-limited as the server's replies are, so it cannot be used as a
+//! reflector. The cost of a datagram does not grow with idle sessions (epoll, Linux).
+//! It refuses to forward to itself.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,8 +21,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::batch::{Destination, recv_meta, send_from};
 use crate::impair::{Impairer, Settings};
+use crate::net::IcmpError;
 use crate::protocol::RECV_BUFFER;
+use crate::ratelimit::RateLimiter;
+use crate::server::RateLimit;
 use crate::{Error, Stop, net};
 
 /// Which traffic the impairments apply to.
@@ -38,24 +49,64 @@ pub struct Config {
     pub seed: Option<u64>,
     /// A session with no traffic for this long is closed.
     pub idle: Duration,
+    /// Bytes the delay queue may hold; datagrams that do not fit are dropped and counted.
+    pub queue_bytes: usize,
+    /// Datagrams a second sent to each client prefix (as the server's `--rate-limit`): by
+    /// default on beyond loopback.
+    pub rate_limit: RateLimit,
 }
 
-/// Sessions open at once, at most; datagrams from further new sources are dropped.
+impl Config {
+    /// A clean relay from `listen` to `to`, with the defaults.
+    pub fn new(listen: SocketAddr, to: SocketAddr) -> Self {
+        Config {
+            listen,
+            to,
+            impair: Settings::default(),
+            direction: Direction::Both,
+            seed: None,
+            idle: Duration::from_secs(60),
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            rate_limit: RateLimit::Auto,
+        }
+    }
+}
+
+/// Sessions open at once, at most (fewer where the open-file limit is lower).
 pub const MAX_SESSIONS: usize = 4096;
 
-/// Datagrams waiting in the delay queue, at most; further ones are dropped.
-pub const MAX_QUEUED: usize = 100_000;
+/// The delay queue's bound by default: 64 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// A session that has carried only one datagram from its client is closed after this long
+/// idle (or the configured idle time, if shorter), and can be evicted by a newcomer.
+const UNCONFIRMED_IDLE: Duration = Duration::from_secs(5);
+
+/// Open files kept free for everything else the process does.
+const SPARE_FILES: usize = 32;
+
+/// Datagrams read from one socket before the others get their turn.
+const FAIR_SHARE: usize = 64;
 
 /// One direction's counters.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Flow {
     pub received: u64,
     pub forwarded: u64,
+    /// Dropped on purpose (`--drop`).
     pub dropped: u64,
     pub duplicated: u64,
     pub reordered: u64,
-    /// Sends the kernel refused.
+    /// Sends the kernel refused (or no session to send through).
     pub failed: u64,
+    /// Dropped because the delay queue was full.
+    pub queue_full: u64,
+    /// Withheld by the rate limit (down: to a client prefix over its budget).
+    pub rate_limited: u64,
+    /// Dropped by the kernel before the relay read them (full receive buffers).
+    pub kernel_drops: u64,
+    /// ICMP errors reported on this direction's sockets.
+    pub icmp_errors: u64,
 }
 
 /// What the relay did.
@@ -65,27 +116,45 @@ pub struct Counters {
     pub down: Flow,
     pub sessions_opened: u64,
     pub sessions_expired: u64,
-    /// Datagrams from new sources dropped because `MAX_SESSIONS` were open.
+    /// Datagrams from new sources refused: the session table (or open files) was full.
     pub sessions_refused: u64,
+    /// Sessions of one datagram closed to make room for a new source.
+    pub sessions_evicted: u64,
+    /// The most sessions this relay may hold, given the open-file limit.
+    pub max_sessions: u64,
     /// Datagrams still in the delay queue when the relay stopped.
     pub queued_at_exit: u64,
+    /// The most bytes the delay queue held at once.
+    pub queue_peak_bytes: u64,
 }
 
 impl Counters {
     pub fn describe(&self) -> String {
         let f = |name: &str, c: &Flow| {
             format!(
-                "{name}: {} received, {} forwarded, {} dropped, {} duplicated, {} reordered, {} failed",
-                c.received, c.forwarded, c.dropped, c.duplicated, c.reordered, c.failed
+                "{name}: {} received, {} forwarded, {} dropped, {} duplicated, {} reordered, \
+                 {} failed, {} queue full, {} rate-limited, {} dropped by the kernel, {} ICMP errors",
+                c.received,
+                c.forwarded,
+                c.dropped,
+                c.duplicated,
+                c.reordered,
+                c.failed,
+                c.queue_full,
+                c.rate_limited,
+                c.kernel_drops,
+                c.icmp_errors
             )
         };
         format!(
-            "{}; {}; sessions: {} opened, {} expired, {} refused; {} still queued",
+            "{}; {}; sessions: {} opened, {} expired, {} refused, {} evicted (at most {}); {} still queued",
             f("up", &self.up),
             f("down", &self.down),
             self.sessions_opened,
             self.sessions_expired,
             self.sessions_refused,
+            self.sessions_evicted,
+            self.max_sessions,
             self.queued_at_exit
         )
     }
@@ -95,6 +164,16 @@ struct Session {
     client: SocketAddr,
     upstream: UdpSocket,
     last_active: Instant,
+    /// Datagrams from the client so far.
+    from_client: u64,
+    /// The address the client sent to: replies go out from it.
+    destination: Option<Destination>,
+}
+
+impl Session {
+    fn confirmed(&self) -> bool {
+        self.from_client > 1
+    }
 }
 
 /// A datagram waiting for its time.
@@ -137,16 +216,29 @@ pub struct Relay {
     config: Config,
     listener: UdpSocket,
     local: SocketAddr,
+    max_sessions: usize,
 }
 
 impl Relay {
+    /// Binds the listening address; refuses a target that is the relay itself.
     pub fn bind(config: Config) -> Result<Self, Error> {
         let listener = net::bind(config.listen, false)?;
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
         let local = net::local_addr(&listener)?;
+        if forwards_to_itself(local, config.to) {
+            return Err(Error::Invalid(format!(
+                "the relay would forward to itself: it listens on {} and --to is {}; give \
+                 the server's address",
+                net::shown(local),
+                net::shown(config.to)
+            )));
+        }
+        net::grow_receive_buffer(&listener, net::SERVER_RECEIVE_BUFFER);
+        net::reply_from_destination(&listener, local);
         Ok(Relay {
+            max_sessions: MAX_SESSIONS.min(open_file_budget()),
             config,
             listener,
             local,
@@ -158,273 +250,534 @@ impl Relay {
         self.local
     }
 
+    /// The most sessions it will hold at once.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
     /// Relays until `stop` is set; returns the counters.
     pub fn run(&self, stop: &Stop) -> Result<Counters, Error> {
         let c = &self.config;
-        let seed = c.seed;
         let path = |applies: bool, offset: u64| Path {
             impairer: (applies && !c.impair.is_clean())
-                .then(|| Impairer::new(c.impair, seed.map(|s| s.wrapping_add(offset)))),
+                .then(|| Impairer::new(c.impair, c.seed.map(|s| s.wrapping_add(offset)))),
             held: None,
         };
-        let mut up = path(c.direction != Direction::Down, 0);
-        let mut down = path(c.direction != Direction::Up, 1);
-        let mut counters = Counters::default();
-        let mut sessions: Vec<Session> = Vec::new();
-        let mut by_client: HashMap<SocketAddr, usize> = HashMap::new();
-        let mut queue: BinaryHeap<Reverse<Delayed>> = BinaryHeap::new();
-        let mut order = 0u64;
+        let limit = match c.rate_limit {
+            RateLimit::Off => None,
+            RateLimit::PerSecond(rate) => Some(rate),
+            RateLimit::Auto if self.local.ip().is_loopback() => None,
+            RateLimit::Auto => Some(crate::ratelimit::DEFAULT_PER_SECOND),
+        };
+        let mut state = State {
+            relay: self,
+            up: path(c.direction != Direction::Down, 0),
+            down: path(c.direction != Direction::Up, 1),
+            counters: Counters {
+                max_sessions: self.max_sessions as u64,
+                ..Counters::default()
+            },
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::new(),
+            queue: BinaryHeap::new(),
+            queued_bytes: 0,
+            order: 0,
+            limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
+            poller: Poller::new(&self.listener)?,
+        };
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_sweep = Instant::now();
+        let mut ready = Vec::new();
 
         while !stop.is_stopped() {
             let now = Instant::now();
-            // Datagrams whose time has come, and held ones nobody overtook.
-            while queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
-                let Reverse(d) = queue.pop().expect("peeked");
-                self.send(
-                    &sessions,
-                    &by_client,
-                    d.up,
-                    d.client,
-                    &d.data,
-                    &mut counters,
-                );
-            }
-            for (is_up, path) in [(true, &mut up), (false, &mut down)] {
-                if path
-                    .held
-                    .as_ref()
-                    .is_some_and(|(_, _, since)| now >= *since + HOLD_AT_MOST)
-                {
-                    let (client, data, _) = path.held.take().expect("checked");
-                    self.send(&sessions, &by_client, is_up, client, &data, &mut counters);
-                }
-            }
+            state.release_due(now);
             if now >= last_sweep + Duration::from_secs(1) {
                 last_sweep = now;
-                let before = sessions.len();
-                sessions.retain(|s| now < s.last_active + c.idle);
-                if sessions.len() != before {
-                    counters.sessions_expired += (before - sessions.len()) as u64;
-                    by_client = sessions
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| (s.client, i))
-                        .collect();
-                }
+                state.sweep(now);
             }
-
             let mut wait = Duration::from_millis(100);
-            if let Some(Reverse(d)) = queue.peek() {
+            if let Some(Reverse(d)) = state.queue.peek() {
                 wait = wait.min(d.at.saturating_duration_since(now));
             }
-            if up.held.is_some() || down.held.is_some() {
+            if state.up.held.is_some() || state.down.held.is_some() {
                 wait = wait.min(Duration::from_millis(5));
             }
-            wait_readable(&self.listener, &sessions, wait);
-
-            // Requests from clients.
-            loop {
-                let (len, client) = match self.listener.recv_from(&mut buf) {
-                    Ok(got) => got,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if is_transient(&e) => continue,
-                    Err(e) => {
-                        return Err(Error::io(format!("cannot receive on {}", self.local), e));
-                    }
-                };
-                counters.up.received += 1;
-                let index = match by_client.get(&client) {
-                    Some(&i) => i,
-                    None if sessions.len() >= MAX_SESSIONS => {
-                        counters.sessions_refused += 1;
-                        continue;
-                    }
-                    None => {
-                        let upstream = net::connect(c.to)?;
-                        upstream
-                            .set_nonblocking(true)
-                            .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
-                        sessions.push(Session {
-                            client,
-                            upstream,
-                            last_active: now,
-                        });
-                        by_client.insert(client, sessions.len() - 1);
-                        counters.sessions_opened += 1;
-                        sessions.len() - 1
-                    }
-                };
-                sessions[index].last_active = Instant::now();
-                self.impair(
-                    &sessions,
-                    &by_client,
-                    &mut up,
-                    true,
-                    client,
-                    &buf[..len],
-                    &mut queue,
-                    &mut order,
-                    &mut counters,
-                );
-            }
-            // Replies from the server, session by session.
-            for i in 0..sessions.len() {
-                loop {
-                    let len = match sessions[i].upstream.recv(&mut buf) {
-                        Ok(len) => len,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        // ICMP unreachable from the server's side, or a signal: go on.
-                        Err(e) if is_transient(&e) => continue,
-                        Err(e) => {
-                            return Err(Error::io(format!("cannot receive from {}", c.to), e));
-                        }
-                    };
-                    counters.down.received += 1;
-                    sessions[i].last_active = Instant::now();
-                    let client = sessions[i].client;
-                    self.impair(
-                        &sessions,
-                        &by_client,
-                        &mut down,
-                        false,
-                        client,
-                        &buf[..len],
-                        &mut queue,
-                        &mut order,
-                        &mut counters,
-                    );
+            state.poller.wait(wait, state.sessions.len(), &mut ready);
+            // Each ready socket gets a fair share; whoever still has more is read on the
+            // next turn (level-triggered), so requests cannot starve replies.
+            for &token in &ready {
+                match token {
+                    Token::Listener => state.read_clients(&mut buf)?,
+                    Token::Session(i) => state.read_server(i, &mut buf)?,
                 }
             }
         }
-        counters.queued_at_exit =
-            queue.len() as u64 + u64::from(up.held.is_some()) + u64::from(down.held.is_some());
+        let mut counters = state.counters;
+        counters.up.kernel_drops += net::kernel_drops(&self.listener).unwrap_or(0);
+        for s in state.sessions.iter().flatten() {
+            counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
+        }
+        counters.queued_at_exit = state.queue.len() as u64
+            + u64::from(state.up.held.is_some())
+            + u64::from(state.down.held.is_some());
         Ok(counters)
+    }
+}
+
+/// Everything a running relay holds.
+struct State<'a> {
+    relay: &'a Relay,
+    up: Path,
+    down: Path,
+    counters: Counters,
+    /// A slab: a closed session leaves a hole that the next one fills.
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+    by_client: HashMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<Delayed>>,
+    queued_bytes: usize,
+    order: u64,
+    limiter: Option<RateLimiter>,
+    poller: Poller,
+}
+
+impl State<'_> {
+    fn flow(&mut self, up: bool) -> &mut Flow {
+        if up {
+            &mut self.counters.up
+        } else {
+            &mut self.counters.down
+        }
+    }
+
+    /// Sends what the delay queue has due, and held datagrams nobody overtook.
+    fn release_due(&mut self, now: Instant) {
+        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Reverse(d) = self.queue.pop().expect("peeked");
+            self.queued_bytes -= d.data.len();
+            self.send(d.up, d.client, &d.data);
+        }
+        for up in [true, false] {
+            let path = if up { &mut self.up } else { &mut self.down };
+            if path
+                .held
+                .as_ref()
+                .is_some_and(|(_, _, since)| now >= *since + HOLD_AT_MOST)
+            {
+                let (client, data, _) = path.held.take().expect("checked");
+                self.send(up, client, &data);
+            }
+        }
+    }
+
+    /// Closes idle sessions.
+    fn sweep(&mut self, now: Instant) {
+        let idle = self.relay.config.idle;
+        for i in 0..self.sessions.len() {
+            let expired = self.sessions[i].as_ref().is_some_and(|s| {
+                let limit = if s.confirmed() {
+                    idle
+                } else {
+                    idle.min(UNCONFIRMED_IDLE)
+                };
+                now >= s.last_active + limit
+            });
+            if expired {
+                self.close(i);
+                self.counters.sessions_expired += 1;
+            }
+        }
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(s) = self.sessions[i].take() {
+            // What the kernel dropped on this socket dies with it: count it now.
+            self.counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
+            self.poller.remove(&s.upstream);
+            self.by_client.remove(&s.client);
+            self.free.push(i);
+        }
+    }
+
+    fn open_sessions(&self) -> usize {
+        self.sessions.len() - self.free.len()
+    }
+
+    /// The session for a new client, or `None` (counted) when none can be had.
+    fn open(&mut self, client: SocketAddr, now: Instant) -> Option<usize> {
+        if self.open_sessions() >= self.relay.max_sessions {
+            // Only a session that never sent a second datagram may make room, the
+            // longest idle first: a flood of new sources cannot push out real clients.
+            let victim = self
+                .sessions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+                .filter(|(_, s)| !s.confirmed())
+                .min_by_key(|(_, s)| s.last_active)
+                .map(|(i, _)| i);
+            match victim {
+                Some(i) => {
+                    self.close(i);
+                    self.counters.sessions_evicted += 1;
+                }
+                None => {
+                    self.counters.sessions_refused += 1;
+                    return None;
+                }
+            }
+        }
+        let upstream = match net::connect(self.relay.config.to).and_then(|s| {
+            s.set_nonblocking(true)
+                .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            // Out of files or ports: refuse this source, keep relaying for the others.
+            Err(_) => {
+                self.counters.sessions_refused += 1;
+                return None;
+            }
+        };
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        if self.poller.add(&upstream, i).is_err() {
+            self.free.push(i);
+            self.counters.sessions_refused += 1;
+            return None;
+        }
+        self.sessions[i] = Some(Session {
+            client,
+            upstream,
+            last_active: now,
+            from_client: 0,
+            destination: None,
+        });
+        self.by_client.insert(client, i);
+        self.counters.sessions_opened += 1;
+        Some(i)
+    }
+
+    /// Reads up to a fair share of requests from clients.
+    fn read_clients(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+        let relay = self.relay;
+        for _ in 0..FAIR_SHARE {
+            let meta = match recv_meta(&relay.listener, buf) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if IcmpError::of(&e).is_some() => {
+                    self.counters.up.icmp_errors += 1;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(format!("cannot receive on {}", relay.local), e)),
+            };
+            let Some(client) = meta.source else { continue };
+            self.counters.up.received += 1;
+            let now = Instant::now();
+            let index = match self.by_client.get(&client) {
+                Some(&i) => i,
+                None => match self.open(client, now) {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            let session = self.sessions[index].as_mut().expect("a live session");
+            session.last_active = now;
+            session.from_client += 1;
+            session.destination = meta.destination;
+            self.impair(true, client, &buf[..meta.len]);
+        }
+        Ok(())
+    }
+
+    /// Reads up to a fair share of replies from the server for session `i`.
+    fn read_server(&mut self, i: usize, buf: &mut [u8]) -> Result<(), Error> {
+        for _ in 0..FAIR_SHARE {
+            let Some(session) = self.sessions.get(i).and_then(Option::as_ref) else {
+                return Ok(());
+            };
+            let meta = match recv_meta(&session.upstream, buf) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The server's port closed, or a forged ICMP error: counted, never fatal.
+                Err(e) if IcmpError::of(&e).is_some() => {
+                    self.counters.down.icmp_errors += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("cannot receive from {}", self.relay.config.to),
+                        e,
+                    ));
+                }
+            };
+            let client = session.client;
+            let session = self.sessions[i].as_mut().expect("a live session");
+            session.last_active = Instant::now();
+            self.counters.down.received += 1;
+            self.impair(false, client, &buf[..meta.len]);
+        }
+        Ok(())
     }
 
     /// Applies one direction's impairments to a datagram and sends or queues its copies.
-    #[allow(clippy::too_many_arguments)]
-    fn impair(
-        &self,
-        sessions: &[Session],
-        by_client: &HashMap<SocketAddr, usize>,
-        path: &mut Path,
-        up: bool,
-        client: SocketAddr,
-        data: &[u8],
-        queue: &mut BinaryHeap<Reverse<Delayed>>,
-        order: &mut u64,
-        counters: &mut Counters,
-    ) {
+    fn impair(&mut self, up: bool, client: SocketAddr, data: &[u8]) {
         let now = Instant::now();
+        let path = if up { &mut self.up } else { &mut self.down };
         let Some(impairer) = &mut path.impairer else {
-            self.send(sessions, by_client, up, client, data, counters);
+            self.send(up, client, data);
             return;
         };
         let fate = impairer.decide(now);
-        let flow = if up {
-            &mut counters.up
-        } else {
-            &mut counters.down
-        };
         if fate.copies == 0 {
-            flow.dropped += 1;
+            self.flow(up).dropped += 1;
             return;
         }
         if fate.copies == 2 {
-            flow.duplicated += 1;
+            self.flow(up).duplicated += 1;
         }
         // Only a single copy is held back; a duplicated datagram goes out as it is.
+        let path = if up { &mut self.up } else { &mut self.down };
         if fate.hold && fate.copies == 1 && path.held.is_none() {
-            flow.reordered += 1;
             path.held = Some((client, data.to_vec(), now));
+            self.flow(up).reordered += 1;
             return;
         }
         for &at in &fate.at[..fate.copies] {
             if at <= now {
-                self.send(sessions, by_client, up, client, data, counters);
-            } else if queue.len() < MAX_QUEUED {
-                *order += 1;
-                queue.push(Reverse(Delayed {
+                self.send(up, client, data);
+            } else if self.queued_bytes + data.len() <= self.relay.config.queue_bytes {
+                self.order += 1;
+                self.queued_bytes += data.len();
+                self.counters.queue_peak_bytes =
+                    self.counters.queue_peak_bytes.max(self.queued_bytes as u64);
+                self.queue.push(Reverse(Delayed {
                     at,
-                    order: *order,
+                    order: self.order,
                     up,
                     client,
                     data: data.to_vec(),
                 }));
             } else {
-                let flow = if up {
-                    &mut counters.up
-                } else {
-                    &mut counters.down
-                };
-                flow.dropped += 1;
+                self.flow(up).queue_full += 1;
             }
         }
         // The datagram held back goes once another has overtaken it.
+        let path = if up { &mut self.up } else { &mut self.down };
         if let Some((held_client, held, _)) = path.held.take() {
-            self.send(sessions, by_client, up, held_client, &held, counters);
+            self.send(up, held_client, &held);
         }
     }
 
-    /// Sends one datagram on its way: up through the client's session, down to the client.
-    fn send(
-        &self,
-        sessions: &[Session],
-        by_client: &HashMap<SocketAddr, usize>,
-        up: bool,
-        client: SocketAddr,
-        data: &[u8],
-        counters: &mut Counters,
-    ) {
-        let result = if up {
-            match by_client.get(&client) {
-                Some(&i) => sessions[i].upstream.send(data),
-                None => Err(io::ErrorKind::NotFound.into()),
+    /// Sends one datagram on its way: up through the client's session, down to the client
+    /// from the address it sent to (within the client prefix's rate limit).
+    fn send(&mut self, up: bool, client: SocketAddr, data: &[u8]) {
+        let session = self
+            .by_client
+            .get(&client)
+            .and_then(|&i| self.sessions[i].as_ref());
+        let result = match (up, session) {
+            (true, Some(s)) => s.upstream.send(data),
+            (false, _) => {
+                if let Some(limiter) = &mut self.limiter
+                    && !limiter.allow(client.ip(), Instant::now())
+                {
+                    self.counters.down.rate_limited += 1;
+                    return;
+                }
+                let from = session.and_then(|s| s.destination);
+                send_from(&self.relay.listener, data, client, from)
             }
-        } else {
-            self.listener.send_to(data, client)
-        };
-        let flow = if up {
-            &mut counters.up
-        } else {
-            &mut counters.down
+            (true, None) => Err(io::ErrorKind::NotFound.into()),
         };
         match result {
-            Ok(_) => flow.forwarded += 1,
-            Err(_) => flow.failed += 1,
+            Ok(_) => self.flow(up).forwarded += 1,
+            Err(e) => {
+                if IcmpError::of(&e).is_some() {
+                    self.flow(up).icmp_errors += 1;
+                }
+                self.flow(up).failed += 1;
+            }
         }
     }
 }
 
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused
-    )
+/// Whether a relay listening on `local` would send what it forwards to itself.
+fn forwards_to_itself(local: SocketAddr, to: SocketAddr) -> bool {
+    if to.port() != local.port() {
+        return false;
+    }
+    let (l, t) = (local.ip().to_canonical(), to.ip().to_canonical());
+    if l == t {
+        return true;
+    }
+    // A wildcard listener receives on every local address: is `to` one of them?
+    l.is_unspecified()
+        && (t.is_loopback() || t.is_unspecified() || UdpSocket::bind(SocketAddr::new(t, 0)).is_ok())
 }
 
-/// Sleeps until a socket has a datagram or `wait` passes.
-#[cfg(unix)]
-fn wait_readable(listener: &UdpSocket, sessions: &[Session], wait: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
-        .chain(sessions.iter().map(|s| s.upstream.as_raw_fd()))
-        .map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
-    // SAFETY: `fds` is a valid array of pollfd of the length given.
-    unsafe {
-        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+/// How many sessions the open-file limit leaves room for (one file each), keeping some
+/// spare; `MAX_SESSIONS` where it cannot be read.
+fn open_file_budget() -> usize {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrlimit writes into the struct we pass.
+        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return MAX_SESSIONS;
+        }
+        let in_use = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
+        usize::try_from(limit.rlim_cur)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(in_use + SPARE_FILES)
+            .max(1)
+    }
+    #[cfg(not(unix))]
+    MAX_SESSIONS
+}
+
+/// What became readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Listener,
+    Session(usize),
+}
+
+/// Waits for readable sockets: epoll on Linux, so that a wake costs the same whatever the
+/// number of idle sessions; elsewhere a short sleep and every socket is tried.
+struct Poller {
+    #[cfg(target_os = "linux")]
+    epoll: std::os::fd::OwnedFd,
+    #[cfg(target_os = "linux")]
+    events: Vec<libc::epoll_event>,
+}
+
+#[cfg(target_os = "linux")]
+impl Poller {
+    const LISTENER: u64 = u64::MAX;
+
+    fn new(listener: &UdpSocket) -> Result<Self, Error> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 returns a new descriptor we own, or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::io(
+                "cannot create an epoll set",
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let poller = Poller {
+            epoll,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+        };
+        poller
+            .control(libc::EPOLL_CTL_ADD, listener, Self::LISTENER)
+            .map_err(|e| Error::io("cannot watch the listening socket", e))?;
+        Ok(poller)
+    }
+
+    fn control(&self, op: libc::c_int, socket: &UdpSocket, token: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid descriptors and an event struct that lives for the call.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, socket.as_raw_fd(), &mut event) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn add(&self, socket: &UdpSocket, index: usize) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_ADD, socket, index as u64)
+    }
+
+    fn remove(&self, socket: &UdpSocket) {
+        let _ = self.control(libc::EPOLL_CTL_DEL, socket, 0);
+    }
+
+    /// Fills `ready` with what is readable within `wait`.
+    fn wait(&mut self, wait: Duration, _sessions: usize, ready: &mut Vec<Token>) {
+        use std::os::fd::AsRawFd;
+        ready.clear();
+        let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
+        // SAFETY: `events` is a valid buffer of the length given.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                ms,
+            )
+        };
+        for e in &self.events[..n.max(0) as usize] {
+            ready.push(match e.u64 {
+                Self::LISTENER => Token::Listener,
+                i => Token::Session(i as usize),
+            });
+        }
     }
 }
 
-#[cfg(not(unix))]
-fn wait_readable(_: &UdpSocket, _: &[Session], wait: Duration) {
-    std::thread::sleep(wait.min(Duration::from_millis(1)));
+#[cfg(not(target_os = "linux"))]
+impl Poller {
+    fn new(_: &UdpSocket) -> Result<Self, Error> {
+        Ok(Poller {})
+    }
+    fn add(&self, _: &UdpSocket, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn remove(&self, _: &UdpSocket) {}
+    fn wait(&mut self, wait: Duration, sessions: usize, ready: &mut Vec<Token>) {
+        std::thread::sleep(wait.min(Duration::from_millis(1)));
+        ready.clear();
+        ready.push(Token::Listener);
+        ready.extend((0..sessions).map(Token::Session));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn loops_back_to_itself_are_seen_up_front() {
+        assert!(forwards_to_itself(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.1:9000")
+        ));
+        assert!(forwards_to_itself(
+            addr("0.0.0.0:9000"),
+            addr("127.0.0.1:9000")
+        ));
+        assert!(forwards_to_itself(
+            addr("0.0.0.0:9000"),
+            addr("127.0.0.2:9000")
+        ));
+        assert!(forwards_to_itself(addr("[::]:9000"), addr("[::1]:9000")));
+        assert!(!forwards_to_itself(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.1:9001")
+        ));
+        assert!(!forwards_to_itself(
+            addr("127.0.0.1:9000"),
+            addr("127.0.0.2:9000")
+        ));
+    }
 }

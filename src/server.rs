@@ -184,7 +184,13 @@ impl Server {
 
     /// The counters so far, summed over the threads; callable while `run` runs.
     pub fn stats(&self) -> Stats {
-        Stats::sum(self.counters.iter().map(Counters::snapshot))
+        let mut stats = Stats::sum(self.counters.iter().map(Counters::snapshot));
+        // The kernel's own count, read now, sees drops that no later datagram has carried.
+        let now: Option<u64> = self.sockets.iter().map(net::kernel_drops).sum();
+        if let Some(now) = now {
+            stats.kernel_drops = stats.kernel_drops.max(now);
+        }
+        stats
     }
 
     /// Serves on every socket, one thread each with an observer from `observer`, until

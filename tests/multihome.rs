@@ -55,3 +55,34 @@ fn the_reply_really_comes_from_the_address_asked() {
     let (_, from) = socket.recv_from(&mut buf).unwrap();
     assert_eq!(from, asked);
 }
+
+#[test]
+fn a_relay_on_all_addresses_answers_from_the_address_asked() {
+    // Before the fix the relay answered from the host's main address, and a connected
+    // client (which accepts only the address it sent to) dropped every reply.
+    let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
+    let mut cmd = udpkit();
+    cmd.args([
+        "relay",
+        "--listen",
+        "0.0.0.0:0",
+        "--to",
+        &target.to_string(),
+    ]);
+    let mut relay = Running::start(cmd);
+    let first = relay.line();
+    let port: u16 = first
+        .split(" -> ")
+        .next()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    let socket = test_socket("127.0.0.1:0");
+    let asked = std::net::SocketAddr::from(([127, 0, 0, 9], port));
+    socket.send_to(b"x", asked).unwrap();
+    let mut buf = [0u8; 64];
+    let (_, from) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(from, asked);
+    let out = client_to("127.0.0.9", port);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

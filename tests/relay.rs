@@ -211,3 +211,206 @@ fn every_datagram_is_accounted_for_under_all_impairments_at_once() {
         "{v}"
     );
 }
+
+/// `udpkit relay --listen LISTEN --to TO ARGS` with the port clients send to.
+fn relay_on(listen: &str, to: std::net::SocketAddr, args: &[&str]) -> (Running, u16) {
+    let mut cmd = udpkit();
+    cmd.args(["relay", "--listen", listen, "--to", &to.to_string()])
+        .args(args);
+    let mut relay = Running::start(cmd);
+    let first = relay.line();
+    let port = first
+        .strip_prefix("Relaying ")
+        .and_then(|rest| rest.split(" -> ").next())
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    (relay, port)
+}
+
+/// The port the server saw a request from: "The client at 127.0.0.1:PORT says 'TEXT'".
+fn upstream_port_of(server: &mut Running, text: &str) -> String {
+    let deadline = std::time::Instant::now() + STEP;
+    while std::time::Instant::now() < deadline {
+        for line in server.lines_within(Duration::from_millis(100)) {
+            if line.ends_with(&format!(" says '{text}'")) {
+                return line.split(" says ").next().unwrap().to_string();
+            }
+        }
+    }
+    panic!("the server never saw '{text}'");
+}
+
+#[test]
+fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() {
+    // At `ulimit -n 128`, 400 one-datagram sources: before the fix the relay exited when it
+    // ran out of files (no summary), and could lock real clients out.
+    let (mut server, target) = udpkit_server(&["-p", "0"]);
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -n 128 && exec {} relay --listen 127.0.0.1:0 --to {target} --json",
+        env!("CARGO_BIN_EXE_udpkit")
+    ));
+    let mut relay = Running::start(cmd);
+    let first = relay.line();
+    let addr: std::net::SocketAddr = first
+        .strip_prefix("Relaying ")
+        .and_then(|rest| rest.split(" -> ").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A real client, established before the flood (two datagrams).
+    let real = test_socket("127.0.0.1:0");
+    assert_eq!(ask(&real, addr, b"real-1"), b"Your data was 6 bytes long");
+    assert_eq!(ask(&real, addr, b"real-2"), b"Your data was 6 bytes long");
+    let before = upstream_port_of(&mut server, "real-2");
+    let sources: Vec<_> = (0..400).map(|_| test_socket("127.0.0.1:0")).collect();
+    for s in &sources {
+        s.send_to(b"flood", addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ask(&real, addr, b"real-3"), b"Your data was 6 bytes long");
+    assert_eq!(
+        upstream_port_of(&mut server, "real-3"),
+        before,
+        "same session"
+    );
+    let v = relay_summary(&mut relay);
+    let max = v["max_sessions"].as_u64().unwrap();
+    assert!(max < 128, "{v}");
+    assert!(v["sessions_evicted"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["up"]["received"], 403, "{v}");
+}
+
+#[test]
+fn beyond_loopback_the_relay_limits_what_it_sends_to_each_client_prefix() {
+    // A source (forged, as far as the relay can tell) floods the relay; everything it
+    // forwards comes back to that source from a loopback server with no limit. Before the
+    // fix, all 25,000 came back, 26x the bytes.
+    let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
+    let (mut relay, port) = relay_on("0.0.0.0:0", target, &["--json"]);
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = std::time::Instant::now();
+    let (replies, _) = flood(
+        &roomy_socket("127.0.0.1:0"),
+        to,
+        b"x",
+        5000,
+        Duration::from_millis(300),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        replies as f64 <= 100.0 + 100.0 * seconds,
+        "{replies} replies in {seconds:.2} s"
+    );
+    let v = relay_summary(&mut relay);
+    assert!(v["down"]["rate_limited"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn the_delay_queue_is_bounded_in_bytes() {
+    let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
+    let (mut relay, addr) = udpkit_relay(
+        target,
+        &[
+            "--delay",
+            "2000",
+            "--direction",
+            "up",
+            "--queue-limit",
+            "1",
+            "--json",
+        ],
+    );
+    let socket = test_socket("127.0.0.1:0");
+    for _ in 0..100 {
+        socket.send_to(&[b'x'; 60_000], addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let v = relay_summary(&mut relay);
+    let peak = v["queue_peak_bytes"].as_u64().unwrap();
+    assert!(peak <= 1 << 20, "{v}");
+    let full = v["up"]["queue_full"].as_u64().unwrap();
+    let queued = v["queued_at_exit"].as_u64().unwrap();
+    assert_eq!(
+        full + queued + v["up"]["kernel_drops"].as_u64().unwrap(),
+        100,
+        "{v}"
+    );
+    assert_eq!(queued, 17, "{v}"); // 17 x 60,000 bytes fit in a MiB
+}
+
+#[test]
+fn what_the_kernel_drops_before_the_relay_reads_it_is_counted() {
+    let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
+    let (mut relay, addr) = udpkit_relay(target, &["--json"]);
+    // Frozen, the relay reads nothing; its receive buffer overflows.
+    signal(&relay, libc::SIGSTOP);
+    let sent = 30_000u64;
+    let socket = test_socket("127.0.0.1:0");
+    for _ in 0..sent {
+        socket.send_to(b"burst", addr).unwrap();
+    }
+    signal(&relay, libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = relay_summary(&mut relay);
+    let (received, dropped) = (
+        v["up"]["received"].as_u64().unwrap(),
+        v["up"]["kernel_drops"].as_u64().unwrap(),
+    );
+    assert!(dropped > 0, "{v}");
+    assert_eq!(
+        received + dropped,
+        sent,
+        "every datagram accounted for: {v}"
+    );
+}
+
+#[test]
+fn a_relay_that_would_forward_to_itself_is_refused() {
+    let port = free_port();
+    for (listen, to) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}")),
+    ] {
+        let mut cmd = udpkit();
+        cmd.args(["relay", "--listen", &listen, "--to", &to]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1), "{listen} -> {to}");
+        let err = stderr(&out);
+        assert!(err.contains("would forward to itself"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding() {
+    let test = "forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding";
+    if !can_spoof(test) {
+        return;
+    }
+    let (mut server, target) = udpkit_server(&["-p", "0"]);
+    let (mut relay, addr) = udpkit_relay(target, &["--json"]);
+    let client = test_socket("127.0.0.1:0");
+    assert_eq!(ask(&client, addr, b"first"), b"Your data was 5 bytes long");
+    let upstream = upstream_port_of(&mut server, "first");
+    let upstream = upstream.strip_prefix("The client at ").unwrap();
+    for code in ["2", "4", "10", "13"] {
+        let out = spoof(&[
+            "icmp",
+            "--to",
+            "127.0.0.1",
+            "--about",
+            upstream,
+            &target.to_string(),
+            "--code",
+            code,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!relay.has_exited(), "the relay died");
+    assert_eq!(ask(&client, addr, b"after"), b"Your data was 5 bytes long");
+    let v = relay_summary(&mut relay);
+    assert_eq!(v["down"]["icmp_errors"], 4, "{v}");
+}
