@@ -171,6 +171,9 @@ struct FlowState {
 /// than this is refused up front (closed loop) or counted as unmatched (open loop).
 pub const MAX_REMEMBERED: usize = 1 << 20;
 
+/// How long a stopped run waits for replies still on their way.
+const STOP_DRAIN: Duration = Duration::from_millis(500);
+
 /// How often the progress callback hears, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -242,11 +245,13 @@ pub fn bench(
             }
         }
         if !sending {
+            // Told to stop: replies still on their way get half a second, not a timeout
+            // that may be a day long.
+            if stop.is_stopped() {
+                drain_until = drain_until.map(|t| t.min(now + STOP_DRAIN));
+            }
             let waiting: usize = flows.iter().map(|f| f.flow.waiting()).sum();
-            if waiting == 0
-                || drain_until.is_some_and(|t| now >= t)
-                || (stop.is_stopped() && send_end + config.timeout <= now)
-            {
+            if waiting == 0 || drain_until.is_some_and(|t| now >= t) {
                 break;
             }
         }

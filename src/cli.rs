@@ -8,7 +8,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use udpkit::console::{self, Console};
 use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
@@ -359,11 +359,12 @@ fn rate_limit(text: &str) -> Result<RateLimit, String> {
     }
 }
 
-/// A stop handle set by SIGINT or SIGTERM; a second signal ends the process at once,
-/// should a stop ever hang.
+/// A stop handle set by SIGINT, SIGTERM or SIGHUP (a closed terminal): long-running
+/// commands then stop within a second and print what they have. A second signal ends the
+/// process at once, should a stop ever hang.
 fn stop_on_signals() -> Stop {
     let stop = Stop::new();
-    for signal in [SIGINT, SIGTERM] {
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
         let _ = signal_hook::flag::register(signal, stop.flag());
     }
@@ -562,6 +563,21 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         size: usize::from(args.size),
         timeout: args.timeout,
     };
+    // Output files are opened before the run: a path that cannot be written is said now,
+    // not after a long benchmark.
+    let create = |path: &std::path::PathBuf| {
+        std::fs::File::create(path).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot write {} (checked before the run, so nothing was sent)",
+                    path.display()
+                ),
+                e,
+            )
+        })
+    };
+    let histogram_file = args.histogram.as_ref().map(create).transpose()?;
+    let plot_file = args.plot.as_ref().map(create).transpose()?;
     let stop = stop_on_signals();
     let bar = if io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(config.duration.map_or(0, |d| d.as_millis() as u64));
@@ -586,28 +602,27 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(path) = &args.histogram {
-        let mut file = std::fs::File::create(path)
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-        report
-            .latency
-            .write_distribution(&mut file, 1e3)
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    }
-    if let Some(path) = &args.plot {
-        let title = format!(
-            "udpkit bench {}: latency by percentile",
-            net::shown(config.target)
-        );
-        std::fs::write(path, report.latency.svg(1e3, "µs", &title))
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    }
+    // The report first: a file that fails to write afterwards never loses it.
     let text = if args.json {
         report.to_json() + "\n"
     } else {
         report.describe()
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    if let (Some(mut file), Some(path)) = (histogram_file, &args.histogram) {
+        report
+            .latency
+            .write_distribution(&mut file, 1e3)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
+        let title = format!(
+            "udpkit bench {}: latency by percentile",
+            net::shown(config.target)
+        );
+        file.write_all(report.latency.svg(1e3, "µs", &title).as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
     Ok(report.tally.received > 0)
 }
 

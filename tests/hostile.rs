@@ -197,3 +197,32 @@ fn ping_and_bench_end_quietly_on_a_closed_pipe() {
     assert!(status.success(), "exit {status}: {err}");
     assert!(err.is_empty(), "{err}");
 }
+
+#[test]
+fn printing_every_largest_datagram_keeps_the_server_small() {
+    // Without -q, each 65,507-byte datagram is a line of up to four times that (escaped).
+    // Before the fix, a batch's lines were gathered whole: about 20 MiB a thread.
+    let (mut server, addr) = udpkit_server(&["-p", "0"]);
+    let pid = server.pid();
+    let rss = move || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let socket = roomy_socket("127.0.0.1:0");
+    let big = vec![0xffu8; 65_507]; // escaped as \xff: four bytes a byte
+    let mut peak = 0;
+    for _ in 0..5 {
+        for _ in 0..64 {
+            socket.send_to(&big, addr).unwrap();
+        }
+        let lines = server.lines_within(Duration::from_millis(300));
+        assert!(!lines.is_empty());
+        peak = peak.max(rss());
+    }
+    println!("peak resident {peak} KiB");
+    assert!(peak < 14 * 1024, "resident {peak} KiB");
+}

@@ -42,7 +42,8 @@ fn sigint_prints_the_summary_and_exits_0() {
     assert!(
         lines[0].ends_with(
             ": 3 received (15 bytes), 3 replied (78 bytes), 0 dropped on purpose \
-             (0 simulated, 0 rate-limited), 0 failed sends, 0 dropped by the kernel"
+             (0 simulated, 0 rate-limited), 0 slipped past the limit, 0 failed sends, \
+             0 dropped by the kernel"
         ),
         "{lines:?}"
     );

@@ -21,41 +21,47 @@ pub fn udpkit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_udpkit"))
 }
 
-/// The seed's `udp_local.py`: `$UDPKIT_SEED_SCRIPT`, or `../shared/seed/` beside the checkout.
-pub fn seed_script() -> PathBuf {
+/// The seed's `udp_local.py`: `$UDPKIT_SEED_SCRIPT`, or `../shared/seed/` beside the
+/// checkout. Where it is absent (a bare clone) the test says it is skipped and gets `None`;
+/// under CI (`CI=true`), which always has it, its absence fails the test, so interop is
+/// proven on every submission.
+pub fn seed_script() -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = std::env::var_os("UDPKIT_SEED_SCRIPT")
         .map(PathBuf::from)
         .into_iter()
         .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/udp_local.py")])
         .collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "the seed's udp_local.py is missing; looked at {candidates:?} \
-                 (set UDPKIT_SEED_SCRIPT to its path)"
-            )
-        })
+    let found = candidates.iter().find(|p| p.is_file()).cloned();
+    if found.is_none() {
+        let why = format!(
+            "the seed's udp_local.py is missing; looked at {candidates:?} \
+             (set UDPKIT_SEED_SCRIPT to its path)"
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{why}");
+        }
+        println!("skipped: {why}");
+    }
+    found
 }
 
-/// A Python 3 command that runs the seed script unbuffered, so its lines arrive at once.
-pub fn seed() -> Command {
+/// A Python 3 command that runs the seed script unbuffered, so its lines arrive at once;
+/// `None` (said) where the script is absent.
+pub fn seed() -> Option<Command> {
     let mut cmd = Command::new("python3");
-    cmd.arg("-u").arg(seed_script());
-    cmd
+    cmd.arg("-u").arg(seed_script()?);
+    Some(cmd)
 }
 
 /// Starts the seed's server on a free port and waits for its first line; returns it with
-/// its address.
-pub fn seed_server() -> (Running, SocketAddr) {
+/// its address, or `None` (said) where the script is absent.
+pub fn seed_server() -> Option<(Running, SocketAddr)> {
     let port = free_port();
-    let mut cmd = seed();
+    let mut cmd = seed()?;
     cmd.args(["server", "-p", &port.to_string()]);
     let mut server = Running::start(cmd);
     assert_eq!(server.line(), format!("Listening at ('127.0.0.1', {port})"));
-    (server, SocketAddr::from(([127, 0, 0, 1], port)))
+    Some((server, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
 /// A running process whose stdout lines arrive on a channel; killed on drop.

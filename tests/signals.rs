@@ -1,0 +1,86 @@
+//! Every long-running command stops within a second of SIGINT, SIGTERM or SIGHUP and
+//! prints what it has; outputs that cannot be written are said before a run, not after.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Sends `sig` to `proc`, then waits: it must end by itself within a second, successfully,
+/// having printed a line containing `summary`.
+fn stops_with_summary(mut proc: Running, sig: i32, summary: &str) {
+    let sent = Instant::now();
+    signal(&proc, sig);
+    let lines = proc.lines_within(Duration::from_millis(1500));
+    let (status, err) = proc.wait();
+    assert!(
+        sent.elapsed() < Duration::from_millis(2000),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(status.success(), "{status:?} {err}");
+    assert!(lines.iter().any(|l| l.contains(summary)), "{lines:?} {err}");
+}
+
+#[test]
+fn sighup_ends_server_ping_and_relay_with_their_summaries() {
+    let (server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let mut ping = Running::start(udpkit_to("ping", addr, &["-i", "0.05"]));
+    assert!(ping.line().starts_with("PING "));
+    assert!(ping.line().contains("seq=0"));
+    stops_with_summary(ping, libc::SIGHUP, "udpkit ping statistics");
+    let (relay, _) = udpkit_relay(addr, &[]);
+    stops_with_summary(relay, libc::SIGHUP, "Summary:");
+    stops_with_summary(server, libc::SIGHUP, "Summary after");
+}
+
+#[test]
+fn sigterm_ends_a_bench_waiting_a_day_for_replies_within_a_second() {
+    // A silent server: every request waits out -W. Before the fix, bench ignored SIGTERM
+    // for the whole wait.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let mut bench = Running::start(udpkit_to(
+        "bench",
+        addr,
+        &["-W", "86400", "-d", "0.2", "--window", "4"],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    signal(&bench, libc::SIGTERM);
+    let lines = bench.lines_within(Duration::from_millis(1500));
+    let (status, _) = bench.wait();
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "no reply at all: exit 1");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("requests/s:") && l.contains("4 sent")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let started = Instant::now();
+    let out = run(udpkit_to(
+        "bench",
+        addr,
+        &["-d", "5", "--plot", "/no/such/dir/p.svg"],
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it ran the benchmark first"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot write /no/such/dir/p.svg"), "{err}");
+    assert!(err.contains("before the run"), "{err}");
+}
