@@ -277,6 +277,7 @@ fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() 
     );
     let v = relay_summary(&mut relay);
     let max = v["max_sessions"].as_u64().unwrap();
+    println!("at ulimit -n 128: at most {max} sessions; {v}");
     assert!(max < 128, "{v}");
     assert!(v["sessions_evicted"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["up"]["received"], 403, "{v}");
