@@ -715,4 +715,87 @@ mod tests {
             assert!((ID_LEN..=MAX_IPV4_PAYLOAD).contains(&len), "{len}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Send,
+            Expire(u8),
+            /// The server's reply to request `n` (mod sent), with its ID or without.
+            Reply(u16, bool),
+            /// A forger's reply without ID naming a length.
+            Forge(u16),
+            Garbage(Vec<u8>),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                4 => Just(Step::Send),
+                1 => any::<u8>().prop_map(Step::Expire),
+                4 => (any::<u16>(), any::<bool>()).prop_map(|(n, id)| Step::Reply(n, id)),
+                1 => any::<u16>().prop_map(Step::Forge),
+                1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Step::Garbage),
+            ]
+        }
+
+        proptest! {
+            /// Whatever arrives: an answer names a request that was sent, has the length
+            /// that request had, is verified only if it carried the ID, and is never
+            /// credited twice; the number waiting never exceeds what was sent.
+            #[test]
+            fn every_answer_belongs_to_a_request_of_its_length(
+                size in 0usize..80,
+                steps in proptest::collection::vec(step(), 1..300),
+            ) {
+                let t0 = Instant::now();
+                let mut flow = Flow::new(size, 32);
+                let mut sent: Vec<Vec<u8>> = Vec::new();
+                let mut answered = std::collections::HashSet::new();
+                for (i, step) in steps.into_iter().enumerate() {
+                    let now = t0 + Duration::from_millis(i as u64);
+                    let outcome = match step {
+                        Step::Send => {
+                            let mut buf = Vec::new();
+                            flow.next_request(&mut buf, now);
+                            sent.push(buf);
+                            continue;
+                        }
+                        Step::Expire(ms) => {
+                            flow.expire(now, Duration::from_millis(u64::from(ms)));
+                            continue;
+                        }
+                        Step::Reply(n, with_id) if !sent.is_empty() => {
+                            let req = &sent[usize::from(n) % sent.len()];
+                            let reply = if with_id { answer(req) } else { seed_answer(req) };
+                            flow.on_reply(&reply, now)
+                        }
+                        Step::Reply(..) => continue,
+                        Step::Forge(len) => flow.on_reply(
+                            crate::protocol::reply_text(usize::from(len) % 200).as_bytes(),
+                            now,
+                        ),
+                        Step::Garbage(data) => flow.on_reply(&data, now),
+                    };
+                    let revoked = flow.take_revoked();
+                    for _ in 0..revoked.answers {
+                        // Revoked answers may be answered again by their genuine reply.
+                        answered.clear();
+                    }
+                    prop_assert!(flow.waiting() as u64 <= flow.sent());
+                    if let Outcome::Answer { seq, verified, .. } = outcome {
+                        prop_assert!(seq < flow.sent());
+                        let len = flow.request_len(seq).unwrap();
+                        prop_assert_eq!(len, sent[seq as usize].len());
+                        if verified {
+                            prop_assert!(size >= ID_LEN);
+                        }
+                        prop_assert!(answered.insert(seq), "credited twice: {}", seq);
+                    }
+                }
+            }
+        }
+    }
 }
