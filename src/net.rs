@@ -100,14 +100,37 @@ pub fn bind(addr: SocketAddr, share_port: bool) -> Result<UdpSocket, Error> {
 /// when privileged) and returns what the kernel granted, as `SO_RCVBUF` reports it (Linux
 /// reports twice the usable size, to cover its bookkeeping).
 pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
+    grow_buffer(socket, bytes, Buffer::Receive)
+}
+
+#[derive(Clone, Copy)]
+enum Buffer {
+    Receive,
+    Send,
+}
+
+/// Asks for a buffer of `bytes`, forcing past the system's limit when privileged, and
+/// returns what the kernel granted.
+fn grow_buffer(socket: &UdpSocket, bytes: usize, which: Buffer) -> usize {
     let sock = socket2::SockRef::from(socket);
-    let _ = sock.set_recv_buffer_size(bytes);
+    let size = |sock: &socket2::SockRef<'_>| match which {
+        Buffer::Receive => sock.recv_buffer_size(),
+        Buffer::Send => sock.send_buffer_size(),
+    };
+    let _ = match which {
+        Buffer::Receive => sock.set_recv_buffer_size(bytes),
+        Buffer::Send => sock.set_send_buffer_size(bytes),
+    };
     #[cfg(target_os = "linux")]
-    if sock.recv_buffer_size().unwrap_or(0) < bytes {
+    if size(&sock).unwrap_or(0) < bytes {
         let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, wanted);
+        let force = match which {
+            Buffer::Receive => libc::SO_RCVBUFFORCE,
+            Buffer::Send => libc::SO_SNDBUFFORCE,
+        };
+        let _ = set_int_option(socket, libc::SOL_SOCKET, force, wanted);
     }
-    sock.recv_buffer_size().unwrap_or(0)
+    size(&sock).unwrap_or(0)
 }
 
 /// The send buffer a server asks for: replies held by the kernel (waiting for a neighbour's
@@ -117,14 +140,7 @@ pub const SERVER_SEND_BUFFER: usize = 4 << 20;
 /// Asks for a send buffer of `bytes` (`SO_SNDBUFFORCE` past the system's limit when
 /// privileged) and returns what the kernel granted.
 pub fn grow_send_buffer(socket: &UdpSocket, bytes: usize) -> usize {
-    let sock = socket2::SockRef::from(socket);
-    let _ = sock.set_send_buffer_size(bytes);
-    #[cfg(target_os = "linux")]
-    if sock.send_buffer_size().unwrap_or(0) < bytes {
-        let wanted = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, wanted);
-    }
-    sock.send_buffer_size().unwrap_or(0)
+    grow_buffer(socket, bytes, Buffer::Send)
 }
 
 /// Asks the kernel to tell, with received datagrams, how many it dropped for a full

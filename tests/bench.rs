@@ -218,18 +218,7 @@ fn a_forged_icmp_error_is_counted_and_the_run_ends_with_its_report() {
     }
     let server = Scripted::start(|socket, peer, request, n| {
         if n == 10 {
-            let about = [peer.to_string(), socket.local_addr().unwrap().to_string()];
-            let out = spoof(&[
-                "icmp",
-                "--to",
-                "127.0.0.1",
-                "--about",
-                &about[0],
-                &about[1],
-                "--code",
-                "13",
-            ]);
-            assert!(out.status.success(), "{}", stderr(&out));
+            forge_icmp(peer, socket.local_addr().unwrap(), "13");
             std::thread::sleep(Duration::from_millis(30));
         }
         socket.send_to(&udpkit_reply(request), peer).unwrap();

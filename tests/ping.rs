@@ -291,19 +291,8 @@ fn forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on() {
     // Before the fix, the first of them ended ping with an error and no summary.
     let server = Scripted::start(|socket, peer, request, n| {
         if n == 1 {
-            let about = [peer.to_string(), socket.local_addr().unwrap().to_string()];
             for code in ["2", "4", "10", "13"] {
-                let out = spoof(&[
-                    "icmp",
-                    "--to",
-                    "127.0.0.1",
-                    "--about",
-                    &about[0],
-                    &about[1],
-                    "--code",
-                    code,
-                ]);
-                assert!(out.status.success(), "{}", stderr(&out));
+                forge_icmp(peer, socket.local_addr().unwrap(), code);
                 std::thread::sleep(Duration::from_millis(30));
             }
         }

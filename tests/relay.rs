@@ -397,17 +397,7 @@ fn forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding() {
     let upstream = upstream_port_of(&mut server, "first");
     let upstream = upstream.strip_prefix("The client at ").unwrap();
     for code in ["2", "4", "10", "13"] {
-        let out = spoof(&[
-            "icmp",
-            "--to",
-            "127.0.0.1",
-            "--about",
-            upstream,
-            &target.to_string(),
-            "--code",
-            code,
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        forge_icmp(upstream.parse().unwrap(), target, code);
     }
     std::thread::sleep(Duration::from_millis(100));
     assert!(!relay.has_exited(), "the relay died");

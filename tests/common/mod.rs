@@ -427,3 +427,19 @@ pub fn can_spoof(test: &str) -> bool {
     }
     root
 }
+
+/// Forges an ICMP destination-unreachable of `code` to 127.0.0.1 about a UDP datagram that
+/// `from` sent to `to` (root only), as a router or the host at `to` would send it.
+pub fn forge_icmp(from: SocketAddr, to: SocketAddr, code: &str) {
+    let out = spoof(&[
+        "icmp",
+        "--to",
+        "127.0.0.1",
+        "--about",
+        &from.to_string(),
+        &to.to_string(),
+        "--code",
+        code,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
