@@ -150,7 +150,7 @@ impl Report {
             lost: self.tally.lost(),
             seconds: self.elapsed.as_secs_f64(),
             matching: self.matching.as_str(),
-            authenticated: self.tally.unverified == 0,
+            authenticated: self.matching == Matching::Ids,
             latency_us: self.latency.summary(1e3),
         })
         .expect("plain values serialize")

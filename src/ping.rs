@@ -122,7 +122,8 @@ impl Report {
 
     /// One JSON object: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,
     /// `forged`, `bad`, `foreign`, `unreachable`, `icmp` (by kind), `loss_percent`,
-    /// `time_ms`, `matching`, `authenticated` (false when any reply counted lacked its ID)
+    /// `time_ms`, `matching`, `authenticated` (true only once the server proved it repeats
+    /// IDs: every reply counted then carried its request's ID)
     /// and `rtt_ms` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
@@ -144,7 +145,7 @@ impl Report {
             loss_percent: self.tally.loss_percent(),
             time_ms: self.elapsed.as_secs_f64() * 1e3,
             matching: self.matching.as_str(),
-            authenticated: self.tally.unverified == 0,
+            authenticated: self.matching == Matching::Ids,
             rtt_ms: self.latency.summary(1e6),
         })
         .expect("plain values serialize")
