@@ -45,9 +45,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
-    /// Writing udpkit's own output failed (a closed pipe, a full disk).
-    #[error("cannot write output: {}", plain(source))]
-    Output { source: io::Error },
+    /// A callback given to the library (an observer, an event handler) returned an error;
+    /// the run ended there. The error is the callback's own (a closed pipe, a full disk).
+    #[error("stopped by the caller's callback: {}", plain(source))]
+    Callback { source: io::Error },
 }
 
 impl Error {
@@ -59,10 +60,12 @@ impl Error {
         }
     }
 
-    /// True for output written to a pipe whose reader has gone (`udpkit server | head -1`):
-    /// the usual way for a command-line tool to be told to stop, not a failure.
-    pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output { source } if source.kind() == io::ErrorKind::BrokenPipe)
+    /// The error of a callback that ended the run, if that is what happened.
+    pub fn callback_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::Callback { source } => Some(source),
+            _ => None,
+        }
     }
 }
 

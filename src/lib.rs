@@ -14,16 +14,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A server with more than the seed's behaviour ([`Config`]: threads, a simulated drop
-//! rate, a rate limit), counting what it does ([`Server::stats`]):
+//! A server with more than the seed's behaviour ([`ServerConfig`]: threads, a simulated
+//! drop rate, a rate limit), counting what it does ([`Server::stats`]):
 //!
 //! ```
-//! use udpkit::{Config, RateLimit, Server};
+//! use udpkit::{RateLimit, Server, ServerConfig};
 //!
-//! let config = Config {
+//! let config = ServerConfig {
 //!     threads: 2,
 //!     rate_limit: RateLimit::PerSecond(1000.0),
-//!     ..Config::new("127.0.0.1:0".parse()?)
+//!     ..ServerConfig::new("127.0.0.1:0".parse()?)
 //! };
 //! let server = Server::with_config(config)?.spawn();
 //! let client = udpkit::Client::connect(server.local_addr())?;
@@ -35,29 +35,25 @@
 //! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
 //! [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
 //! and report; ARCHITECTURE.md in the repository says where everything lives.
+//!
+//! The library does not depend on the command line's crates: build it with
+//! `default-features = false` (the `cli` feature brings clap, indicatif and signal-hook for
+//! the `udpkit` binary).
 
-pub mod batch;
-pub mod bench;
-pub mod client;
-pub mod console;
-pub mod discover;
+// The layers, each using only those above it in this list.
+pub mod addr;
 pub mod error;
-pub mod flow;
 pub mod impair;
-pub mod latency;
-pub mod mtu;
-pub mod net;
-pub mod ping;
-pub mod protocol;
-pub mod quote;
-pub mod ratelimit;
-pub mod relay;
-pub mod server;
-pub mod stats;
-pub mod timestamp;
+pub mod io;
+pub mod load;
+pub mod serve;
+mod stop;
+mod tools;
+pub mod wire;
 
-pub use client::Event as ClientEvent;
-pub use client::{Attempt, Backoff, Client, Reply};
 pub use error::Error;
-pub use server::{Config, Observer, RateLimit, RunningServer, Server, Stop};
-pub use stats::Stats;
+pub use io::icmp::{IcmpCounts, IcmpError};
+pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
+pub use stop::Stop;
+pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
+pub use tools::{bench, client, discover, mtu, ping, relay};

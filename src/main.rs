@@ -25,7 +25,20 @@ fn main() -> ExitCode {
         // The command ran and said so; its answer is no (ping: no reply at all).
         Ok(false) => ExitCode::FAILURE,
         // `udpkit server | head -1`: the reader has what it wanted.
-        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e)
+            if e.callback_error()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        // The CLI's callbacks write its output.
+        Err(udpkit::Error::Callback { source }) => {
+            eprintln!(
+                "udpkit: cannot write output: {}",
+                udpkit::error::plain(&source)
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("udpkit: {e}");
             ExitCode::FAILURE

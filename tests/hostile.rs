@@ -46,12 +46,12 @@ fn hostile_datagrams_of_every_size_class_are_answered_and_shown_safely() {
     ]);
     for data in &cases {
         let reply = ask(&socket, addr, data);
-        let parsed = udpkit::protocol::parse_reply(&reply)
+        let parsed = udpkit::wire::parse_reply(&reply)
             .unwrap_or_else(|| panic!("not a reply: {:?}", String::from_utf8_lossy(&reply)));
         assert_eq!(parsed.len, data.len());
         assert_eq!(
             parsed.id,
-            udpkit::protocol::request_id(data),
+            udpkit::wire::request_id(data),
             "{:?}",
             String::from_utf8_lossy(data)
         );
@@ -62,8 +62,8 @@ fn hostile_datagrams_of_every_size_class_are_answered_and_shown_safely() {
         );
     }
     // The ID is repeated only for a well-formed one.
-    assert!(udpkit::protocol::request_id(&[id.as_bytes(), b" \x00\xff"].concat()).is_some());
-    assert!(udpkit::protocol::request_id(format!("{id}X").as_bytes()).is_none());
+    assert!(udpkit::wire::request_id(&[id.as_bytes(), b" \x00\xff"].concat()).is_some());
+    assert!(udpkit::wire::request_id(format!("{id}X").as_bytes()).is_none());
     // And after all that, the seed's exchange still works.
     assert_eq!(
         ask(&socket, addr, b"The time is now"),

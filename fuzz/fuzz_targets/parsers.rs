@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use udpkit::protocol::{MAX_REPLY, emit_reply, parse_reply, request_id};
+use udpkit::wire::{MAX_REPLY, emit_reply, parse_reply, request_id};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(reply) = parse_reply(data) {
@@ -17,10 +17,10 @@ fuzz_target!(|data: &[u8]| {
         let n = emit_reply(&mut buf, data.len(), Some(id));
         assert_eq!(parse_reply(&buf[..n]).and_then(|r| r.id), Some(id));
     }
-    let shown = udpkit::quote::repr(data);
+    let shown = udpkit::wire::repr(data);
     assert!(!shown.chars().any(char::is_control));
     // The client's matching must classify anything without panicking.
-    let mut flow = udpkit::flow::Flow::new(38, 16);
+    let mut flow = udpkit::load::flow::Flow::new(38, 16);
     let mut request = Vec::new();
     flow.next_request(&mut request, std::time::Instant::now());
     let _ = flow.on_reply(data, std::time::Instant::now());

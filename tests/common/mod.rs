@@ -348,12 +348,8 @@ impl Drop for Scripted {
 
 /// What a udpkit server answers to `request`.
 pub fn udpkit_reply(request: &[u8]) -> Vec<u8> {
-    let mut buf = [0u8; udpkit::protocol::MAX_REPLY];
-    let n = udpkit::protocol::emit_reply(
-        &mut buf,
-        request.len(),
-        udpkit::protocol::request_id(request),
-    );
+    let mut buf = [0u8; udpkit::wire::MAX_REPLY];
+    let n = udpkit::wire::emit_reply(&mut buf, request.len(), udpkit::wire::request_id(request));
     buf[..n].to_vec()
 }
 

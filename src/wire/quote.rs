@@ -13,9 +13,9 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// Returns `data` quoted and escaped as Python's `repr` would show the decoded string.
 ///
 /// ```
-/// assert_eq!(udpkit::quote::repr(b"hi\n"), r"'hi\n'");
-/// assert_eq!(udpkit::quote::repr(b"it's"), r#""it's""#);
-/// assert_eq!(udpkit::quote::repr(b"\xff\x1b[2J"), r"'\xff\x1b[2J'");
+/// assert_eq!(udpkit::wire::repr(b"hi\n"), r"'hi\n'");
+/// assert_eq!(udpkit::wire::repr(b"it's"), r#""it's""#);
+/// assert_eq!(udpkit::wire::repr(b"\xff\x1b[2J"), r"'\xff\x1b[2J'");
 /// ```
 pub fn repr(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len() + 2);

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::latency::Latency;
-use crate::net::{IcmpCounts, IcmpError};
-use crate::protocol::{ID_LEN, MAX_IPV4_PAYLOAD, RequestId, emit_request, parse_reply};
+use crate::io::icmp::{IcmpCounts, IcmpError};
+use crate::load::latency::Latency;
+use crate::wire::{ID_LEN, MAX_IPV4_PAYLOAD, RequestId, emit_request, parse_reply};
 
 /// How replies are matched to requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -495,7 +495,7 @@ impl Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{MAX_REPLY, emit_reply, request_id};
+    use crate::wire::{MAX_REPLY, emit_reply, request_id};
 
     /// What a udpkit server would answer to `request`.
     fn answer(request: &[u8]) -> Vec<u8> {
@@ -506,7 +506,7 @@ mod tests {
 
     /// What the seed's server would answer (and what a forger without the nonce sends).
     fn seed_answer(request: &[u8]) -> Vec<u8> {
-        crate::protocol::reply_text(request.len()).into_bytes()
+        crate::wire::reply_text(request.len()).into_bytes()
     }
 
     fn send(flow: &mut Flow, t: Instant) -> Vec<u8> {
@@ -774,7 +774,7 @@ mod tests {
                         }
                         Step::Reply(..) => continue,
                         Step::Forge(len) => flow.on_reply(
-                            crate::protocol::reply_text(usize::from(len) % 200).as_bytes(),
+                            crate::wire::reply_text(usize::from(len) % 200).as_bytes(),
                             now,
                         ),
                         Step::Garbage(data) => flow.on_reply(&data, now),

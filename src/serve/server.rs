@@ -7,17 +7,17 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::batch::Batch;
 use crate::impair::Loss;
-use crate::protocol::{ID_LEN, emit_reply, request_id};
-use crate::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
-use crate::stats::{Counters, Stats};
-use crate::{Error, net};
+use crate::io::batch::Batch;
+use crate::io::socket as net;
+use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
+use crate::serve::stats::{Counters, Stats};
+use crate::wire::{ID_LEN, emit_reply, request_id};
+use crate::{Error, Stop};
 
 /// How often a blocked server looks at its [`Stop`] handle: the longest a stop waits.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -52,27 +52,6 @@ pub trait Observer {
 }
 
 impl Observer for () {}
-
-/// Tells a running server to stop; clones share one flag.
-#[derive(Clone, Debug, Default)]
-pub struct Stop(Arc<AtomicBool>);
-
-impl Stop {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Asks the server to stop; it returns from `run` within about 0.1 s.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// The flag itself, for a signal handler to set.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.0)
-    }
-}
 
 /// Whether replies are rate-limited per source prefix (see [`crate::ratelimit`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -194,7 +173,7 @@ impl Server {
     }
 
     /// Serves on every socket, one thread each with an observer from `observer`, until
-    /// `stop` is set or an observer fails (then `Error::Output`, and the others stop too).
+    /// `stop` is set or an observer fails (then `Error::Callback`, and the others stop too).
     pub fn run<O, F>(&self, stop: &Stop, mut observer: F) -> Result<(), Error>
     where
         O: Observer + Send,
@@ -272,7 +251,7 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     fn serve<O: Observer>(&mut self, stop: &Stop, observer: &mut O) -> Result<(), Error> {
-        let output = |source| Error::Output { source };
+        let output = |source| Error::Callback { source };
         let mut batch = Batch::new();
         while !stop.is_stopped() {
             if let Err(e) = batch.receive(self.socket) {

@@ -1,68 +1,13 @@
-//! Socket set-up, in one place: resolving `HOST` and `PORT` to an address, binding a
-//! server's socket, connecting a client's.
+//! Socket set-up, in one place: binding a server's socket, connecting a client's, buffer
+//! sizes and the options that make the kernel tell what it knows (drops, destinations).
 //!
 //! Promise: every failure comes back as an [`Error`] that names the address and the cause.
 
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::Error;
-
-/// The seed's address: the server binds it, the client sends to it.
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-
-/// The seed's port.
-pub const DEFAULT_PORT: u16 = 1060;
-
-/// Resolves `host` (an IPv4 or IPv6 literal, with or without brackets, or a name) with
-/// `port`. A name with both kinds of address gives the IPv4 one, as the seed's `AF_INET`
-/// socket would.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if let Ok(ip) = bare.parse() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let failed = |reason: String| Error::Resolve {
-        host: host.to_string(),
-        reason,
-    };
-    let addrs: Vec<SocketAddr> = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            let text = crate::error::plain(&e);
-            failed(
-                text.strip_prefix("failed to lookup address information: ")
-                    .unwrap_or(&text)
-                    .to_lowercase(),
-            )
-        })?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-        .ok_or_else(|| failed("the name has no address".to_string()))
-}
-
-/// Resolves `HOST:PORT` (`127.0.0.1:1060`, `[::1]:1060`, `localhost:1060`).
-pub fn resolve_host_port(text: &str) -> Result<SocketAddr, Error> {
-    let failed = |reason: &str| Error::Resolve {
-        host: text.to_string(),
-        reason: reason.to_string(),
-    };
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| failed("give HOST:PORT, like 127.0.0.1:1060 or [::1]:1060"))?;
-    let port = port
-        .parse()
-        .map_err(|_| failed("the port must be a number from 0 to 65535"))?;
-    resolve(host, port)
-}
 
 /// A UDP socket of the right family for `addr`, not yet bound.
 fn udp_socket(addr: &SocketAddr) -> Result<Socket, Error> {
@@ -311,162 +256,9 @@ pub fn drain_foreign(witness: Option<&UdpSocket>, buf: &mut [u8]) -> u64 {
     n
 }
 
-/// An ICMP error that the kernel passed on to a connected socket, as the error of a later
-/// send or receive. Anyone can forge one, so each is an event to count, never a reason to
-/// stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IcmpError {
-    /// Nothing listens on the port (type 3 code 3).
-    PortUnreachable,
-    /// Host unreachable, down, or communication administratively prohibited (codes 1, 10,
-    /// 13, ...).
-    HostUnreachable,
-    NetworkUnreachable,
-    /// Protocol unreachable (code 2).
-    ProtocolUnreachable,
-    /// Fragmentation needed (code 4): the datagram is larger than the path takes.
-    TooBig,
-    /// Any other error the kernel reports for ICMP (parameter problem, source route failed).
-    Other,
-}
-
-impl IcmpError {
-    /// The ICMP error behind a failed send or receive on a connected socket, if it is one.
-    pub fn of(e: &std::io::Error) -> Option<IcmpError> {
-        #[cfg(unix)]
-        {
-            match e.raw_os_error()? {
-                libc::ECONNREFUSED => Some(IcmpError::PortUnreachable),
-                libc::EHOSTUNREACH | libc::EHOSTDOWN => Some(IcmpError::HostUnreachable),
-                libc::ENETUNREACH => Some(IcmpError::NetworkUnreachable),
-                #[cfg(target_os = "linux")]
-                libc::ENONET => Some(IcmpError::NetworkUnreachable),
-                libc::ENOPROTOOPT => Some(IcmpError::ProtocolUnreachable),
-                libc::EMSGSIZE => Some(IcmpError::TooBig),
-                libc::EPROTO | libc::EOPNOTSUPP => Some(IcmpError::Other),
-                _ => None,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => Some(IcmpError::PortUnreachable),
-                std::io::ErrorKind::HostUnreachable => Some(IcmpError::HostUnreachable),
-                std::io::ErrorKind::NetworkUnreachable => Some(IcmpError::NetworkUnreachable),
-                _ => None,
-            }
-        }
-    }
-
-    /// `port unreachable`, `host unreachable`, ... as a line says it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IcmpError::PortUnreachable => "port unreachable",
-            IcmpError::HostUnreachable => "host unreachable",
-            IcmpError::NetworkUnreachable => "network unreachable",
-            IcmpError::ProtocolUnreachable => "protocol unreachable",
-            IcmpError::TooBig => "fragmentation needed",
-            IcmpError::Other => "ICMP error",
-        }
-    }
-}
-
-/// ICMP errors by kind (see [`IcmpError`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct IcmpCounts {
-    pub port_unreachable: u64,
-    pub host_unreachable: u64,
-    pub network_unreachable: u64,
-    pub protocol_unreachable: u64,
-    pub too_big: u64,
-    pub other: u64,
-}
-
-impl IcmpCounts {
-    pub fn note(&mut self, kind: IcmpError) {
-        *match kind {
-            IcmpError::PortUnreachable => &mut self.port_unreachable,
-            IcmpError::HostUnreachable => &mut self.host_unreachable,
-            IcmpError::NetworkUnreachable => &mut self.network_unreachable,
-            IcmpError::ProtocolUnreachable => &mut self.protocol_unreachable,
-            IcmpError::TooBig => &mut self.too_big,
-            IcmpError::Other => &mut self.other,
-        } += 1;
-    }
-
-    /// `3 port unreachable, 1 host unreachable`, leaving out kinds that did not occur.
-    pub fn describe(&self) -> String {
-        [
-            (self.port_unreachable, IcmpError::PortUnreachable),
-            (self.host_unreachable, IcmpError::HostUnreachable),
-            (self.network_unreachable, IcmpError::NetworkUnreachable),
-            (self.protocol_unreachable, IcmpError::ProtocolUnreachable),
-            (self.too_big, IcmpError::TooBig),
-            (self.other, IcmpError::Other),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, k)| format!("{n} {}", k.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-    }
-}
-
 /// The address a socket is bound to.
 pub fn local_addr(socket: &UdpSocket) -> Result<SocketAddr, Error> {
     socket
         .local_addr()
         .map_err(|e| Error::io("cannot read the socket's address", e))
-}
-
-/// How an address is shown to a user: an IPv4 client of a dual-stack `::` server appears
-/// as `127.0.0.1:5000`, not `[::ffff:127.0.0.1]:5000`.
-pub fn shown(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn literals_resolve_without_a_lookup() {
-        assert_eq!(
-            resolve("127.0.0.1", 1060).unwrap().to_string(),
-            "127.0.0.1:1060"
-        );
-        assert_eq!(resolve("::1", 7).unwrap().to_string(), "[::1]:7");
-        assert_eq!(resolve("[::1]", 7).unwrap().to_string(), "[::1]:7");
-    }
-
-    #[test]
-    fn host_and_port_come_together() {
-        assert_eq!(
-            resolve_host_port("127.0.0.1:9").unwrap().to_string(),
-            "127.0.0.1:9"
-        );
-        assert_eq!(resolve_host_port("[::1]:9").unwrap().to_string(), "[::1]:9");
-        assert!(resolve_host_port("127.0.0.1").is_err());
-        assert!(resolve_host_port("127.0.0.1:x").is_err());
-    }
-
-    #[test]
-    fn localhost_prefers_ipv4() {
-        assert_eq!(resolve("localhost", 1).unwrap().to_string(), "127.0.0.1:1");
-    }
-
-    #[test]
-    fn an_unresolvable_name_says_so() {
-        let err = resolve("no-such-host.invalid", 1).unwrap_err().to_string();
-        assert!(
-            err.starts_with("cannot resolve host 'no-such-host.invalid': "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn mapped_addresses_are_shown_as_ipv4() {
-        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
-        assert_eq!(shown(mapped).to_string(), "127.0.0.1:5000");
-    }
 }

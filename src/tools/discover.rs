@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::protocol::{RECV_BUFFER, RequestId, emit_request, parse_reply};
-use crate::{Error, net};
+use crate::io::socket as net;
+use crate::wire::{RECV_BUFFER, RequestId, emit_request, parse_reply};
+use crate::{Error, addr};
 
 /// Bytes in the discovery request: an ID and a little padding, as ping's default.
 const SIZE: usize = 38;
@@ -83,7 +84,7 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
             Some(_) => continue,
             None => false,
         };
-        let from = net::shown(from);
+        let from = addr::shown(from);
         match found.iter_mut().find(|f| f.address == from) {
             Some(known) if verified && !known.verified => {
                 known.verified = true;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use crate::ratelimit::Prefix;
-use crate::server::Observer;
-use crate::{error, net, quote};
+use udpkit::addr as net;
+use udpkit::serve::{Observer, Prefix};
+use udpkit::wire as quote;
 
 /// `Listening at 127.0.0.1:1060`
 pub fn listening(addr: SocketAddr) -> String {
@@ -172,12 +172,16 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
         writeln!(
             self.err,
             "udpkit: cannot reply to {peer}: {}{also}",
-            error::plain(e)
+            udpkit::error::plain(e)
         )
     }
 
     fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {
-        writeln!(self.err, "udpkit: cannot receive: {}", error::plain(e))
+        writeln!(
+            self.err,
+            "udpkit: cannot receive: {}",
+            udpkit::error::plain(e)
+        )
     }
 
     fn batch_done(&mut self) -> io::Result<()> {

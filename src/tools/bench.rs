@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::batch::Burst;
-use crate::flow::{Flow, Matching, Tally};
-use crate::latency::{Latency, Summary};
-use crate::net::{IcmpCounts, IcmpError};
-use crate::{Error, Stop, net};
+use crate::io::batch::Burst;
+use crate::io::icmp::{IcmpCounts, IcmpError};
+use crate::io::socket as net;
+use crate::load::flow::{Flow, Matching, Tally};
+use crate::load::latency::{Latency, Summary};
+use crate::{Error, Stop, addr};
 
 /// How to load the server.
 #[derive(Clone, Debug)]
@@ -78,7 +79,7 @@ impl Report {
         let mut text = format!(
             "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
              {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} foreign, {} unreachable\n",
-            net::shown(c.target),
+            addr::shown(c.target),
             c.flows,
             if c.flows == 1 { "" } else { "s" },
             c.size,
@@ -140,7 +141,7 @@ impl Report {
         }
         let c = &self.config;
         serde_json::to_string(&Json {
-            target: net::shown(c.target).to_string(),
+            target: addr::shown(c.target).to_string(),
             flows: c.flows,
             window: c.window,
             rate: c.rate,
@@ -282,7 +283,7 @@ pub fn bench(
                     // that intended time.
                     // At most a few batches at a time, so that replies are read and the
                     // end is noticed even when the rate is more than can be sent.
-                    for _ in 0..crate::batch::BATCH * flows_n {
+                    for _ in 0..crate::io::batch::BATCH * flows_n {
                         let intended = started + step.mul_f64(scheduled as f64);
                         if intended > now
                             || budget == 0
@@ -328,7 +329,7 @@ pub fn bench(
                                 .tally
                                 .count(outcome, &mut f.latency, &mut f.unverified);
                         }
-                        if n < crate::batch::BATCH {
+                        if n < crate::io::batch::BATCH {
                             break;
                         }
                     }

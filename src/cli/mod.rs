@@ -3,6 +3,8 @@
 //! Promise: every flag is documented in `--help`; bad values are refused by the parser with
 //! a one-line reason before anything touches the network.
 
+pub mod console;
+
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -10,11 +12,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use udpkit::console::{self, Console};
-use udpkit::net::{DEFAULT_HOST, DEFAULT_PORT};
+use console::Console;
+use udpkit::addr::{self as net, DEFAULT_HOST, DEFAULT_PORT};
 use udpkit::{
-    Backoff, Client, ClientEvent, Config, Error, RateLimit, Server, Stop, bench, net, ping, relay,
-    timestamp,
+    Backoff, Client, ClientEvent, Error, RateLimit, Server, ServerConfig, Stop, bench, ping, relay,
 };
 
 #[derive(Debug, Parser)]
@@ -372,27 +373,27 @@ fn stop_on_signals() -> Stop {
 }
 
 fn output(source: io::Error) -> Error {
-    Error::Output { source }
+    Error::Callback { source }
 }
 
 /// Runs the server until SIGINT or SIGTERM, then prints the summary.
 pub fn server(args: &ServerArgs) -> Result<(), Error> {
-    let server = Server::with_config(Config {
+    let server = Server::with_config(ServerConfig {
         threads: usize::from(args.threads),
         drop_rate: args.drop_rate,
         seed: args.seed,
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
-        ..Config::new(net::resolve(&args.host, args.port)?)
+        ..ServerConfig::new(net::resolve(&args.host, args.port)?)
     })?;
     let mut out = io::stdout();
     writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
     out.flush().map_err(output)?;
-    if server.receive_buffer() < net::SERVER_RECEIVE_BUFFER {
+    if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
         eprintln!(
             "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
              asked; bursts may be dropped (raise net.core.rmem_max)",
             server.receive_buffer() >> 10,
-            net::SERVER_RECEIVE_BUFFER >> 10
+            udpkit::serve::RECEIVE_BUFFER >> 10
         );
     }
 
@@ -444,7 +445,7 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
     let client = Client::connect(net::resolve(&args.host, args.port)?)?;
     let message = match &args.message {
         Some(text) => os_bytes(text),
-        None => timestamp::time_message().into_bytes(),
+        None => udpkit::wire::time_message().into_bytes(),
     };
     let backoff = Backoff {
         first_wait: args.wait,
@@ -468,7 +469,7 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
         }
         ClientEvent::Ignored(data) => say(format!(
             "Ignored {} from the server's address: not the reply to this request",
-            udpkit::quote::repr(data)
+            udpkit::wire::repr(data)
         )),
     });
     let reply = reply?;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::net::IcmpError;
-use crate::protocol::{ID_LEN, RECV_BUFFER, RequestId, emit_request, parse_reply};
-use crate::{Error, net};
+use crate::Error;
+use crate::io::icmp::IcmpError;
+use crate::io::socket as net;
+use crate::wire::{ID_LEN, RECV_BUFFER, RequestId, emit_request, parse_reply};
 
 /// The chance, per size declared too big, that it was in fact answered-able and only
 /// unlucky, that the search accepts.

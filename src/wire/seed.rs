@@ -103,8 +103,8 @@ pub fn request_id(request: &[u8]) -> Option<RequestId> {
 /// seed's sentence, followed by ` #` and the ID when the request carried one.
 ///
 /// ```
-/// let mut buf = [0u8; udpkit::protocol::MAX_REPLY];
-/// let n = udpkit::protocol::emit_reply(&mut buf, 38, None);
+/// let mut buf = [0u8; udpkit::wire::MAX_REPLY];
+/// let n = udpkit::wire::emit_reply(&mut buf, 38, None);
 /// assert_eq!(&buf[..n], b"Your data was 38 bytes long");
 /// ```
 pub fn emit_reply(buf: &mut [u8; MAX_REPLY], len: usize, id: Option<RequestId>) -> usize {
@@ -151,7 +151,7 @@ pub struct Reply {
 /// (the length in canonical decimal: no sign, no leading zeros, no spaces).
 ///
 /// ```
-/// use udpkit::protocol::{parse_reply, Reply};
+/// use udpkit::wire::{parse_reply, Reply};
 /// assert_eq!(parse_reply(b"Your data was 38 bytes long"), Some(Reply { len: 38, id: None }));
 /// assert_eq!(parse_reply(b"Your data was 038 bytes long"), None);
 /// ```

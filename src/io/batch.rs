@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
-use crate::protocol::{MAX_REPLY, RECV_BUFFER};
+use crate::wire::{MAX_REPLY, RECV_BUFFER};
 
 /// Datagrams per system call, as in the C yardstick.
 pub const BATCH: usize = 64;
@@ -60,10 +60,6 @@ impl Batch {
     /// How many datagrams the last receive brought.
     pub fn len(&self) -> usize {
         self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Datagram `i` of the last receive: who sent it, and its bytes; `None` for a sender
@@ -272,9 +268,6 @@ pub struct RecvMeta {
     pub source: Option<SocketAddr>,
     /// The address it was sent to, where the socket asked (`net::reply_from_destination`).
     pub destination: Option<Destination>,
-    /// The kernel's running count of datagrams this socket dropped for a full receive
-    /// buffer, where the socket asked (`net::count_kernel_drops`).
-    pub kernel_drops: Option<u32>,
 }
 
 /// Receives one datagram into `buf` with its metadata, without waiting.
@@ -289,7 +282,6 @@ pub fn recv_meta(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<RecvMeta> {
             len,
             source: Some(source),
             destination: None,
-            kernel_drops: None,
         })
     }
 }
@@ -606,10 +598,10 @@ mod linux {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let (kernel_drops, local) = if m.msg_controllen > 0 {
-            read_control(&m)
+        let local = if m.msg_controllen > 0 {
+            read_control(&m).1
         } else {
-            (None, None)
+            None
         };
         Ok(super::RecvMeta {
             len: n as usize,
@@ -619,7 +611,6 @@ mod linux {
                 None
             },
             destination: local.map(super::Destination),
-            kernel_drops,
         })
     }
 

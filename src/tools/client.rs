@@ -12,8 +12,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{RECV_BUFFER, parse_reply};
-use crate::{Error, net};
+use crate::Error;
+use crate::io::socket as net;
+use crate::wire::{RECV_BUFFER, parse_reply};
 
 /// How long to wait for a reply before sending again: `first_wait`, doubling, until the
 /// next wait would pass `max_wait`. The default is the book's `udp_remote.py`: 0.1 s up to

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::flow::{Flow, Matching, Outcome, Tally};
-use crate::latency::{Latency, Summary};
-use crate::net::IcmpError;
-use crate::protocol::RECV_BUFFER;
-use crate::{Error, Stop, net};
+use crate::io::icmp::IcmpError;
+use crate::io::socket as net;
+use crate::load::flow::{Flow, Matching, Outcome, Tally};
+use crate::load::latency::{Latency, Summary};
+use crate::wire::RECV_BUFFER;
+use crate::{Error, Stop, addr};
 
 /// How to ping.
 #[derive(Clone, Debug)]
@@ -94,7 +95,7 @@ impl Report {
         let mut text = format!(
             "--- {} udpkit ping statistics ---\n\
              {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
-            net::shown(self.target),
+            addr::shown(self.target),
             self.tally.sent,
             self.tally.received,
             self.tally.duplicates,
@@ -139,7 +140,7 @@ impl Report {
             rtt_ms: Summary,
         }
         serde_json::to_string(&Json {
-            target: net::shown(self.target).to_string(),
+            target: addr::shown(self.target).to_string(),
             size: self.size,
             tally: self.tally,
             loss_percent: self.tally.loss_percent(),
@@ -163,7 +164,7 @@ fn percent(p: f64) -> String {
 const MAX_WAIT: Duration = Duration::from_millis(200);
 
 /// Pings until `config.count` requests are settled or `stop` is set; `on_event` hears of
-/// each reply and anomaly as it comes (its error ends the run as `Error::Output`).
+/// each reply and anomaly as it comes (its error ends the run as `Error::Callback`).
 pub fn ping(
     config: &Config,
     stop: &Stop,
@@ -188,7 +189,7 @@ pub fn ping(
         latency: Latency::new(),
     };
     let mut unverified = Latency::new();
-    let mut emit = |event: Event| on_event(&event).map_err(|source| Error::Output { source });
+    let mut emit = |event: Event| on_event(&event).map_err(|source| Error::Callback { source });
     let mut request = Vec::with_capacity(config.size);
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut wait = Waiter::new(&socket);

@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::batch::{Destination, recv_meta, send_from};
 use crate::impair::{Impairer, Settings};
-use crate::net::IcmpError;
-use crate::protocol::RECV_BUFFER;
-use crate::ratelimit::RateLimiter;
-use crate::server::RateLimit;
-use crate::{Error, Stop, net};
+use crate::io::batch::{Destination, recv_meta, send_from};
+use crate::io::icmp::IcmpError;
+use crate::io::socket as net;
+use crate::serve::RateLimit;
+use crate::serve::ratelimit::RateLimiter;
+use crate::wire::RECV_BUFFER;
+use crate::{Error, Stop, addr};
 
 /// Which traffic the impairments apply to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +89,9 @@ const SPARE_FILES: usize = 32;
 /// Datagrams read from one socket before the others get their turn.
 const FAIR_SHARE: usize = 64;
 
-/// One direction's counters.
+/// One leg's counters: requests (up) or replies (down).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Flow {
+pub struct Leg {
     pub received: u64,
     pub forwarded: u64,
     /// Dropped on purpose (`--drop`).
@@ -112,8 +113,8 @@ pub struct Flow {
 /// What the relay did.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Counters {
-    pub up: Flow,
-    pub down: Flow,
+    pub up: Leg,
+    pub down: Leg,
     pub sessions_opened: u64,
     pub sessions_expired: u64,
     /// Datagrams from new sources refused: the session table (or open files) was full.
@@ -130,7 +131,7 @@ pub struct Counters {
 
 impl Counters {
     pub fn describe(&self) -> String {
-        let f = |name: &str, c: &Flow| {
+        let f = |name: &str, c: &Leg| {
             format!(
                 "{name}: {} received, {} forwarded, {} dropped, {} duplicated, {} reordered, \
                  {} failed, {} queue full, {} rate-limited, {} dropped by the kernel, {} ICMP errors",
@@ -231,8 +232,8 @@ impl Relay {
             return Err(Error::Invalid(format!(
                 "the relay would forward to itself: it listens on {} and --to is {}; give \
                  the server's address",
-                net::shown(local),
-                net::shown(config.to)
+                addr::shown(local),
+                addr::shown(config.to)
             )));
         }
         net::grow_receive_buffer(&listener, net::SERVER_RECEIVE_BUFFER);
@@ -267,7 +268,7 @@ impl Relay {
             RateLimit::Off => None,
             RateLimit::PerSecond(rate) => Some(rate),
             RateLimit::Auto if self.local.ip().is_loopback() => None,
-            RateLimit::Auto => Some(crate::ratelimit::DEFAULT_PER_SECOND),
+            RateLimit::Auto => Some(crate::serve::ratelimit::DEFAULT_PER_SECOND),
         };
         let mut state = State {
             relay: self,
@@ -344,7 +345,7 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    fn flow(&mut self, up: bool) -> &mut Flow {
+    fn flow(&mut self, up: bool) -> &mut Leg {
         if up {
             &mut self.counters.up
         } else {

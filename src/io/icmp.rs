@@ -1,0 +1,106 @@
+//! ICMP errors as the kernel reports them on a connected socket: what kind each is, and
+//! counts by kind.
+//!
+//! Promise: every error that ICMP can cause maps to one kind; none is a reason to stop (any
+//! of them can be forged), so callers count them and go on.
+
+/// An ICMP error that the kernel passed on to a connected socket, as the error of a later
+/// send or receive. Anyone can forge one, so each is an event to count, never a reason to
+/// stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IcmpError {
+    /// Nothing listens on the port (type 3 code 3).
+    PortUnreachable,
+    /// Host unreachable, down, or communication administratively prohibited (codes 1, 10,
+    /// 13, ...).
+    HostUnreachable,
+    NetworkUnreachable,
+    /// Protocol unreachable (code 2).
+    ProtocolUnreachable,
+    /// Fragmentation needed (code 4): the datagram is larger than the path takes.
+    TooBig,
+    /// Any other error the kernel reports for ICMP (parameter problem, source route failed).
+    Other,
+}
+
+impl IcmpError {
+    /// The ICMP error behind a failed send or receive on a connected socket, if it is one.
+    pub fn of(e: &std::io::Error) -> Option<IcmpError> {
+        #[cfg(unix)]
+        {
+            match e.raw_os_error()? {
+                libc::ECONNREFUSED => Some(IcmpError::PortUnreachable),
+                libc::EHOSTUNREACH | libc::EHOSTDOWN => Some(IcmpError::HostUnreachable),
+                libc::ENETUNREACH => Some(IcmpError::NetworkUnreachable),
+                #[cfg(target_os = "linux")]
+                libc::ENONET => Some(IcmpError::NetworkUnreachable),
+                libc::ENOPROTOOPT => Some(IcmpError::ProtocolUnreachable),
+                libc::EMSGSIZE => Some(IcmpError::TooBig),
+                libc::EPROTO | libc::EOPNOTSUPP => Some(IcmpError::Other),
+                _ => None,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => Some(IcmpError::PortUnreachable),
+                std::io::ErrorKind::HostUnreachable => Some(IcmpError::HostUnreachable),
+                std::io::ErrorKind::NetworkUnreachable => Some(IcmpError::NetworkUnreachable),
+                _ => None,
+            }
+        }
+    }
+
+    /// `port unreachable`, `host unreachable`, ... as a line says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcmpError::PortUnreachable => "port unreachable",
+            IcmpError::HostUnreachable => "host unreachable",
+            IcmpError::NetworkUnreachable => "network unreachable",
+            IcmpError::ProtocolUnreachable => "protocol unreachable",
+            IcmpError::TooBig => "fragmentation needed",
+            IcmpError::Other => "ICMP error",
+        }
+    }
+}
+
+/// ICMP errors by kind (see [`IcmpError`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IcmpCounts {
+    pub port_unreachable: u64,
+    pub host_unreachable: u64,
+    pub network_unreachable: u64,
+    pub protocol_unreachable: u64,
+    pub too_big: u64,
+    pub other: u64,
+}
+
+impl IcmpCounts {
+    pub fn note(&mut self, kind: IcmpError) {
+        *match kind {
+            IcmpError::PortUnreachable => &mut self.port_unreachable,
+            IcmpError::HostUnreachable => &mut self.host_unreachable,
+            IcmpError::NetworkUnreachable => &mut self.network_unreachable,
+            IcmpError::ProtocolUnreachable => &mut self.protocol_unreachable,
+            IcmpError::TooBig => &mut self.too_big,
+            IcmpError::Other => &mut self.other,
+        } += 1;
+    }
+
+    /// `3 port unreachable, 1 host unreachable`, leaving out kinds that did not occur.
+    pub fn describe(&self) -> String {
+        [
+            (self.port_unreachable, IcmpError::PortUnreachable),
+            (self.host_unreachable, IcmpError::HostUnreachable),
+            (self.network_unreachable, IcmpError::NetworkUnreachable),
+            (self.protocol_unreachable, IcmpError::ProtocolUnreachable),
+            (self.too_big, IcmpError::TooBig),
+            (self.other, IcmpError::Other),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, k)| format!("{n} {}", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}

@@ -1,0 +1,7 @@
+//! The socket layer: every socket is set up here (`socket`), datagrams go in and out in
+//! batches with their metadata (`batch`), and ICMP errors are told apart (`icmp`). All the
+//! platform code and `unsafe` of udpkit live in this folder.
+
+pub(crate) mod batch;
+pub mod icmp;
+pub(crate) mod socket;

@@ -1,0 +1,13 @@
+//! Serving: the seed's server at the speed of the kernel (`server`), the per-prefix rate
+//! limit that keeps it from being an amplifier (`ratelimit`), and its counters (`stats`).
+
+pub(crate) mod ratelimit;
+mod server;
+mod stats;
+
+pub use ratelimit::Prefix;
+pub use server::{Config, Observer, RateLimit, RunningServer, Server};
+pub use stats::Stats;
+
+/// The receive buffer a server asks the kernel for.
+pub use crate::io::socket::SERVER_RECEIVE_BUFFER as RECEIVE_BUFFER;

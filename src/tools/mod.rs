@@ -1,0 +1,9 @@
+//! The tools, each built from the layers below: the seed's `client`, `ping`, `bench`,
+//! `discover`, `mtu` and the impairment `relay`.
+
+pub mod bench;
+pub mod client;
+pub mod discover;
+pub mod mtu;
+pub mod ping;
+pub mod relay;
