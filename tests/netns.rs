@@ -173,13 +173,8 @@ impl Lab {
 
     /// `udpkit server ARGS` inside `ns`, with the port it reports.
     fn server(&self, ns: &str, args: &[&str]) -> (Running, u16) {
-        let mut server = Running::start(self.udpkit(ns, &[&["server"][..], args].concat()));
-        let first = server.line();
-        let port = first.rsplit(':').next().and_then(|p| p.parse().ok());
-        (
-            server,
-            port.unwrap_or_else(|| panic!("unexpected first line: {first}")),
-        )
+        let (server, addr) = start_ready(self.udpkit(ns, &[&["server"][..], args].concat()));
+        (server, addr.port())
     }
 }
 
@@ -387,7 +382,7 @@ fn the_relay_between_hosts_loses_and_duplicates_as_told() {
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
     let to = format!("203.0.113.2:{port}");
     let relay = |args: &[&str]| {
-        let mut relay = Running::start(
+        let (relay, addr) = start_ready(
             lab.udpkit(
                 &m,
                 &[
@@ -397,14 +392,7 @@ fn the_relay_between_hosts_loses_and_duplicates_as_told() {
                 .concat(),
             ),
         );
-        let first = relay.line();
-        let port: u16 = first
-            .split(" -> ")
-            .next()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap();
-        (relay, port.to_string())
+        (relay, addr.port().to_string())
     };
     // 30% each way: 51% of round trips lost, within 10 points.
     let (_r1, p1) = relay(&["--drop", "0.3", "--seed", "4"]);

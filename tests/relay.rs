@@ -217,15 +217,8 @@ fn relay_on(listen: &str, to: std::net::SocketAddr, args: &[&str]) -> (Running, 
     let mut cmd = udpkit();
     cmd.args(["relay", "--listen", listen, "--to", &to.to_string()])
         .args(args);
-    let mut relay = Running::start(cmd);
-    let first = relay.line();
-    let port = first
-        .strip_prefix("Relaying ")
-        .and_then(|rest| rest.split(" -> ").next())
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    (relay, port)
+    let (relay, addr) = start_ready(cmd);
+    (relay, addr.port())
 }
 
 /// The port the server saw a request from: "The client at 127.0.0.1:PORT says 'TEXT'".
@@ -246,19 +239,15 @@ fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() 
     // At `ulimit -n 128`, 400 one-datagram sources: before the fix the relay exited when it
     // ran out of files (no summary), and could lock real clients out.
     let (mut server, target) = udpkit_server(&["-p", "0"]);
+    // `--ready-file FILE` (added by start_ready) comes in as "$@".
     let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "ulimit -n 128 && exec {} relay --listen 127.0.0.1:0 --to {target} --json",
-        env!("CARGO_BIN_EXE_udpkit")
-    ));
-    let mut relay = Running::start(cmd);
-    let first = relay.line();
-    let addr: std::net::SocketAddr = first
-        .strip_prefix("Relaying ")
-        .and_then(|rest| rest.split(" -> ").next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    cmd.arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec {} relay --listen 127.0.0.1:0 --to {target} --json \"$@\"",
+            env!("CARGO_BIN_EXE_udpkit")
+        ))
+        .arg("relay");
+    let (mut relay, addr) = start_ready(cmd);
     // A real client, established before the flood (two datagrams).
     let real = test_socket("127.0.0.1:0");
     assert_eq!(ask(&real, addr, b"real-1"), b"Your data was 6 bytes long");

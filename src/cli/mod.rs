@@ -76,6 +76,10 @@ pub struct ServerArgs {
     /// Print the counters every SECS seconds (they are always printed on exit)
     #[arg(long = "stats", value_name = "SECS", value_parser = seconds)]
     pub stats: Option<Duration>,
+    /// Once listening, write FILE with one JSON object, {"event":"ready","address":...}:
+    /// for scripts and tests that need the port chosen with -p 0 (written whole, by rename)
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
     /// Print the counters as JSON objects, one a line
     #[arg(long = "json")]
     pub json: bool,
@@ -231,6 +235,10 @@ pub struct RelayArgs {
     /// forged sources must not become a reflector (see SECURITY.md)
     #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
     pub rate_limit: Option<RateLimit>,
+    /// Once listening (and forwarding to --to), write FILE with one JSON object, {"event":"ready","address":...}:
+    /// for scripts and tests that need the port chosen with -p 0 (written whole, by rename)
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
     /// Print the counters on exit as one JSON object
     #[arg(long = "json")]
     pub json: bool,
@@ -372,6 +380,17 @@ fn stop_on_signals() -> Stop {
     stop
 }
 
+/// Writes the ready event to `path`, whole: to a file beside it, then renamed, so that a
+/// reader never sees half of it.
+fn write_ready(path: Option<&std::path::Path>, event: serde_json::Value) -> Result<(), Error> {
+    let Some(path) = path else { return Ok(()) };
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let failed = |e| Error::io(format!("cannot write the ready file {}", path.display()), e);
+    std::fs::write(&partial, format!("{event}\n")).map_err(failed)?;
+    std::fs::rename(&partial, path).map_err(failed)
+}
+
 fn output(source: io::Error) -> Error {
     Error::Callback { source }
 }
@@ -386,6 +405,14 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         ..ServerConfig::new(net::resolve(&args.host, args.port)?)
     })?;
     let mut out = io::stdout();
+    write_ready(
+        args.ready_file.as_deref(),
+        serde_json::json!({
+            "event": "ready",
+            "tool": "server",
+            "address": net::shown(server.local_addr()).to_string(),
+        }),
+    )?;
     writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
     out.flush().map_err(output)?;
     if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
@@ -648,6 +675,15 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     })?;
     let to = net::resolve_host_port(&args.to)?;
     let mut out = io::stdout();
+    write_ready(
+        args.ready_file.as_deref(),
+        serde_json::json!({
+            "event": "ready",
+            "tool": "relay",
+            "address": net::shown(relay.local_addr()).to_string(),
+            "to": net::shown(to).to_string(),
+        }),
+    )?;
     writeln!(
         out,
         "Relaying {} -> {}",

@@ -206,18 +206,54 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Starts `udpkit server ARGS` and returns it with the address from its first line.
+/// A path for a `--ready-file`, unique to this process and call, in the temporary folder.
+pub fn ready_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("udpkit-ready-{}-{n}.json", std::process::id()))
+}
+
+/// Waits (bounded by `STEP`) for the ready event `proc` writes to `path`, then removes
+/// the file; the event's JSON object.
+pub fn ready_event(proc: &mut Running, path: &std::path::Path) -> serde_json::Value {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let _ = std::fs::remove_file(path);
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("a bad ready event ({e}): {text}"));
+        }
+        assert!(
+            !proc.has_exited(),
+            "ended before it was ready: {}",
+            proc.stop_and_stderr()
+        );
+        assert!(Instant::now() < deadline, "not ready within {STEP:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts `cmd` (a udpkit server or relay; `--ready-file` is added), waits for its ready
+/// event and for its first line of output (the seed's "Listening at ...", which it
+/// consumes); returns it with the address from the event.
+pub fn start_ready(mut cmd: Command) -> (Running, SocketAddr) {
+    let path = ready_path();
+    cmd.arg("--ready-file").arg(&path);
+    let mut proc = Running::start(cmd);
+    let event = ready_event(&mut proc, &path);
+    proc.line();
+    let addr = event["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {event}"));
+    (proc, addr)
+}
+
+/// Starts `udpkit server ARGS` and returns it with the address it is ready on.
 pub fn udpkit_server(args: &[&str]) -> (Running, SocketAddr) {
     let mut cmd = udpkit();
     cmd.arg("server").args(args);
-    let mut server = Running::start(cmd);
-    let first = server.line();
-    let addr = first
-        .strip_prefix("Listening at ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("bad address in {first:?}: {e}"));
-    (server, addr)
+    start_ready(cmd)
 }
 
 /// A free UDP port on 127.0.0.1, for the seed's server, which cannot be told to use port 0
@@ -392,15 +428,7 @@ pub fn udpkit_relay(to: SocketAddr, args: &[&str]) -> (Running, SocketAddr) {
     let mut cmd = udpkit();
     cmd.args(["relay", "--listen", "127.0.0.1:0", "--to", &to.to_string()])
         .args(args);
-    let mut relay = Running::start(cmd);
-    let first = relay.line();
-    let addr = first
-        .strip_prefix("Relaying ")
-        .and_then(|rest| rest.split(" -> ").next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("bad address in {first:?}: {e}"));
-    (relay, addr)
+    start_ready(cmd)
 }
 
 /// `python3 tests/helpers/spoof.py ARGS`: forged datagrams and ICMP errors (root only).
