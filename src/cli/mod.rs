@@ -373,9 +373,14 @@ fn rate_limit(text: &str) -> Result<RateLimit, String> {
 /// process at once, should a stop ever hang.
 fn stop_on_signals() -> Stop {
     let stop = Stop::new();
+    let wake = stop.signal_pipe().ok();
     for signal in [SIGINT, SIGTERM, SIGHUP] {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
         let _ = signal_hook::flag::register(signal, stop.flag());
+        // The same signal writes a byte to the stop's pipe: every waiting loop wakes now.
+        if let Some(pipe) = wake.as_ref().and_then(|p| p.try_clone().ok()) {
+            let _ = signal_hook::low_level::pipe::register(signal, pipe);
+        }
     }
     stop
 }

@@ -9,18 +9,16 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::impair::Loss;
 use crate::io::batch::Batch;
 use crate::io::socket as net;
+use crate::io::wait::Poller;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::stats::{Counters, Stats};
 use crate::wire::{ID_LEN, emit_reply, request_id};
 use crate::{Error, Stop};
-
-/// How often a blocked server looks at its [`Stop`] handle: the longest a stop waits.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Hears what the server does, as it does it; every method has a silent default. The CLI
 /// prints the seed's lines; a library user may count, collect or ignore (`()`).
@@ -129,8 +127,8 @@ impl Server {
         let mut receive_buffer = usize::MAX;
         for socket in &sockets {
             socket
-                .set_read_timeout(Some(STOP_POLL))
-                .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
+                .set_nonblocking(true)
+                .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
             receive_buffer =
                 receive_buffer.min(net::grow_receive_buffer(socket, net::SERVER_RECEIVE_BUFFER));
             net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
@@ -253,9 +251,21 @@ impl Worker<'_> {
     fn serve<O: Observer>(&mut self, stop: &Stop, observer: &mut O) -> Result<(), Error> {
         let output = |source| Error::Callback { source };
         let mut batch = Batch::new();
+        // Under load every receive finds datagrams and nothing waits; when it finds none,
+        // the poller sleeps until the socket is readable or the server is stopped.
+        let mut poller =
+            Poller::new(stop).map_err(|e| Error::io("cannot wait for datagrams", e))?;
+        poller
+            .add(self.socket, 0)
+            .map_err(|e| Error::io("cannot wait for datagrams", e))?;
+        let mut ready = Vec::new();
         while !stop.is_stopped() {
             if let Err(e) = batch.receive(self.socket) {
-                if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
+                if is_timeout(&e) {
+                    poller
+                        .wait(None, &mut ready)
+                        .map_err(|e| Error::io("cannot wait for datagrams", e))?;
+                } else if e.kind() != io::ErrorKind::Interrupted {
                     observer.recv_failed(&e).map_err(output)?;
                 }
                 continue;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::io::batch::Burst;
 use crate::io::icmp::{IcmpCounts, IcmpError};
 use crate::io::socket as net;
+use crate::io::wait::Poller;
 use crate::load::flow::{Flow, Matching, Tally};
 use crate::load::latency::{Latency, Summary};
 use crate::{Error, Stop, addr};
@@ -221,7 +222,13 @@ pub fn bench(
     };
     let mut burst = Burst::new();
     let mut foreign_buf = vec![0u8; 2048];
-    let mut readable = Readable::new(&flows);
+    let mut poller = Poller::new(stop).map_err(|e| Error::io("cannot wait for replies", e))?;
+    for (i, f) in flows.iter().enumerate() {
+        poller
+            .add(&f.socket, i as u64)
+            .map_err(|e| Error::io("cannot wait for replies", e))?;
+    }
+    let mut ready = Vec::with_capacity(flows_n);
     let started = Instant::now();
     let send_until = config.duration.map(|d| started + d);
     let interval = config.rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -310,9 +317,13 @@ pub fn bench(
         if let (true, Some(step)) = (sending, interval) {
             until = until.min(started + step.mul_f64(scheduled as f64));
         }
-        wait_readable(&mut readable, until.saturating_duration_since(now));
+        poller
+            .wait(Some(until.saturating_duration_since(now)), &mut ready)
+            .map_err(|e| Error::io("cannot wait for replies", e))?;
         let mut at = now;
-        for f in &mut flows {
+        // Only the flows whose sockets are ready are read.
+        for &token in &ready {
+            let f = &mut flows[token as usize];
             loop {
                 match burst.receive(&f.socket) {
                     Ok(0) => break,
@@ -346,6 +357,8 @@ pub fn bench(
                     }
                 }
             }
+        }
+        for f in &mut flows {
             f.flow.expire(at, config.timeout);
         }
         if at >= next_progress {
@@ -396,73 +409,4 @@ fn note_send_error(e: &io::Error, icmp: &mut IcmpCounts) {
     if let Some(kind) = IcmpError::of(e) {
         icmp.note(kind);
     }
-}
-
-/// The sockets to wait on, set up once.
-#[cfg(unix)]
-struct Readable(Vec<libc::pollfd>);
-
-#[cfg(unix)]
-impl Readable {
-    fn new(flows: &[FlowState]) -> Self {
-        use std::os::fd::AsRawFd;
-        Readable(
-            flows
-                .iter()
-                .map(|f| libc::pollfd {
-                    fd: f.socket.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect(),
-        )
-    }
-}
-
-/// Sleeps until a flow's socket has a datagram (or an error) or `wait` passes.
-#[cfg(unix)]
-fn wait_readable(readable: &mut Readable, wait: Duration) {
-    let fds = &mut readable.0;
-    let wait = wait.min(Duration::from_secs(1));
-    // Linux waits to the nanosecond (an open loop's next request may be due in 50 µs);
-    // plain poll rounds up to a millisecond.
-    #[cfg(target_os = "linux")]
-    {
-        let timeout = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: `fds` is a valid array of pollfd of the length given; no signal mask.
-        unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &timeout,
-                std::ptr::null(),
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let ms = wait.as_micros().div_ceil(1000) as libc::c_int;
-        // SAFETY: `fds` is a valid array of pollfd of the length given.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-struct Readable;
-
-#[cfg(not(unix))]
-impl Readable {
-    fn new(_: &[FlowState]) -> Self {
-        Readable
-    }
-}
-
-#[cfg(not(unix))]
-fn wait_readable(_: &mut Readable, wait: Duration) {
-    std::thread::sleep(wait.min(Duration::from_millis(1)));
 }

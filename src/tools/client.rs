@@ -13,7 +13,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::Stop;
 use crate::io::socket as net;
+use crate::io::wait::Receiver;
 use crate::wire::{RECV_BUFFER, parse_reply};
 
 /// How long to wait for a reply before sending again: `first_wait`, doubling, until the
@@ -124,20 +126,33 @@ impl Client {
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Reply, Error> {
         let mut buf = vec![0u8; RECV_BUFFER];
+        // A client that nobody stops: its waits end by themselves.
+        let mut rx = Receiver::new(&self.socket, &Stop::new()).map_err(|e| self.failed(e))?;
         let started = Instant::now();
         let mut tries = 0;
         let mut ignored = 0;
         for wait in backoff.waits() {
             tries += 1;
-            self.socket.send(data).map_err(|e| self.failed(e))?;
+            match self.socket.send(data) {
+                // A full send buffer: this try did not go; the next one will.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => {
+                    other.map_err(|e| self.failed(e))?;
+                }
+            }
             on_event(Event::Sent(Attempt {
                 number: tries,
                 wait,
             }));
             let deadline = Instant::now() + wait;
-            if let Some(len) =
-                self.receive_until(deadline, &mut buf, data.len(), &mut ignored, &mut on_event)?
-            {
+            if let Some(len) = self.receive_until(
+                &mut rx,
+                deadline,
+                &mut buf,
+                data.len(),
+                &mut ignored,
+                &mut on_event,
+            )? {
                 return Ok(Reply {
                     data: buf[..len].to_vec(),
                     from: self.server,
@@ -156,6 +171,7 @@ impl Client {
     /// Waits until `deadline` for a reply that answers a request of `sent` bytes.
     fn receive_until(
         &self,
+        rx: &mut Receiver<'_>,
         deadline: Instant,
         buf: &mut [u8],
         sent: usize,
@@ -167,26 +183,15 @@ impl Client {
             if left.is_zero() {
                 return Ok(None);
             }
-            self.socket
-                .set_read_timeout(Some(left))
-                .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
-            match self.socket.recv(buf) {
-                Ok(len) => match parse_reply(&buf[..len]) {
+            match rx.recv(buf, left) {
+                Ok(None) => return Ok(None),
+                Ok(Some(len)) => match parse_reply(&buf[..len]) {
                     Some(reply) if reply.len == sent => return Ok(Some(len)),
                     _ => {
                         *ignored += 1;
                         on_event(Event::Ignored(&buf[..len]));
                     }
                 },
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.failed(e)),
             }
         }

@@ -9,14 +9,15 @@
 //! refused: a server cannot reply from one. The wait ends by itself.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::io::socket as net;
+use crate::io::wait::Receiver;
 use crate::wire::{RECV_BUFFER, RequestId, emit_request, parse_reply};
-use crate::{Error, addr};
+use crate::{Error, Stop, addr};
 
 /// Bytes in the discovery request: an ID and a little padding, as ping's default.
 const SIZE: usize = 38;
@@ -58,6 +59,8 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
     socket
         .send_to(&request, broadcast)
         .map_err(|e| Error::io(format!("cannot send to {broadcast}"), e))?;
+    let mut rx = Receiver::new(&socket, &Stop::new())
+        .map_err(|e| Error::io(format!("cannot wait for answers to {broadcast}"), e))?;
     let mut found: Vec<Found> = Vec::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     let deadline = sent_at + wait;
@@ -65,9 +68,10 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        let (len, from) = match recv_within(&socket, &mut buf, left) {
+        let (len, from) = match rx.recv_from(&mut buf, left) {
             Ok(Some(got)) => got,
-            Ok(None) => break,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(Error::io(
                     format!("cannot receive answers to {broadcast}"),
@@ -99,25 +103,4 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
         }
     }
     Ok(found)
-}
-
-fn recv_within(
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    wait: Duration,
-) -> io::Result<Option<(usize, SocketAddr)>> {
-    socket.set_read_timeout(Some(wait.max(Duration::from_micros(100))))?;
-    match socket.recv_from(buf) {
-        Ok(got) => Ok(Some(got)),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-        Err(e) => Err(e),
-    }
 }

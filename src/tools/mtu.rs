@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::Error;
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::wait::Receiver;
 use crate::wire::{ID_LEN, RECV_BUFFER, RequestId, emit_request, parse_reply};
+use crate::{Error, Stop};
 
 /// The chance, per size declared too big, that it was in fact answered-able and only
 /// unlucky, that the search accepts.
@@ -178,6 +179,8 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
         icmp_errors: 0,
     };
     let mut buf = vec![0u8; RECV_BUFFER];
+    let mut rx = Receiver::new(&socket, &Stop::new())
+        .map_err(|e| Error::io(format!("cannot wait for answers from {target}"), e))?;
     let mut probes = 0u32;
     // Tries at sizes that passed, and how many of those sizes there were.
     let (mut good_tries, mut good_answers) = (0u32, 0u32);
@@ -210,7 +213,9 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
                 size,
             );
             match socket.send(&request) {
+                // Sent, or (a full send buffer) not: either way the try is spent.
                 Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if is_too_big(&e) => return Ok(Probe::TooBigHere),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Error::Refused { server: target });
@@ -223,11 +228,9 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
                 .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
             {
-                socket
-                    .set_read_timeout(Some(left.max(Duration::from_micros(100))))
-                    .map_err(|e| Error::io("cannot set the socket's timeout", e))?;
-                match socket.recv(&mut buf) {
-                    Ok(len) => {
+                match rx.recv(&mut buf, left) {
+                    Ok(None) => {}
+                    Ok(Some(len)) => {
                         // Only an answer to this probe's own tries measures the path; a
                         // late answer to an earlier, larger size is kept as evidence.
                         let answered = evidence.on_reply(&buf[..len]);
@@ -238,15 +241,6 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         return Err(Error::Refused { server: target });
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // ICMP errors (too big, unreachable) can be forged: counted, not trusted.
                     Err(e) if IcmpError::of(&e).is_some() => evidence.icmp_errors += 1,
                     Err(e) => return Err(Error::io(format!("cannot receive from {target}"), e)),

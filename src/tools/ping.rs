@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::wait::Receiver;
 use crate::load::flow::{Flow, Matching, Outcome, Tally};
 use crate::load::latency::{Latency, Summary};
 use crate::wire::RECV_BUFFER;
@@ -159,9 +160,8 @@ fn percent(p: f64) -> String {
     format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
 }
 
-/// The longest a single wait lasts, so that a stop is seen promptly even where a signal
-/// does not interrupt the wait.
-const MAX_WAIT: Duration = Duration::from_millis(200);
+/// The longest a single wait lasts when nothing else bounds it (a stop wakes it anyway).
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Pings until `config.count` requests are settled or `stop` is set; `on_event` hears of
 /// each reply and anomaly as it comes (its error ends the run as `Error::Callback`).
@@ -192,7 +192,8 @@ pub fn ping(
     let mut emit = |event: Event| on_event(&event).map_err(|source| Error::Callback { source });
     let mut request = Vec::with_capacity(config.size);
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut wait = Waiter::new(&socket);
+    let mut wait =
+        Receiver::new(&socket, stop).map_err(|e| Error::io("cannot wait for replies", e))?;
     let started = Instant::now();
     let mut next_send = started;
     let mut last_seq = 0;
@@ -317,6 +318,8 @@ pub fn ping(
 fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<Option<IcmpError>> {
     match socket.send(data) {
         Ok(_) => Ok(None),
+        // A full send buffer: this request does not go, and counts as lost.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => match IcmpError::of(&e) {
             Some(kind) => {
                 let _ = socket.send(data);
@@ -324,48 +327,6 @@ fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<Option<IcmpError>> {
             }
             None => Err(e),
         },
-    }
-}
-
-/// Blocking receives with a timeout, setting the socket's timeout only when it changes
-/// by more than a millisecond: ping-pong at `-i 0` then makes two system calls a round.
-pub(crate) struct Waiter<'a> {
-    socket: &'a UdpSocket,
-    current: Option<Duration>,
-}
-
-impl<'a> Waiter<'a> {
-    pub(crate) fn new(socket: &'a UdpSocket) -> Self {
-        Waiter {
-            socket,
-            current: None,
-        }
-    }
-
-    /// One datagram's length, or `None` when `wait` passes (or a signal interrupts).
-    pub(crate) fn recv(&mut self, buf: &mut [u8], wait: Duration) -> io::Result<Option<usize>> {
-        let wait = wait.max(Duration::from_micros(100));
-        let close = self
-            .current
-            .is_some_and(|c| c.abs_diff(wait) <= Duration::from_millis(1));
-        if !close {
-            self.socket.set_read_timeout(Some(wait))?;
-            self.current = Some(wait);
-        }
-        match self.socket.recv(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
     }
 }
 

@@ -25,6 +25,7 @@ use crate::impair::{Impairer, Settings};
 use crate::io::batch::{Destination, recv_meta, send_from};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::wait::{Poller, Token};
 use crate::serve::RateLimit;
 use crate::serve::ratelimit::RateLimiter;
 use crate::wire::RECV_BUFFER;
@@ -85,6 +86,9 @@ const UNCONFIRMED_IDLE: Duration = Duration::from_secs(5);
 
 /// Open files kept free for everything else the process does.
 const SPARE_FILES: usize = 32;
+
+/// The listening socket's token; a session's is its index.
+const LISTENER: Token = u64::MAX - 1;
 
 /// Datagrams read from one socket before the others get their turn.
 const FAIR_SHARE: usize = 64;
@@ -285,7 +289,13 @@ impl Relay {
             queued_bytes: 0,
             order: 0,
             limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
-            poller: Poller::new(&self.listener)?,
+            poller: {
+                let mut poller = Poller::new(stop).map_err(|e| Error::io("cannot wait", e))?;
+                poller
+                    .add(&self.listener, LISTENER)
+                    .map_err(|e| Error::io("cannot watch the listening socket", e))?;
+                poller
+            },
         };
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut last_sweep = Instant::now();
@@ -305,13 +315,16 @@ impl Relay {
             if state.up.held.is_some() || state.down.held.is_some() {
                 wait = wait.min(Duration::from_millis(5));
             }
-            state.poller.wait(wait, state.sessions.len(), &mut ready);
+            state
+                .poller
+                .wait(Some(wait), &mut ready)
+                .map_err(|e| Error::io("cannot wait", e))?;
             // Each ready socket gets a fair share; whoever still has more is read on the
             // next turn (level-triggered), so requests cannot starve replies.
             for &token in &ready {
                 match token {
-                    Token::Listener => state.read_clients(&mut buf)?,
-                    Token::Session(i) => state.read_server(i, &mut buf)?,
+                    LISTENER => state.read_clients(&mut buf)?,
+                    i => state.read_server(i as usize, &mut buf)?,
                 }
             }
         }
@@ -446,7 +459,7 @@ impl State<'_> {
             self.sessions.push(None);
             self.sessions.len() - 1
         });
-        if self.poller.add(&upstream, i).is_err() {
+        if self.poller.add(&upstream, i as Token).is_err() {
             self.free.push(i);
             self.counters.sessions_refused += 1;
             return None;
@@ -641,112 +654,6 @@ fn open_file_budget() -> usize {
     }
     #[cfg(not(unix))]
     MAX_SESSIONS
-}
-
-/// What became readable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
-    Listener,
-    Session(usize),
-}
-
-/// Waits for readable sockets: epoll on Linux, so that a wake costs the same whatever the
-/// number of idle sessions; elsewhere a short sleep and every socket is tried.
-struct Poller {
-    #[cfg(target_os = "linux")]
-    epoll: std::os::fd::OwnedFd,
-    #[cfg(target_os = "linux")]
-    events: Vec<libc::epoll_event>,
-}
-
-#[cfg(target_os = "linux")]
-impl Poller {
-    const LISTENER: u64 = u64::MAX;
-
-    fn new(listener: &UdpSocket) -> Result<Self, Error> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: epoll_create1 returns a new descriptor we own, or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::io(
-                "cannot create an epoll set",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let poller = Poller {
-            epoll,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
-        };
-        poller
-            .control(libc::EPOLL_CTL_ADD, listener, Self::LISTENER)
-            .map_err(|e| Error::io("cannot watch the listening socket", e))?;
-        Ok(poller)
-    }
-
-    fn control(&self, op: libc::c_int, socket: &UdpSocket, token: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: valid descriptors and an event struct that lives for the call.
-        let rc =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, socket.as_raw_fd(), &mut event) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    fn add(&self, socket: &UdpSocket, index: usize) -> io::Result<()> {
-        self.control(libc::EPOLL_CTL_ADD, socket, index as u64)
-    }
-
-    fn remove(&self, socket: &UdpSocket) {
-        let _ = self.control(libc::EPOLL_CTL_DEL, socket, 0);
-    }
-
-    /// Fills `ready` with what is readable within `wait`.
-    fn wait(&mut self, wait: Duration, _sessions: usize, ready: &mut Vec<Token>) {
-        use std::os::fd::AsRawFd;
-        ready.clear();
-        let ms = wait.as_micros().div_ceil(1000).min(1000) as libc::c_int;
-        // SAFETY: `events` is a valid buffer of the length given.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as libc::c_int,
-                ms,
-            )
-        };
-        for e in &self.events[..n.max(0) as usize] {
-            ready.push(match e.u64 {
-                Self::LISTENER => Token::Listener,
-                i => Token::Session(i as usize),
-            });
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-impl Poller {
-    fn new(_: &UdpSocket) -> Result<Self, Error> {
-        Ok(Poller {})
-    }
-    fn add(&self, _: &UdpSocket, _: usize) -> io::Result<()> {
-        Ok(())
-    }
-    fn remove(&self, _: &UdpSocket) {}
-    fn wait(&mut self, wait: Duration, sessions: usize, ready: &mut Vec<Token>) {
-        std::thread::sleep(wait.min(Duration::from_millis(1)));
-        ready.clear();
-        ready.push(Token::Listener);
-        ready.extend((0..sessions).map(Token::Session));
-    }
 }
 
 #[cfg(test)]

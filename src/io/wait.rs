@@ -1,0 +1,321 @@
+//! Waiting, in one place: a [`Poller`] sleeps until one of its sockets is readable (or has
+//! an error to report, such as an ICMP error), until its [`Stop`] is set, or until a
+//! deadline, and says which sockets are ready. Every loop in udpkit waits through it.
+//!
+//! Promise: a wait never outlasts its timeout, ends at once when the stop is set (the
+//! stop's self-pipe is one of the watched descriptors), and costs the same whatever the
+//! number of idle sockets (epoll on Linux, with nanosecond timeouts; `poll` elsewhere).
+
+use std::io;
+use std::time::Duration;
+
+use crate::Stop;
+
+/// A socket's token, as given to [`Poller::add`] and reported by [`Poller::wait`].
+pub type Token = u64;
+
+/// The stop's own token (never reported).
+const STOP: Token = u64::MAX;
+
+/// Watches sockets and a stop; see the module's promise.
+pub struct Poller {
+    stop: Stop,
+    #[cfg(target_os = "linux")]
+    epoll: std::os::fd::OwnedFd,
+    #[cfg(target_os = "linux")]
+    events: Vec<libc::epoll_event>,
+    #[cfg(all(unix, not(target_os = "linux")))]
+    fds: Vec<(libc::pollfd, Token)>,
+}
+
+#[cfg(unix)]
+type Fd = std::os::fd::RawFd;
+
+impl Poller {
+    /// A poller that also wakes when `stop` is set.
+    pub fn new(stop: &Stop) -> io::Result<Self> {
+        let poller = Self::create(stop.clone())?;
+        #[cfg(unix)]
+        poller.watch(stop.wake_fd(), STOP)?;
+        Ok(poller)
+    }
+
+    /// Watches `socket` for reading; [`Poller::wait`] reports it as `token`.
+    #[cfg(unix)]
+    pub fn add(&mut self, socket: &impl std::os::fd::AsRawFd, token: Token) -> io::Result<()> {
+        self.watch(socket.as_raw_fd(), token)
+    }
+
+    /// Stops watching `socket`.
+    #[cfg(unix)]
+    pub fn remove(&mut self, socket: &impl std::os::fd::AsRawFd) {
+        self.unwatch(socket.as_raw_fd());
+    }
+
+    /// Sleeps until a watched socket is readable, the stop is set, or `timeout` passes
+    /// (`None`: no timeout); `ready` gets the tokens of the readable sockets.
+    pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Token>) -> io::Result<()> {
+        ready.clear();
+        if self.stop.is_stopped() {
+            return Ok(());
+        }
+        match self.wait_sys(timeout, ready) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Waits for the one socket this poller watches (or the stop, or `timeout`); true if
+    /// it is readable.
+    pub fn wait_one(&mut self, timeout: Duration) -> io::Result<bool> {
+        let mut ready = Vec::new();
+        self.wait(Some(timeout), &mut ready)?;
+        Ok(!ready.is_empty())
+    }
+}
+
+/// One socket's datagrams, each within a timeout, for the tools that wait on one socket
+/// (`client`, `ping`, `discover`, `mtu`). The socket is made non-blocking; an error the
+/// kernel holds for it (an ICMP error) wakes the wait and comes back from the receive.
+pub struct Receiver<'a> {
+    socket: &'a std::net::UdpSocket,
+    poller: Poller,
+}
+
+impl<'a> Receiver<'a> {
+    pub fn new(socket: &'a std::net::UdpSocket, stop: &Stop) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        #[allow(unused_mut)]
+        let mut poller = Poller::new(stop)?;
+        #[cfg(unix)]
+        poller.add(socket, 0)?;
+        Ok(Receiver { socket, poller })
+    }
+
+    /// The next datagram's length, or `None` when `timeout` passes or the stop is set.
+    pub fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        Ok(self.recv_from(buf, timeout)?.map(|(n, _)| n))
+    }
+
+    /// The next datagram's length and sender, or `None` when `timeout` passes or the stop
+    /// is set.
+    pub fn recv_from(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> io::Result<Option<(usize, std::net::SocketAddr)>> {
+        if !self.poller.wait_one(timeout)? && cfg!(unix) {
+            return Ok(None);
+        }
+        match self.socket.recv_from(buf) {
+            Ok(got) => Ok(Some(got)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Poller {
+    fn create(stop: Stop) -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 returns a new descriptor that we own, or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Poller {
+            stop,
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            epoll: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+        })
+    }
+
+    fn control(&self, op: libc::c_int, fd: Fd, token: Token) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: valid descriptors and an event struct that lives for the call.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn watch(&self, fd: Fd, token: Token) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    fn unwatch(&mut self, fd: Fd) {
+        let _ = self.control(libc::EPOLL_CTL_DEL, fd, 0);
+    }
+
+    fn wait_sys(&mut self, timeout: Option<Duration>, ready: &mut Vec<Token>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let spec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        // SAFETY: `events` is a valid buffer of the length given; the timespec, if any,
+        // lives for the call; no signal mask.
+        let mut n = unsafe {
+            libc::epoll_pwait2(
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                spec.as_ref().map_or(std::ptr::null(), |s| s as *const _),
+                std::ptr::null(),
+            )
+        };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            // Kernels before 5.11: millisecond timeouts, rounded up.
+            let ms = timeout.map_or(-1, |t| {
+                t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            });
+            // SAFETY: as above.
+            n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    self.events.len() as libc::c_int,
+                    ms,
+                )
+            };
+        }
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ready.extend(
+            self.events[..n as usize]
+                .iter()
+                .map(|e| e.u64)
+                .filter(|&t| t != STOP),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+impl Poller {
+    fn create(stop: Stop) -> io::Result<Self> {
+        Ok(Poller {
+            stop,
+            fds: Vec::new(),
+        })
+    }
+
+    fn watch(&mut self, fd: Fd, token: Token) -> io::Result<()> {
+        self.fds.push((
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            token,
+        ));
+        Ok(())
+    }
+
+    fn unwatch(&mut self, fd: Fd) {
+        self.fds.retain(|(p, _)| p.fd != fd);
+    }
+
+    fn wait_sys(&mut self, timeout: Option<Duration>, ready: &mut Vec<Token>) -> io::Result<()> {
+        let mut fds: Vec<libc::pollfd> = self.fds.iter().map(|(p, _)| *p).collect();
+        let ms = timeout.map_or(-1, |t| {
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a valid array of pollfd of the length given.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (p, (_, token)) in fds.iter().zip(&self.fds) {
+            if p.revents != 0 && *token != STOP {
+                ready.push(*token);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(unix))]
+impl Poller {
+    fn create(stop: Stop) -> io::Result<Self> {
+        Ok(Poller { stop })
+    }
+
+    fn wait_sys(&mut self, timeout: Option<Duration>, _: &mut Vec<Token>) -> io::Result<()> {
+        std::thread::sleep(
+            timeout
+                .unwrap_or(Duration::from_millis(1))
+                .min(Duration::from_millis(1)),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Instant;
+
+    #[test]
+    fn it_reports_the_ready_socket_and_only_it() {
+        let stop = Stop::new();
+        let mut poller = Poller::new(&stop).unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        poller.add(&a, 1).unwrap();
+        poller.add(&b, 2).unwrap();
+        b.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        let mut ready = Vec::new();
+        poller
+            .wait(Some(Duration::from_secs(5)), &mut ready)
+            .unwrap();
+        assert_eq!(ready, [2]);
+    }
+
+    #[test]
+    fn a_stop_from_another_thread_ends_a_wait_without_timeout() {
+        let stop = Stop::new();
+        let mut poller = Poller::new(&stop).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        poller.add(&socket, 1).unwrap();
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                stop.stop();
+            })
+        };
+        let started = Instant::now();
+        let mut ready = Vec::new();
+        poller.wait(None, &mut ready).unwrap();
+        assert!(ready.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stopper.join().unwrap();
+    }
+
+    #[test]
+    fn a_short_timeout_still_waits_at_least_that_long() {
+        let stop = Stop::new();
+        let mut poller = Poller::new(&stop).unwrap();
+        let started = Instant::now();
+        assert!(!poller.wait_one(Duration::from_micros(50)).unwrap());
+        assert!(started.elapsed() >= Duration::from_micros(50));
+    }
+}
