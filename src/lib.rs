@@ -28,7 +28,7 @@
 //! let server = Server::with_config(config)?.spawn();
 //! let client = udpkit::Client::connect(server.local_addr())?;
 //! client.request(b"x", &udpkit::Backoff::default(), |_| {})?;
-//! assert_eq!(server.stats().replied, 1);
+//! assert_eq!(server.stop().replied, 1); // final figures, once its threads have ended
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::impair::Loss;
+use crate::impair::{Impairer, Settings};
 use crate::io::batch::Batch;
 use crate::io::socket as net;
 use crate::io::wait::Poller;
@@ -193,10 +193,15 @@ impl Server {
                     let mut worker = Worker {
                         socket,
                         counters,
-                        loss: Loss::new(
-                            self.config.drop_rate,
-                            self.config.seed.map(|s| s.wrapping_add(index as u64)),
-                        ),
+                        loss: (self.config.drop_rate > 0.0).then(|| {
+                            Impairer::new(
+                                Settings {
+                                    drop: self.config.drop_rate,
+                                    ..Settings::default()
+                                },
+                                self.config.seed.map(|s| s.wrapping_add(index as u64)),
+                            )
+                        }),
                         limiter,
                     };
                     let mut observer = observer();
@@ -243,7 +248,8 @@ impl Server {
 struct Worker<'a> {
     socket: &'a UdpSocket,
     counters: &'a Counters,
-    loss: Loss,
+    /// `--drop-rate`: the relay's impairment stage, with loss alone.
+    loss: Option<Impairer>,
     limiter: Option<&'a Mutex<RateLimiter>>,
 }
 
@@ -283,7 +289,9 @@ impl Worker<'_> {
                 let len = data.len();
                 tally.received += 1;
                 tally.bytes_in += len as u64;
-                if self.loss.drops() {
+                if let Some(loss) = &mut self.loss
+                    && loss.decide(now).copies == 0
+                {
                     tally.dropped_simulated += 1;
                     observer.pretend_drop(peer).map_err(output)?;
                     continue;
@@ -338,7 +346,18 @@ impl RunningServer {
         self.server.local_addr()
     }
 
+    /// The counters so far; a reply may reach its client a moment before the batch that
+    /// sent it is counted (see [`RunningServer::stop`] for final figures).
     pub fn stats(&self) -> Stats {
+        self.server.stats()
+    }
+
+    /// Stops the server, waits for its threads, and returns its final counters.
+    pub fn stop(mut self) -> Stats {
+        self.stop.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
         self.server.stats()
     }
 }

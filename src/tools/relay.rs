@@ -13,15 +13,14 @@
 //! reflector. The cost of a datagram does not grow with idle sessions (epoll, Linux).
 //! It refuses to forward to itself.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::impair::{Impairer, Settings};
+use crate::impair::{Settings, Stage};
 use crate::io::batch::{Destination, recv_meta, send_from};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
@@ -181,40 +180,8 @@ impl Session {
     }
 }
 
-/// A datagram waiting for its time.
-struct Delayed {
-    at: Instant,
-    order: u64,
-    up: bool,
-    client: SocketAddr,
-    data: Vec<u8>,
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.order) == (other.at, other.order)
-    }
-}
-impl Eq for Delayed {}
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Delayed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(other.at, other.order))
-    }
-}
-
-/// One direction's impairments and the datagram it holds back for reordering.
-struct Path {
-    impairer: Option<Impairer>,
-    held: Option<(SocketAddr, Vec<u8>, Instant)>,
-}
-
-/// How long a datagram held back for reordering waits for another to overtake it.
-const HOLD_AT_MOST: Duration = Duration::from_millis(100);
+/// A datagram in an impairment stage: the client it belongs to, and its bytes.
+type Item = (SocketAddr, Vec<u8>);
 
 /// A bound relay, ready to run.
 pub struct Relay {
@@ -263,10 +230,16 @@ impl Relay {
     /// Relays until `stop` is set; returns the counters.
     pub fn run(&self, stop: &Stop) -> Result<Counters, Error> {
         let c = &self.config;
-        let path = |applies: bool, offset: u64| Path {
-            impairer: (applies && !c.impair.is_clean())
-                .then(|| Impairer::new(c.impair, c.seed.map(|s| s.wrapping_add(offset)))),
-            held: None,
+        // One impairment stage a direction; the queue's bytes are shared out between the
+        // directions that are impaired.
+        let impaired = [c.direction != Direction::Down, c.direction != Direction::Up];
+        let share = c.queue_bytes / impaired.iter().filter(|i| **i).count().max(1);
+        let stage = |applies: bool, offset: u64| {
+            Stage::new(
+                applies.then_some(c.impair),
+                c.seed.map(|s| s.wrapping_add(offset)),
+                share,
+            )
         };
         let limit = match c.rate_limit {
             RateLimit::Off => None,
@@ -276,8 +249,9 @@ impl Relay {
         };
         let mut state = State {
             relay: self,
-            up: path(c.direction != Direction::Down, 0),
-            down: path(c.direction != Direction::Up, 1),
+            up: stage(impaired[0], 0),
+            down: stage(impaired[1], 1),
+            outbox: Vec::new(),
             counters: Counters {
                 max_sessions: self.max_sessions as u64,
                 ..Counters::default()
@@ -285,9 +259,6 @@ impl Relay {
             sessions: Vec::new(),
             free: Vec::new(),
             by_client: HashMap::new(),
-            queue: BinaryHeap::new(),
-            queued_bytes: 0,
-            order: 0,
             limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
             poller: {
                 let mut poller = Poller::new(stop).map_err(|e| Error::io("cannot wait", e))?;
@@ -309,11 +280,11 @@ impl Relay {
                 state.sweep(now);
             }
             let mut wait = Duration::from_millis(100);
-            if let Some(Reverse(d)) = state.queue.peek() {
-                wait = wait.min(d.at.saturating_duration_since(now));
-            }
-            if state.up.held.is_some() || state.down.held.is_some() {
-                wait = wait.min(Duration::from_millis(5));
+            for due in [state.up.next_due(), state.down.next_due()]
+                .into_iter()
+                .flatten()
+            {
+                wait = wait.min(due.saturating_duration_since(now));
             }
             state
                 .poller
@@ -333,9 +304,18 @@ impl Relay {
         for s in state.sessions.iter().flatten() {
             counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
         }
-        counters.queued_at_exit = state.queue.len() as u64
-            + u64::from(state.up.held.is_some())
-            + u64::from(state.down.held.is_some());
+        for (leg, stage) in [
+            (&mut counters.up, &state.up),
+            (&mut counters.down, &state.down),
+        ] {
+            let c = stage.counts();
+            leg.dropped = c.dropped;
+            leg.duplicated = c.duplicated;
+            leg.reordered = c.reordered;
+            leg.queue_full = c.queue_full;
+        }
+        counters.queue_peak_bytes = state.up.counts().peak_bytes + state.down.counts().peak_bytes;
+        counters.queued_at_exit = (state.up.pending() + state.down.pending()) as u64;
         Ok(counters)
     }
 }
@@ -343,16 +323,16 @@ impl Relay {
 /// Everything a running relay holds.
 struct State<'a> {
     relay: &'a Relay,
-    up: Path,
-    down: Path,
+    /// The impairment stages of requests (up) and replies (down).
+    up: Stage<Item>,
+    down: Stage<Item>,
+    /// What a stage gave out to send, reused.
+    outbox: Vec<Item>,
     counters: Counters,
     /// A slab: a closed session leaves a hole that the next one fills.
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
     by_client: HashMap<SocketAddr, usize>,
-    queue: BinaryHeap<Reverse<Delayed>>,
-    queued_bytes: usize,
-    order: u64,
     limiter: Option<RateLimiter>,
     poller: Poller,
 }
@@ -366,23 +346,16 @@ impl State<'_> {
         }
     }
 
-    /// Sends what the delay queue has due, and held datagrams nobody overtook.
+    /// Sends what the stages have due.
     fn release_due(&mut self, now: Instant) {
-        while self.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            let Reverse(d) = self.queue.pop().expect("peeked");
-            self.queued_bytes -= d.data.len();
-            self.send(d.up, d.client, &d.data);
-        }
         for up in [true, false] {
-            let path = if up { &mut self.up } else { &mut self.down };
-            if path
-                .held
-                .as_ref()
-                .is_some_and(|(_, _, since)| now >= *since + HOLD_AT_MOST)
-            {
-                let (client, data, _) = path.held.take().expect("checked");
+            let mut out = std::mem::take(&mut self.outbox);
+            let stage = if up { &mut self.up } else { &mut self.down };
+            stage.release(now, &mut |item| out.push(item));
+            for (client, data) in out.drain(..) {
                 self.send(up, client, &data);
             }
+            self.outbox = out;
         }
     }
 
@@ -540,53 +513,21 @@ impl State<'_> {
         Ok(())
     }
 
-    /// Applies one direction's impairments to a datagram and sends or queues its copies.
+    /// Passes a datagram through one direction's stage and sends what comes out now.
     fn impair(&mut self, up: bool, client: SocketAddr, data: &[u8]) {
-        let now = Instant::now();
-        let path = if up { &mut self.up } else { &mut self.down };
-        let Some(impairer) = &mut path.impairer else {
+        let stage = if up { &mut self.up } else { &mut self.down };
+        if stage.is_clean() {
             self.send(up, client, data);
             return;
-        };
-        let fate = impairer.decide(now);
-        if fate.copies == 0 {
-            self.flow(up).dropped += 1;
-            return;
         }
-        if fate.copies == 2 {
-            self.flow(up).duplicated += 1;
+        let mut out = std::mem::take(&mut self.outbox);
+        stage.push(Instant::now(), (client, data.to_vec()), &mut |item| {
+            out.push(item)
+        });
+        for (client, data) in out.drain(..) {
+            self.send(up, client, &data);
         }
-        // Only a single copy is held back; a duplicated datagram goes out as it is.
-        let path = if up { &mut self.up } else { &mut self.down };
-        if fate.hold && fate.copies == 1 && path.held.is_none() {
-            path.held = Some((client, data.to_vec(), now));
-            self.flow(up).reordered += 1;
-            return;
-        }
-        for &at in &fate.at[..fate.copies] {
-            if at <= now {
-                self.send(up, client, data);
-            } else if self.queued_bytes + data.len() <= self.relay.config.queue_bytes {
-                self.order += 1;
-                self.queued_bytes += data.len();
-                self.counters.queue_peak_bytes =
-                    self.counters.queue_peak_bytes.max(self.queued_bytes as u64);
-                self.queue.push(Reverse(Delayed {
-                    at,
-                    order: self.order,
-                    up,
-                    client,
-                    data: data.to_vec(),
-                }));
-            } else {
-                self.flow(up).queue_full += 1;
-            }
-        }
-        // The datagram held back goes once another has overtaken it.
-        let path = if up { &mut self.up } else { &mut self.down };
-        if let Some((held_client, held, _)) = path.held.take() {
-            self.send(up, held_client, &held);
-        }
+        self.outbox = out;
     }
 
     /// Sends one datagram on its way: up through the client's session, down to the client
