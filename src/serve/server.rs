@@ -12,12 +12,12 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::impair::{Impairer, Settings};
-use crate::io::batch::Batch;
+use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::socket as net;
 use crate::io::wait::Poller;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::stats::{Counters, Stats};
-use crate::wire::{ID_LEN, emit_reply, request_id};
+use crate::wire::{ID_LEN, MAX_REPLY, RECV_BUFFER, emit_reply, request_id};
 use crate::{Error, Stop};
 
 /// Hears what the server does, as it does it; every method has a silent default. The CLI
@@ -256,7 +256,11 @@ struct Worker<'a> {
 impl Worker<'_> {
     fn serve<O: Observer>(&mut self, stop: &Stop, observer: &mut O) -> Result<(), Error> {
         let output = |source| Error::Callback { source };
-        let mut batch = Batch::new();
+        // Every buffer the loop needs, allocated once.
+        let mut batch = RecvBatch::new(RECV_BUFFER);
+        let mut replies = [[0u8; MAX_REPLY]; BATCH];
+        let mut answers: [(usize, usize); BATCH] = [(0, 0); BATCH];
+        let mut sender = Sender::new();
         // Under load every receive finds datagrams and nothing waits; when it finds none,
         // the poller sleeps until the socket is readable or the server is stopped.
         let mut poller =
@@ -266,7 +270,7 @@ impl Worker<'_> {
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
         let mut ready = Vec::new();
         while !stop.is_stopped() {
-            if let Err(e) = batch.receive(self.socket) {
+            if let Err(e) = batch.recv(self.socket) {
                 if is_timeout(&e) {
                     poller
                         .wait(None, &mut ready)
@@ -282,10 +286,11 @@ impl Worker<'_> {
                 .limiter
                 .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             let mut tally = Stats::default();
+            // (datagram index, reply length) of each datagram answered, in order.
+            let mut answered = 0;
             for i in 0..batch.len() {
-                let Some((peer, data)) = batch.datagram(i) else {
-                    continue;
-                };
+                let (meta, data) = batch.get(i);
+                let Some(peer) = meta.source else { continue };
                 let len = data.len();
                 tally.received += 1;
                 tally.bytes_in += len as u64;
@@ -313,12 +318,29 @@ impl Worker<'_> {
                         }
                     }
                 }
-                batch.answer(i, |buf| emit_reply(buf, len, id));
+                answers[answered] = (i, emit_reply(&mut replies[answered], len, id));
+                answered += 1;
             }
             drop(limiter);
+            // Each reply goes to its request's sender, from the address it was sent to.
+            let mut transmits = [Transmit {
+                destination: None,
+                source: None,
+                contents: &[],
+            }; BATCH];
+            for (k, &(i, reply_len)) in answers[..answered].iter().enumerate() {
+                let (meta, _) = batch.get(i);
+                transmits[k] = Transmit {
+                    destination: meta.source,
+                    source: meta.destination,
+                    contents: &replies[k][..reply_len],
+                };
+            }
             let mut failure = Ok(());
-            let sent = batch.send(self.socket, |peer, e| {
-                if failure.is_ok() {
+            let sent = sender.send(self.socket, &transmits[..answered], |k, e| {
+                if failure.is_ok()
+                    && let Some(peer) = transmits[k].destination
+                {
                     failure = observer.send_failed(peer, e);
                 }
             });

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::io::batch::Burst;
+use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::{IcmpCounts, IcmpError};
 use crate::io::socket as net;
 use crate::io::wait::Poller;
@@ -220,7 +220,11 @@ pub fn bench(
         elapsed: Duration::ZERO,
         latency: Latency::new(),
     };
-    let mut burst = Burst::new();
+    let mut out = Outbox::new();
+    let mut sender = Sender::new();
+    // Replies are under 100 bytes; anything longer is cut short here and then fails to
+    // parse, as it should.
+    let mut replies = RecvBatch::new(REPLY_ROOM);
     let mut foreign_buf = vec![0u8; 2048];
     let mut poller = Poller::new(stop).map_err(|e| Error::io("cannot wait for replies", e))?;
     for (i, f) in flows.iter().enumerate() {
@@ -275,13 +279,13 @@ pub fn bench(
                         let n = want.min(budget);
                         budget -= n;
                         for _ in 0..n {
-                            f.flow.next_request(burst.next_out(), now);
-                            if burst.is_full() {
-                                burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
+                            f.flow.next_request(out.next(), now);
+                            if out.is_full() {
+                                out.send(&mut sender, &f.socket, &mut icmp);
                             }
                         }
-                        if burst.queued() > 0 {
-                            burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
+                        if out.queued > 0 {
+                            out.send(&mut sender, &f.socket, &mut icmp);
                         }
                     }
                 }
@@ -290,7 +294,7 @@ pub fn bench(
                     // that intended time.
                     // At most a few batches at a time, so that replies are read and the
                     // end is noticed even when the rate is more than can be sent.
-                    for _ in 0..crate::io::batch::BATCH * flows_n {
+                    for _ in 0..BATCH * flows_n {
                         let intended = started + step.mul_f64(scheduled as f64);
                         if intended > now
                             || budget == 0
@@ -299,8 +303,8 @@ pub fn bench(
                             break;
                         }
                         let f = &mut flows[(scheduled % flows_n as u64) as usize];
-                        f.flow.next_request(burst.next_out(), intended);
-                        burst.send(&f.socket, |e| note_send_error(e, &mut icmp));
+                        f.flow.next_request(out.next(), intended);
+                        out.send(&mut sender, &f.socket, &mut icmp);
                         scheduled += 1;
                         budget -= 1;
                     }
@@ -325,13 +329,13 @@ pub fn bench(
         for &token in &ready {
             let f = &mut flows[token as usize];
             loop {
-                match burst.receive(&f.socket) {
+                match replies.recv(&f.socket) {
                     Ok(0) => break,
                     Ok(n) => {
                         at = Instant::now();
                         last_reply = at;
                         for i in 0..n {
-                            let outcome = f.flow.on_reply(burst.reply(i), at);
+                            let outcome = f.flow.on_reply(replies.get(i).1, at);
                             let revoked = f.flow.take_revoked();
                             if revoked.answers > 0 {
                                 report.tally.revoke(revoked, &mut f.unverified);
@@ -340,7 +344,7 @@ pub fn bench(
                                 .tally
                                 .count(outcome, &mut f.latency, &mut f.unverified);
                         }
-                        if n < crate::io::batch::BATCH {
+                        if n < BATCH {
                             break;
                         }
                     }
@@ -400,6 +404,52 @@ pub fn bench(
         report.latency.merge(&f.unverified);
     }
     Ok(report)
+}
+
+/// The room for one reply.
+const REPLY_ROOM: usize = 2048;
+
+/// Requests waiting to go, in buffers reused from batch to batch (a buffer that held a
+/// request of the same size keeps its padding, so only the ID is rewritten).
+struct Outbox {
+    bufs: Vec<Vec<u8>>,
+    queued: usize,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            bufs: (0..BATCH).map(|_| Vec::new()).collect(),
+            queued: 0,
+        }
+    }
+
+    /// The buffer for the next request.
+    fn next(&mut self) -> &mut Vec<u8> {
+        self.queued += 1;
+        &mut self.bufs[self.queued - 1]
+    }
+
+    fn is_full(&self) -> bool {
+        self.queued == BATCH
+    }
+
+    /// Sends what is queued on a connected socket; a refused request is lost (and an ICMP
+    /// error behind the refusal counted).
+    fn send(&mut self, sender: &mut Sender, socket: &UdpSocket, icmp: &mut IcmpCounts) {
+        let mut transmits = [Transmit {
+            destination: None,
+            source: None,
+            contents: &[],
+        }; BATCH];
+        for (t, buf) in transmits.iter_mut().zip(&self.bufs[..self.queued]) {
+            t.contents = buf;
+        }
+        sender.send(socket, &transmits[..self.queued], |_, e| {
+            note_send_error(e, icmp)
+        });
+        self.queued = 0;
+    }
 }
 
 fn note_send_error(e: &io::Error, icmp: &mut IcmpCounts) {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::impair::{Settings, Stage};
-use crate::io::batch::{Destination, recv_meta, send_from};
+use crate::io::datagram::{Destination, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::{Poller, Token};
@@ -88,9 +88,6 @@ const SPARE_FILES: usize = 32;
 
 /// The listening socket's token; a session's is its index.
 const LISTENER: Token = u64::MAX - 1;
-
-/// Datagrams read from one socket before the others get their turn.
-const FAIR_SHARE: usize = 64;
 
 /// One leg's counters: requests (up) or replies (down).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -252,6 +249,7 @@ impl Relay {
             up: stage(impaired[0], 0),
             down: stage(impaired[1], 1),
             outbox: Vec::new(),
+            sender: Sender::new(),
             counters: Counters {
                 max_sessions: self.max_sessions as u64,
                 ..Counters::default()
@@ -268,7 +266,7 @@ impl Relay {
                 poller
             },
         };
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut rx = RecvBatch::new(RECV_BUFFER);
         let mut last_sweep = Instant::now();
         let mut ready = Vec::new();
 
@@ -290,12 +288,12 @@ impl Relay {
                 .poller
                 .wait(Some(wait), &mut ready)
                 .map_err(|e| Error::io("cannot wait", e))?;
-            // Each ready socket gets a fair share; whoever still has more is read on the
-            // next turn (level-triggered), so requests cannot starve replies.
+            // Each ready socket gets one batch (a fair share); whoever still has more is read
+            // on the next turn (level-triggered), so requests cannot starve replies.
             for &token in &ready {
                 match token {
-                    LISTENER => state.read_clients(&mut buf)?,
-                    i => state.read_server(i as usize, &mut buf)?,
+                    LISTENER => state.read_clients(&mut rx)?,
+                    i => state.read_server(i as usize, &mut rx)?,
                 }
             }
         }
@@ -328,6 +326,7 @@ struct State<'a> {
     down: Stage<Item>,
     /// What a stage gave out to send, reused.
     outbox: Vec<Item>,
+    sender: Sender,
     counters: Counters,
     /// A slab: a closed session leaves a hole that the next one fills.
     sessions: Vec<Option<Session>>,
@@ -450,19 +449,27 @@ impl State<'_> {
     }
 
     /// Reads up to a fair share of requests from clients.
-    fn read_clients(&mut self, buf: &mut [u8]) -> Result<(), Error> {
+    /// Reads one batch (a fair share) of requests from clients.
+    fn read_clients(&mut self, rx: &mut RecvBatch) -> Result<(), Error> {
         let relay = self.relay;
-        for _ in 0..FAIR_SHARE {
-            let meta = match recv_meta(&relay.listener, buf) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if IcmpError::of(&e).is_some() => {
-                    self.counters.up.icmp_errors += 1;
-                    continue;
-                }
-                Err(e) => return Err(Error::io(format!("cannot receive on {}", relay.local), e)),
-            };
+        let n = match rx.recv(&relay.listener) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) if IcmpError::of(&e).is_some() => {
+                self.counters.up.icmp_errors += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(Error::io(format!("cannot receive on {}", relay.local), e)),
+        };
+        for i in 0..n {
+            let (meta, data) = rx.get(i);
             let Some(client) = meta.source else { continue };
             self.counters.up.received += 1;
             let now = Instant::now();
@@ -477,38 +484,45 @@ impl State<'_> {
             session.last_active = now;
             session.from_client += 1;
             session.destination = meta.destination;
-            self.impair(true, client, &buf[..meta.len]);
+            self.impair(true, client, data);
         }
         Ok(())
     }
 
     /// Reads up to a fair share of replies from the server for session `i`.
-    fn read_server(&mut self, i: usize, buf: &mut [u8]) -> Result<(), Error> {
-        for _ in 0..FAIR_SHARE {
-            let Some(session) = self.sessions.get(i).and_then(Option::as_ref) else {
+    fn read_server(&mut self, i: usize, rx: &mut RecvBatch) -> Result<(), Error> {
+        let Some(session) = self.sessions.get(i).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        let n = match rx.recv(&session.upstream) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 return Ok(());
-            };
-            let meta = match recv_meta(&session.upstream, buf) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The server's port closed, or a forged ICMP error: counted, never fatal.
-                Err(e) if IcmpError::of(&e).is_some() => {
-                    self.counters.down.icmp_errors += 1;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("cannot receive from {}", self.relay.config.to),
-                        e,
-                    ));
-                }
-            };
-            let client = session.client;
-            let session = self.sessions[i].as_mut().expect("a live session");
+            }
+            // The server's port closed, or a forged ICMP error: counted, never fatal.
+            Err(e) if IcmpError::of(&e).is_some() => {
+                self.counters.down.icmp_errors += 1;
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot receive from {}", self.relay.config.to),
+                    e,
+                ));
+            }
+        };
+        let client = session.client;
+        if let Some(session) = self.sessions[i].as_mut() {
             session.last_active = Instant::now();
+        }
+        for k in 0..n {
             self.counters.down.received += 1;
-            self.impair(false, client, &buf[..meta.len]);
+            self.impair(false, client, rx.get(k).1);
         }
         Ok(())
     }
@@ -537,8 +551,15 @@ impl State<'_> {
             .by_client
             .get(&client)
             .and_then(|&i| self.sessions[i].as_ref());
-        let result = match (up, session) {
-            (true, Some(s)) => s.upstream.send(data),
+        let (socket, transmit) = match (up, session) {
+            (true, Some(s)) => (
+                &s.upstream,
+                Transmit {
+                    destination: None,
+                    source: None,
+                    contents: data,
+                },
+            ),
             (false, _) => {
                 if let Some(limiter) = &mut self.limiter
                     && !limiter.allow(client.ip(), Instant::now())
@@ -546,20 +567,28 @@ impl State<'_> {
                     self.counters.down.rate_limited += 1;
                     return;
                 }
-                let from = session.and_then(|s| s.destination);
-                send_from(&self.relay.listener, data, client, from)
+                (
+                    &self.relay.listener,
+                    Transmit {
+                        destination: Some(client),
+                        source: session.and_then(|s| s.destination),
+                        contents: data,
+                    },
+                )
             }
-            (true, None) => Err(io::ErrorKind::NotFound.into()),
-        };
-        match result {
-            Ok(_) => self.flow(up).forwarded += 1,
-            Err(e) => {
-                if IcmpError::of(&e).is_some() {
-                    self.flow(up).icmp_errors += 1;
-                }
+            (true, None) => {
                 self.flow(up).failed += 1;
+                return;
             }
-        }
+        };
+        let mut icmp = false;
+        let totals = self.sender.send(socket, &[transmit], |_, e| {
+            icmp = IcmpError::of(e).is_some();
+        });
+        let leg = self.flow(up);
+        leg.forwarded += totals.sent;
+        leg.failed += totals.failed;
+        leg.icmp_errors += u64::from(icmp);
     }
 }
 

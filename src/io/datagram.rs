@@ -1,0 +1,517 @@
+//! Datagrams in and out, in batches, with their metadata, in the shape of quinn-udp: a
+//! [`RecvMeta`] for each datagram received (its length, who sent it, the address it was
+//! sent to), a [`Transmit`] for each to send (where to, from which address, the bytes).
+//! The caller owns the buffers: a [`RecvBatch`] of the room it chooses, and the contents it
+//! points [`Transmit`]s at. Every tool that moves datagrams in numbers goes through here:
+//! the server, the load generator, the relay.
+//!
+//! Promise: `recvmmsg`/`sendmmsg` on Linux (with `IP_PKTINFO`/`IPV6_PKTINFO` and
+//! `SO_RXQ_OVFL`), a plain loop elsewhere; nothing allocated per datagram; nothing ever
+//! waits (`MSG_DONTWAIT`: waiting is `io::wait`'s job). A transmit the kernel refuses is
+//! reported alone and the rest still go. All of udpkit's control-message `unsafe` is in
+//! this file.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Datagrams per system call, as in the C yardstick.
+pub const BATCH: usize = 64;
+
+/// The address a datagram was sent to, as the kernel told it (`IP_PKTINFO`,
+/// `IPV6_PKTINFO`): a reply sent from it reaches a client that sent to one of several
+/// addresses of this host, or to a broadcast address. Opaque; Linux only.
+#[derive(Clone, Copy)]
+pub struct Destination(#[cfg(target_os = "linux")] linux::Local);
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Destination")
+    }
+}
+
+/// One datagram received.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecvMeta {
+    pub len: usize,
+    /// Who sent it; `None` for a sender of no IP family (it cannot be answered).
+    pub source: Option<SocketAddr>,
+    /// The address it was sent to, where the socket asked (`socket::reply_from_destination`).
+    pub destination: Option<Destination>,
+}
+
+/// One datagram to send.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmit<'a> {
+    /// Where to; `None` on a connected socket (its peer).
+    pub destination: Option<SocketAddr>,
+    /// The address to send from (a request's [`RecvMeta::destination`]); `None`: the
+    /// kernel's choice.
+    pub source: Option<Destination>,
+    pub contents: &'a [u8],
+}
+
+/// What one [`Sender::send`] achieved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendTotals {
+    pub sent: u64,
+    pub bytes: u64,
+    pub failed: u64,
+}
+
+/// Room for up to [`BATCH`] received datagrams of `room` bytes each, and their metadata.
+pub struct RecvBatch {
+    /// `BATCH` buffers of `room` bytes, back to back. Zeroed by the allocator, so a page
+    /// costs memory only once a datagram has touched it.
+    data: Vec<u8>,
+    room: usize,
+    meta: [RecvMeta; BATCH],
+    count: usize,
+    /// The kernel's count of datagrams dropped for a full receive buffer, when it said.
+    kernel_drops: Option<u32>,
+    #[cfg(target_os = "linux")]
+    sys: Box<linux::RecvHeaders>,
+}
+
+impl RecvBatch {
+    /// Buffers of `room` bytes: a datagram longer than that is cut short (the server asks
+    /// for `wire::RECV_BUFFER`, which never cuts one).
+    pub fn new(room: usize) -> Self {
+        RecvBatch {
+            data: vec![0u8; BATCH * room],
+            room,
+            meta: [RecvMeta::default(); BATCH],
+            count: 0,
+            kernel_drops: None,
+            #[cfg(target_os = "linux")]
+            sys: linux::RecvHeaders::new(),
+        }
+    }
+
+    /// Takes the datagrams already queued on `socket`, up to [`BATCH`], without waiting
+    /// (`WouldBlock` when there are none).
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.count = 0;
+        self.count = self.recv_sys(socket)?;
+        Ok(self.count)
+    }
+
+    /// How many datagrams the last receive brought.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Datagram `i` of the last receive.
+    pub fn get(&self, i: usize) -> (RecvMeta, &[u8]) {
+        let m = self.meta[i];
+        let start = i * self.room;
+        (m, &self.data[start..start + m.len])
+    }
+
+    /// The kernel's running count of datagrams it dropped because this socket's receive
+    /// buffer was full, as last reported with a received datagram (`SO_RXQ_OVFL`).
+    pub fn kernel_drops(&self) -> Option<u32> {
+        self.kernel_drops
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        socket.set_nonblocking(true)?;
+        let mut n = 0;
+        while n < BATCH {
+            let buf = &mut self.data[n * self.room..(n + 1) * self.room];
+            match socket.recv_from(buf) {
+                Ok((len, source)) => {
+                    self.meta[n] = RecvMeta {
+                        len,
+                        source: Some(source),
+                        destination: None,
+                    };
+                    n += 1;
+                }
+                Err(e) if n == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Sends batches of [`Transmit`]s; holds the system call's headers, allocated once.
+pub struct Sender {
+    #[cfg(target_os = "linux")]
+    sys: Box<linux::SendHeaders>,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sender {
+    pub fn new() -> Self {
+        Sender {
+            #[cfg(target_os = "linux")]
+            sys: linux::SendHeaders::new(),
+        }
+    }
+
+    /// Sends `transmits` (at most [`BATCH`] a call; more are sent in further calls), in
+    /// order, without waiting; `failed` hears of each one the kernel refused, by index.
+    pub fn send(
+        &mut self,
+        socket: &UdpSocket,
+        transmits: &[Transmit<'_>],
+        mut failed: impl FnMut(usize, &io::Error),
+    ) -> SendTotals {
+        let mut totals = SendTotals::default();
+        for (n, chunk) in transmits.chunks(BATCH).enumerate() {
+            let t = self.send_sys(socket, chunk, &mut |i, e| failed(n * BATCH + i, e));
+            totals.sent += t.sent;
+            totals.bytes += t.bytes;
+            totals.failed += t.failed;
+        }
+        totals
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_sys(
+        &mut self,
+        socket: &UdpSocket,
+        transmits: &[Transmit<'_>],
+        failed: &mut impl FnMut(usize, &io::Error),
+    ) -> SendTotals {
+        let mut totals = SendTotals::default();
+        for (i, t) in transmits.iter().enumerate() {
+            let result = match t.destination {
+                Some(to) => socket.send_to(t.contents, to),
+                None => socket.send(t.contents),
+            };
+            match result {
+                Ok(n) => {
+                    totals.sent += 1;
+                    totals.bytes += n as u64;
+                }
+                Err(e) => {
+                    totals.failed += 1;
+                    failed(i, &e);
+                }
+            }
+        }
+        totals
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    //! The `mmsghdr` arrays for `recvmmsg`/`sendmmsg`, boxed so that their internal
+    //! pointers stay put; the pointers into the caller's buffers are written just before
+    //! each call.
+
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    use super::{BATCH, RecvBatch, RecvMeta, SendTotals, Sender, Transmit};
+
+    /// Room for the control messages of one datagram: `SO_RXQ_OVFL` (24 bytes with its
+    /// header), `IP_PKTINFO` (32) and `IPV6_PKTINFO` (40); 8-byte aligned.
+    const CONTROL: usize = 128;
+
+    /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
+    /// goes out from it (a server bound to a wildcard address).
+    #[derive(Clone, Copy)]
+    pub(super) enum Local {
+        /// The local address of the interface it came in on (`ipi_spec_dst`), which is
+        /// right for broadcasts too.
+        V4([u8; 4]),
+        V6 {
+            addr: [u8; 16],
+            ifindex: u32,
+        },
+    }
+
+    #[repr(C, align(8))]
+    struct Control([u8; CONTROL]);
+
+    pub(super) struct RecvHeaders {
+        names: [libc::sockaddr_storage; BATCH],
+        iov: [libc::iovec; BATCH],
+        msgs: [libc::mmsghdr; BATCH],
+        control: [Control; BATCH],
+    }
+
+    impl RecvHeaders {
+        pub(super) fn new() -> Box<Self> {
+            // SAFETY: plain C structs and bytes, for which all-zero is a valid value.
+            Box::new(unsafe { zeroed() })
+        }
+    }
+
+    impl RecvBatch {
+        pub(super) fn recv_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let h = &mut *self.sys;
+            for i in 0..BATCH {
+                h.iov[i] = libc::iovec {
+                    iov_base: self.data[i * self.room..].as_mut_ptr().cast(),
+                    iov_len: self.room,
+                };
+                let m = &mut h.msgs[i].msg_hdr;
+                m.msg_name = (&raw mut h.names[i]).cast();
+                m.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                m.msg_iov = &raw mut h.iov[i];
+                m.msg_iovlen = 1;
+                m.msg_control = (&raw mut h.control[i]).cast();
+                m.msg_controllen = CONTROL as _;
+                m.msg_flags = 0;
+            }
+            // SAFETY: every header points into buffers owned by `self` that outlive the
+            // call, with the lengths given; the kernel writes only within them.
+            let n = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    h.msgs.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            for i in 0..n {
+                let hdr = &h.msgs[i].msg_hdr;
+                let (drops, local) = if hdr.msg_controllen > 0 {
+                    read_control(hdr)
+                } else {
+                    (None, None)
+                };
+                if let Some(drops) = drops {
+                    self.kernel_drops = Some(self.kernel_drops.map_or(drops, |d| d.max(drops)));
+                }
+                self.meta[i] = RecvMeta {
+                    len: h.msgs[i].msg_len as usize,
+                    source: if hdr.msg_namelen > 0 {
+                        socket_addr(&h.names[i])
+                    } else {
+                        None
+                    },
+                    destination: local.map(super::Destination),
+                };
+            }
+            Ok(n)
+        }
+    }
+
+    pub(super) struct SendHeaders {
+        names: [libc::sockaddr_storage; BATCH],
+        iov: [libc::iovec; BATCH],
+        msgs: [libc::mmsghdr; BATCH],
+        control: [Control; BATCH],
+    }
+
+    impl SendHeaders {
+        pub(super) fn new() -> Box<Self> {
+            // SAFETY: plain C structs and bytes, for which all-zero is a valid value.
+            Box::new(unsafe { zeroed() })
+        }
+    }
+
+    impl Sender {
+        pub(super) fn send_sys(
+            &mut self,
+            socket: &UdpSocket,
+            transmits: &[Transmit<'_>],
+            failed: &mut impl FnMut(usize, &io::Error),
+        ) -> SendTotals {
+            let h = &mut *self.sys;
+            let k = transmits.len();
+            for (i, t) in transmits.iter().enumerate() {
+                h.iov[i] = libc::iovec {
+                    iov_base: t.contents.as_ptr().cast_mut().cast(),
+                    iov_len: t.contents.len(),
+                };
+                let m = &mut h.msgs[i].msg_hdr;
+                m.msg_iov = &raw mut h.iov[i];
+                m.msg_iovlen = 1;
+                m.msg_flags = 0;
+                match t.destination {
+                    Some(to) => {
+                        m.msg_namelen = write_name(&mut h.names[i], to);
+                        m.msg_name = (&raw mut h.names[i]).cast();
+                    }
+                    None => {
+                        m.msg_name = std::ptr::null_mut();
+                        m.msg_namelen = 0;
+                    }
+                }
+                m.msg_control = std::ptr::null_mut();
+                m.msg_controllen = 0;
+                if let Some(super::Destination(local)) = t.source {
+                    m.msg_control = (&raw mut h.control[i]).cast();
+                    let v6 = t.destination.is_some_and(|d| d.is_ipv6());
+                    write_source(m, local, v6);
+                }
+            }
+            let mut totals = SendTotals::default();
+            let mut done = 0;
+            while done < k {
+                // SAFETY: headers done..k point at `iov`, `names` and `control` in `self`,
+                // and at contents borrowed for this call; the kernel only reads them.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        h.msgs[done..k].as_mut_ptr(),
+                        (k - done) as libc::c_uint,
+                        // Never wait: a datagram that cannot go now (a full send buffer)
+                        // fails and is reported.
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // The first remaining datagram failed; report it and go on after it.
+                    failed(done, &e);
+                    totals.failed += 1;
+                    done += 1;
+                    continue;
+                }
+                for m in &h.msgs[done..done + n as usize] {
+                    totals.bytes += u64::from(m.msg_len);
+                }
+                totals.sent += n as u64;
+                done += n as usize;
+            }
+            totals
+        }
+    }
+
+    /// Writes `addr` into `name` as the kernel wants it; returns its length.
+    fn write_name(name: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+        let sock = socket2::SockAddr::from(addr);
+        // SAFETY: `sock` holds a valid address of `sock.len()` bytes, which fits in a
+        // sockaddr_storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sock.as_ptr().cast::<u8>(),
+                (name as *mut libc::sockaddr_storage).cast::<u8>(),
+                sock.len() as usize,
+            );
+        }
+        sock.len()
+    }
+
+    fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(name.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: ss_family says the storage holds a sockaddr_in.
+                let a = unsafe {
+                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: ss_family says the storage holds a sockaddr_in6.
+                let a = unsafe {
+                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// The drop counter (`SO_RXQ_OVFL`) and the destination (`IP_PKTINFO`,
+    /// `IPV6_PKTINFO`) in a received datagram's control messages, where present.
+    fn read_control(msg: &libc::msghdr) -> (Option<u32>, Option<Local>) {
+        let (mut drops, mut local) = (None, None);
+        // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+        // msg_controllen; each message's data has the size its type says.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            while !cmsg.is_null() {
+                let data = libc::CMSG_DATA(cmsg);
+                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                        drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
+                        local = Some(Local::V4(info.ipi_spec_dst.s_addr.to_ne_bytes()));
+                    }
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if local.is_none() => {
+                        let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
+                        local = Some(Local::V6 {
+                            addr: info.ipi6_addr.s6_addr,
+                            ifindex: info.ipi6_ifindex,
+                        });
+                    }
+                    _ => {}
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+        }
+        (drops, local)
+    }
+
+    /// Sets the reply's source address to `local` with one control message in the
+    /// buffer `m.msg_control` points at (`CONTROL` bytes). A v4 address on an IPv6
+    /// socket goes out as IPV6_PKTINFO with the address v4-mapped.
+    fn write_source(m: &mut libc::msghdr, local: Local, ipv6_socket: bool) {
+        // SAFETY: msg_control points at CONTROL (>= CMSG_SPACE of either pktinfo) bytes,
+        // 8-byte aligned; CMSG_FIRSTHDR then gives the start of that buffer.
+        unsafe {
+            let (level, kind, size) = match (local, ipv6_socket) {
+                (Local::V4(_), false) => (
+                    libc::IPPROTO_IP,
+                    libc::IP_PKTINFO,
+                    size_of::<libc::in_pktinfo>(),
+                ),
+                _ => (
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_PKTINFO,
+                    size_of::<libc::in6_pktinfo>(),
+                ),
+            };
+            m.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(m);
+            (*cmsg).cmsg_level = level;
+            (*cmsg).cmsg_type = kind;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size as u32) as _;
+            let data = libc::CMSG_DATA(cmsg);
+            match (local, ipv6_socket) {
+                (Local::V4(addr), false) => {
+                    let mut info: libc::in_pktinfo = zeroed();
+                    info.ipi_spec_dst.s_addr = u32::from_ne_bytes(addr);
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
+                (Local::V4(addr), true) => {
+                    let mut info: libc::in6_pktinfo = zeroed();
+                    info.ipi6_addr.s6_addr = Ipv4Addr::from(addr).to_ipv6_mapped().octets();
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
+                (Local::V6 { addr, ifindex }, _) => {
+                    let mut info: libc::in6_pktinfo = zeroed();
+                    info.ipi6_addr.s6_addr = addr;
+                    info.ipi6_ifindex = ifindex;
+                    std::ptr::write_unaligned(data.cast(), info);
+                }
+            }
+        }
+    }
+}
