@@ -269,17 +269,24 @@ impl Worker<'_> {
             .add(self.socket, 0)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
         let mut ready = Vec::new();
+        let mut busy = false;
         while !stop.is_stopped() {
+            // After a batch of one datagram or none (ping-pong, or idle), the queue is most
+            // likely empty: wait first (one system call) rather than receive nothing first
+            // (two). After a bigger batch more is likely queued: receive at once.
+            if !busy {
+                poller
+                    .wait(None, &mut ready)
+                    .map_err(|e| Error::io("cannot wait for datagrams", e))?;
+            }
+            busy = false;
             if let Err(e) = batch.recv(self.socket) {
-                if is_timeout(&e) {
-                    poller
-                        .wait(None, &mut ready)
-                        .map_err(|e| Error::io("cannot wait for datagrams", e))?;
-                } else if e.kind() != io::ErrorKind::Interrupted {
+                if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
                     observer.recv_failed(&e).map_err(output)?;
                 }
                 continue;
             }
+            busy = batch.len() > 1;
             let now = Instant::now();
             // Taken once a batch, not once a datagram.
             let mut limiter = self
