@@ -86,21 +86,4 @@ impl IcmpCounts {
             IcmpError::Other => &mut self.other,
         } += 1;
     }
-
-    /// `3 port unreachable, 1 host unreachable`, leaving out kinds that did not occur.
-    pub fn describe(&self) -> String {
-        [
-            (self.port_unreachable, IcmpError::PortUnreachable),
-            (self.host_unreachable, IcmpError::HostUnreachable),
-            (self.network_unreachable, IcmpError::NetworkUnreachable),
-            (self.protocol_unreachable, IcmpError::ProtocolUnreachable),
-            (self.too_big, IcmpError::TooBig),
-            (self.other, IcmpError::Other),
-        ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, k)| format!("{n} {}", k.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
-    }
 }

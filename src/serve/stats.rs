@@ -105,46 +105,6 @@ impl Stats {
             kernel_drops: a.kernel_drops + b.kernel_drops,
         })
     }
-
-    /// The counters as one sentence, for people.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
-             ({} simulated, {} rate-limited), {} slipped past the limit, {} failed sends, \
-             {} dropped by the kernel",
-            self.received,
-            self.bytes_in,
-            self.replied,
-            self.bytes_out,
-            self.dropped(),
-            self.dropped_simulated,
-            self.dropped_rate_limited,
-            self.slipped,
-            self.send_failed,
-            self.kernel_drops,
-        )
-    }
-
-    /// The counters as one JSON object: `event` (`stats` or `summary`), `seconds` since
-    /// the server started, `dropped` (on purpose, in all), and every field of [`Stats`].
-    pub fn to_json(&self, event: &str, seconds: f64) -> String {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            event: &'a str,
-            seconds: f64,
-            dropped: u64,
-            #[serde(flatten)]
-            stats: &'a Stats,
-        }
-        let seconds = (seconds * 1000.0).round() / 1000.0;
-        serde_json::to_string(&Line {
-            event,
-            seconds,
-            dropped: self.dropped(),
-            stats: self,
-        })
-        .expect("plain numbers serialize")
-    }
 }
 
 #[cfg(test)]
@@ -172,28 +132,5 @@ mod tests {
         );
         assert_eq!(s.kernel_drops, 7);
         assert_eq!(Stats::sum([s, s]).received, 18);
-    }
-
-    #[test]
-    fn json_has_every_counter() {
-        let v: serde_json::Value =
-            serde_json::from_str(&Stats::default().to_json("summary", 1.23456)).unwrap();
-        for key in [
-            "event",
-            "seconds",
-            "received",
-            "replied",
-            "dropped",
-            "dropped_simulated",
-            "dropped_rate_limited",
-            "slipped",
-            "send_failed",
-            "bytes_in",
-            "bytes_out",
-            "kernel_drops",
-        ] {
-            assert!(v.get(key).is_some(), "missing {key} in {v}");
-        }
-        assert_eq!(v["seconds"], 1.235);
     }
 }

@@ -12,15 +12,13 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::{IcmpCounts, IcmpError};
 use crate::io::socket as net;
 use crate::io::wait::Poller;
 use crate::load::flow::{Flow, Matching, Tally};
-use crate::load::latency::{Latency, Summary};
-use crate::{Error, Stop, addr};
+use crate::load::latency::Latency;
+use crate::{Error, Stop};
 
 /// How to load the server.
 #[derive(Clone, Debug)]
@@ -66,96 +64,6 @@ pub struct Report {
 impl Report {
     pub fn requests_per_second(&self) -> f64 {
         self.tally.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// The summary for people: two or three lines.
-    pub fn describe(&self) -> String {
-        let c = &self.config;
-        let mode = match c.rate {
-            Some(rate) => format!("open loop at {rate} requests/s"),
-            None => format!("window {}", c.window),
-        };
-        let t = &self.tally;
-        let loss = t.loss_percent();
-        let mut text = format!(
-            "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
-             {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} foreign, {} unreachable\n",
-            addr::shown(c.target),
-            c.flows,
-            if c.flows == 1 { "" } else { "s" },
-            c.size,
-            self.elapsed.as_secs_f64(),
-            self.requests_per_second(),
-            t.sent,
-            t.received,
-            t.lost(),
-            t.duplicates,
-            t.late,
-            t.bad,
-            t.forged,
-            t.foreign,
-            t.unreachable,
-        );
-        if self.latency.count() > 0 {
-            let s = self.latency.summary(1e3);
-            text.push_str(&format!(
-                "latency (µs): min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
-                s.min, s.p50, s.p90, s.p99, s.p999, s.max
-            ));
-        }
-        if loss >= 5.0 && t.received > 0 {
-            text.push_str(
-                "Note: a server listening beyond loopback limits replies per source prefix \
-                 (100 a second by default) and says so on its stderr; for a benchmark start it \
-                 with --rate-limit off\n",
-            );
-        }
-        if t.unverified > 0 {
-            text.push_str(&format!(
-                "{} replies carried no request ID (the server does not repeat them): each was \
-                 matched by the length it names, and none can be authenticated\n",
-                t.unverified
-            ));
-        }
-        text
-    }
-
-    /// One JSON object: `requests_per_second`, `sent`, `received`, `lost`, `duplicates`,
-    /// `late`, `bad`, `forged`, `unreachable`, `seconds`, the settings, `matching`, and
-    /// `latency_us` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
-    pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Json {
-            target: String,
-            flows: usize,
-            window: usize,
-            rate: Option<f64>,
-            size: usize,
-            requests_per_second: f64,
-            #[serde(flatten)]
-            tally: Tally,
-            lost: u64,
-            seconds: f64,
-            matching: &'static str,
-            authenticated: bool,
-            latency_us: Summary,
-        }
-        let c = &self.config;
-        serde_json::to_string(&Json {
-            target: addr::shown(c.target).to_string(),
-            flows: c.flows,
-            window: c.window,
-            rate: c.rate,
-            size: c.size,
-            requests_per_second: self.requests_per_second().round(),
-            tally: self.tally,
-            lost: self.tally.lost(),
-            seconds: self.elapsed.as_secs_f64(),
-            matching: self.matching.as_str(),
-            authenticated: self.matching == Matching::Ids,
-            latency_us: self.latency.summary(1e3),
-        })
-        .expect("plain values serialize")
     }
 }
 

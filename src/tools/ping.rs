@@ -10,15 +10,13 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::Receiver;
 use crate::load::flow::{Flow, Matching, Outcome, Tally};
-use crate::load::latency::{Latency, Summary};
+use crate::load::latency::Latency;
 use crate::wire::RECV_BUFFER;
-use crate::{Error, Stop, addr};
+use crate::{Error, Stop};
 
 /// How to ping.
 #[derive(Clone, Debug)]
@@ -71,93 +69,6 @@ pub struct Report {
     pub matching: Matching,
     pub elapsed: Duration,
     pub latency: Latency,
-}
-
-impl Report {
-    /// The ping-style summary: three or four lines.
-    pub fn describe(&self) -> String {
-        let mut extra = String::new();
-        for (n, what) in [
-            (self.tally.forged, "forged"),
-            (self.tally.bad, "bad"),
-            (self.tally.foreign, "foreign"),
-        ] {
-            if n > 0 {
-                extra.push_str(&format!(", {n} {what}"));
-            }
-        }
-        if self.tally.unreachable > 0 {
-            extra.push_str(&format!(
-                ", {} ICMP errors ({})",
-                self.tally.unreachable,
-                self.tally.icmp.describe()
-            ));
-        }
-        let mut text = format!(
-            "--- {} udpkit ping statistics ---\n\
-             {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
-            addr::shown(self.target),
-            self.tally.sent,
-            self.tally.received,
-            self.tally.duplicates,
-            self.tally.late,
-            percent(self.tally.loss_percent()),
-            self.elapsed.as_millis(),
-        );
-        if self.latency.count() > 0 {
-            let s = self.latency.summary(1e6);
-            text.push_str(&format!(
-                "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\n\
-                 rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms\n",
-                s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
-            ));
-        }
-        if self.tally.unverified > 0 {
-            text.push_str(&format!(
-                "{} replies carried no request ID: each was matched by the length it names, \
-                 and none can be authenticated\n",
-                self.tally.unverified
-            ));
-        }
-        text
-    }
-
-    /// One JSON object: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,
-    /// `forged`, `bad`, `foreign`, `unreachable`, `icmp` (by kind), `loss_percent`,
-    /// `time_ms`, `matching`, `authenticated` (true only once the server proved it repeats
-    /// IDs: every reply counted then carried its request's ID)
-    /// and `rtt_ms` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
-    pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        struct Json {
-            target: String,
-            size: usize,
-            #[serde(flatten)]
-            tally: Tally,
-            loss_percent: f64,
-            time_ms: f64,
-            matching: &'static str,
-            authenticated: bool,
-            rtt_ms: Summary,
-        }
-        serde_json::to_string(&Json {
-            target: addr::shown(self.target).to_string(),
-            size: self.size,
-            tally: self.tally,
-            loss_percent: self.tally.loss_percent(),
-            time_ms: self.elapsed.as_secs_f64() * 1e3,
-            matching: self.matching.as_str(),
-            authenticated: self.matching == Matching::Ids,
-            rtt_ms: self.latency.summary(1e6),
-        })
-        .expect("plain values serialize")
-    }
-}
-
-/// `12.5%`, `0%`, `33.3%`.
-fn percent(p: f64) -> String {
-    let text = format!("{p:.1}");
-    format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// The longest a single wait lasts when nothing else bounds it (a stop wakes it anyway).
@@ -327,17 +238,5 @@ fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<Option<IcmpError>> {
             }
             None => Err(e),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent;
-
-    #[test]
-    fn loss_prints_like_ping() {
-        assert_eq!(percent(0.0), "0%");
-        assert_eq!(percent(100.0), "100%");
-        assert_eq!(percent(100.0 / 3.0), "33.3%");
     }
 }

@@ -129,38 +129,6 @@ pub struct Counters {
     pub queue_peak_bytes: u64,
 }
 
-impl Counters {
-    pub fn describe(&self) -> String {
-        let f = |name: &str, c: &Leg| {
-            format!(
-                "{name}: {} received, {} forwarded, {} dropped, {} duplicated, {} reordered, \
-                 {} failed, {} queue full, {} rate-limited, {} dropped by the kernel, {} ICMP errors",
-                c.received,
-                c.forwarded,
-                c.dropped,
-                c.duplicated,
-                c.reordered,
-                c.failed,
-                c.queue_full,
-                c.rate_limited,
-                c.kernel_drops,
-                c.icmp_errors
-            )
-        };
-        format!(
-            "{}; {}; sessions: {} opened, {} expired, {} refused, {} evicted (at most {}); {} still queued",
-            f("up", &self.up),
-            f("down", &self.down),
-            self.sessions_opened,
-            self.sessions_expired,
-            self.sessions_refused,
-            self.sessions_evicted,
-            self.max_sessions,
-            self.queued_at_exit
-        )
-    }
-}
-
 struct Session {
     client: SocketAddr,
     upstream: UdpSocket,

@@ -1,0 +1,348 @@
+//! What each subcommand takes, in clap's derive form, and the value parsers behind it.
+//!
+//! Promise: every flag is documented in `--help`; bad values are refused by the parser with
+//! a one-line reason before anything touches the network.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use udpkit::addr::{DEFAULT_HOST, DEFAULT_PORT};
+use udpkit::{RateLimit, relay};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "udpkit",
+    version,
+    about = "Send and receive UDP: the udp_local.py server and client, made robust",
+    long_about = "Send and receive UDP: the server and client of udp_local.py (Foundations of \
+                  Python Network Programming, chapter 2), with the same lines and the same \
+                  bytes on the wire, made robust: the client retransmits with backoff and \
+                  accepts only its server's replies; the server survives any datagram."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer every datagram with "Your data was N bytes long"
+    Server(ServerArgs),
+    /// Send one request (the time, or -m TEXT) and print the server's reply
+    Client(ClientArgs),
+    /// Measure round-trip time and loss to a server, as ping does
+    Ping(PingArgs),
+    /// Load a server: requests per second, loss and latency percentiles
+    Bench(BenchArgs),
+    /// Find the servers on the local network: one request to a broadcast address
+    Discover(DiscoverArgs),
+    /// Find the largest datagram that reaches a server unfragmented (path MTU)
+    Mtu(MtuArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output
+    Completions(CompletionsArgs),
+    /// Print udpkit's man page (roff) to standard output
+    Man,
+    /// Forward UDP between clients and a server, with loss, duplication, reordering,
+    /// delay and rate limits applied on purpose (netem without root)
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on: 127.0.0.1 (this host only), 0.0.0.0 or :: (all interfaces),
+    /// ::1, one of this host's addresses, or a host name
+    #[arg(default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// UDP port to listen on; 0 picks a free one (printed)
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// No line per datagram (errors and the summary are still printed)
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Serve with N sockets on the same port (SO_REUSEPORT), one thread each; with more
+    /// than one, lines from different clients may interleave in any order
+    #[arg(long = "threads", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// Print the counters every SECS seconds (they are always printed on exit)
+    #[arg(long = "stats", value_name = "SECS", value_parser = seconds)]
+    pub stats: Option<Duration>,
+    /// Once listening, write FILE with one JSON object, {"event":"ready","address":...}:
+    /// for scripts and tests that need the port chosen with -p 0 (written whole, by rename)
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Print the counters as JSON objects, one a line
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Ignore this share of datagrams at random, 0 to 1, saying
+    /// "Pretending to drop packet from ADDR" (the book's udp_remote.py)
+    #[arg(long = "drop-rate", value_name = "P", default_value = "0", value_parser = share)]
+    pub drop_rate: f64,
+    /// Seed for --drop-rate's random choices, for a reproducible run
+    #[arg(long = "seed", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Replies a second allowed per source prefix (IPv4 /24, IPv6 /56), or "off". By
+    /// default 100 when listening beyond loopback, off on loopback (see SECURITY.md)
+    #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's address or host name
+    #[arg(default_value = DEFAULT_HOST)]
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Send TEXT instead of "The time is <local time>" (any bytes the shell can pass)
+    #[arg(short = 'm', long = "message", value_name = "TEXT")]
+    pub message: Option<std::ffi::OsString>,
+    /// Seconds to wait for the first reply; each retransmission waits twice as long
+    #[arg(short = 'W', long = "wait", value_name = "SECS", default_value = "0.1", value_parser = seconds)]
+    pub wait: Duration,
+    /// Give up once the next wait would be longer than this many seconds
+    #[arg(long = "max-wait", value_name = "SECS", default_value = "2.0", value_parser = seconds)]
+    pub max_wait: Duration,
+    /// Print each wait ("Waiting up to 0.2 seconds for a reply")
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Stop after COUNT requests (default: until Ctrl-C)
+    #[arg(short = 'c', value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Seconds between requests; 0 sends the next as soon as the reply (or timeout) comes
+    #[arg(short = 'i', value_name = "SECS", default_value = "1", value_parser = seconds_or_zero)]
+    pub interval: Duration,
+    /// Bytes in each request; 33 or more carry a request ID
+    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+          value_parser = clap::value_parser!(u16).range(0..=65507))]
+    pub size: u16,
+    /// Seconds to wait for each reply before counting it lost
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Only the summary, no line per reply
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Print the summary as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Flows: sockets with a source port each
+    #[arg(long = "flows", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub flows: u16,
+    /// Requests in flight per flow (closed loop; ignored with --rate)
+    #[arg(long = "window", value_name = "W", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub window: u32,
+    /// Seconds to send for (default 10, unless -n is given)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = seconds, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+    /// Requests to send in all
+    #[arg(short = 'n', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Open loop: this many requests a second in all, paced across the flows; latency
+    /// counts from when each request was meant to go
+    #[arg(long = "rate", value_name = "RPS", value_parser = per_second)]
+    pub rate: Option<f64>,
+    /// Bytes in each request; 33 or more carry a request ID
+    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+          value_parser = clap::value_parser!(u16).range(0..=65507))]
+    pub size: u16,
+    /// Seconds to wait for a reply before counting the request lost
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Write the latency distribution (HdrHistogram's percentile text, in µs) to FILE
+    #[arg(long = "histogram", value_name = "FILE")]
+    pub histogram: Option<std::path::PathBuf>,
+    /// Draw latency by percentile as an SVG picture in FILE
+    #[arg(long = "plot", value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
+    /// Print the summary as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on for clients, HOST:PORT (port 0: a free one, printed)
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// The server to forward to, HOST:PORT
+    #[arg(long = "to", value_name = "ADDR:PORT")]
+    pub to: String,
+    /// Drop this share of datagrams, 0 to 1
+    #[arg(long = "drop", value_name = "P", default_value = "0", value_parser = share)]
+    pub drop: f64,
+    /// Send this share of datagrams twice
+    #[arg(long = "duplicate", value_name = "P", default_value = "0", value_parser = share)]
+    pub duplicate: f64,
+    /// Hold this share of datagrams back until the next one has passed them
+    #[arg(long = "reorder", value_name = "P", default_value = "0", value_parser = share)]
+    pub reorder: f64,
+    /// Delay every datagram by this many milliseconds
+    #[arg(long = "delay", value_name = "MS", default_value = "0", value_parser = millis)]
+    pub delay: Duration,
+    /// Vary each delay by up to this many milliseconds either way
+    #[arg(long = "jitter", value_name = "MS", default_value = "0", value_parser = millis)]
+    pub jitter: Duration,
+    /// Let at most this many datagrams a second through in each direction; more wait
+    #[arg(long = "rate", value_name = "PPS", value_parser = per_second)]
+    pub rate: Option<f64>,
+    /// Seed for the random choices, for a reproducible run
+    #[arg(long = "seed", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Impair requests (up), replies (down) or both
+    #[arg(long = "direction", value_name = "up|down|both", default_value = "both", value_parser = direction)]
+    pub direction: relay::Direction,
+    /// Close a client's session after this many idle seconds (a session whose client sent
+    /// only one datagram: after at most 5 s)
+    #[arg(long = "idle", value_name = "SECS", default_value = "60", value_parser = seconds)]
+    pub idle: Duration,
+    /// Memory for datagrams waiting out --delay, --jitter or --rate, in MiB; what does not
+    /// fit is dropped and counted ("queue full")
+    #[arg(long = "queue-limit", value_name = "MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub queue_limit: u32,
+    /// Datagrams a second sent to each client prefix (IPv4 /24, IPv6 /56), or "off". By
+    /// default 100 when listening beyond loopback, off on loopback: a relay that answers
+    /// forged sources must not become a reflector (see SECURITY.md)
+    #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
+    pub rate_limit: Option<RateLimit>,
+    /// Once listening (and forwarding to --to), write FILE with one JSON object, {"event":"ready","address":...}:
+    /// for scripts and tests that need the port chosen with -p 0 (written whole, by rename)
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Print the counters on exit as one JSON object
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The broadcast address: 255.255.255.255 (this link), or a subnet's, like 192.0.2.255
+    #[arg(default_value = "255.255.255.255")]
+    pub broadcast: String,
+    /// The servers' UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Seconds to wait for answers
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub wait: Duration,
+    /// Print one JSON object: {"servers": [{"address": ..., "rtt_ms": ...}, ...]}
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MtuArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Seconds to wait for each try of a probe. A size is called too big only after enough
+    /// unanswered tries, given the loss measured on sizes that pass, to be wrong less than
+    /// once in a thousand; a path too lossy for that is reported as undecidable
+    #[arg(short = 'W', value_name = "SECS", default_value = "0.2", value_parser = seconds)]
+    pub wait: Duration,
+    /// Print one JSON object: payload, path_mtu, kernel_mtu, probes, authenticated,
+    /// answered_share, tries_to_fail, forged, icmp_errors
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish (e.g. `udpkit completions bash > /etc/bash_completion.d/udpkit`)
+    #[arg(value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
+}
+
+/// Milliseconds, zero or more.
+fn millis(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(ms) if (0.0..=3_600_000.0).contains(&ms) => Ok(Duration::from_secs_f64(ms / 1000.0)),
+        _ => Err(format!(
+            "'{text}' is not a number of milliseconds from 0 to 3600000"
+        )),
+    }
+}
+
+fn direction(text: &str) -> Result<relay::Direction, String> {
+    match text {
+        "up" => Ok(relay::Direction::Up),
+        "down" => Ok(relay::Direction::Down),
+        "both" => Ok(relay::Direction::Both),
+        _ => Err(format!("'{text}' is not up, down or both")),
+    }
+}
+
+/// A rate: from 0.001 to a billion a second.
+fn per_second(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if (0.001..=1e9).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a rate from 0.001 to 1000000000 a second"
+        )),
+    }
+}
+
+/// A number of seconds from a millisecond to a day.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds (try 0.5)"))?;
+    if !(0.001..=86_400.0).contains(&value) {
+        return Err(format!(
+            "{text} seconds is out of range: give from 0.001 to 86400"
+        ));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Zero, or a positive number of seconds up to a day.
+fn seconds_or_zero(text: &str) -> Result<Duration, String> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    seconds(text)
+}
+
+/// A probability: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{text}' is not a share from 0 to 1 (try 0.25)")),
+    }
+}
+
+/// `off`, or a positive number of replies a second.
+fn rate_limit(text: &str) -> Result<RateLimit, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RateLimit::Off);
+    }
+    match text.parse::<f64>() {
+        Ok(n) if n > 0.0 && n.is_finite() => Ok(RateLimit::PerSecond(n)),
+        _ => Err(format!(
+            "'{text}' is neither 'off' nor a positive number of replies a second"
+        )),
+    }
+}

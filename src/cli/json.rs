@@ -1,0 +1,163 @@
+//! JSON output, in one place: one object per report, with the keys the README documents,
+//! rendered from the library's data.
+//!
+//! Promise: every object is one line of valid JSON; figures are the library's, unchanged.
+
+use serde::Serialize;
+use udpkit::addr;
+use udpkit::load::flow::{Matching, Tally};
+use udpkit::load::latency::Summary;
+use udpkit::{Stats, bench, ping};
+
+/// ping's report: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,
+/// `forged`, `bad`, `foreign`, `unreachable`, `icmp` (by kind), `loss_percent`, `time_ms`,
+/// `matching`, `authenticated` (true only once the server proved it repeats IDs) and
+/// `rtt_ms` (`min`, `avg`, `max`, `mdev`, `p50`, `p90`, `p99`, `p999`).
+pub fn ping(r: &ping::Report) -> String {
+    #[derive(Serialize)]
+    struct Json {
+        target: String,
+        size: usize,
+        #[serde(flatten)]
+        tally: Tally,
+        loss_percent: f64,
+        time_ms: f64,
+        matching: &'static str,
+        authenticated: bool,
+        rtt_ms: Summary,
+    }
+    serde_json::to_string(&Json {
+        target: addr::shown(r.target).to_string(),
+        size: r.size,
+        tally: r.tally,
+        loss_percent: r.tally.loss_percent(),
+        time_ms: r.elapsed.as_secs_f64() * 1e3,
+        matching: r.matching.as_str(),
+        authenticated: r.matching == Matching::Ids,
+        rtt_ms: r.latency.summary(1e6),
+    })
+    .expect("plain values serialize")
+}
+
+/// bench's report: `requests_per_second`, the tally, `lost`, `seconds`, the settings,
+/// `matching`, `authenticated` and `latency_us`.
+pub fn bench(r: &bench::Report) -> String {
+    #[derive(Serialize)]
+    struct Json {
+        target: String,
+        flows: usize,
+        window: usize,
+        rate: Option<f64>,
+        size: usize,
+        requests_per_second: f64,
+        #[serde(flatten)]
+        tally: Tally,
+        lost: u64,
+        seconds: f64,
+        matching: &'static str,
+        authenticated: bool,
+        latency_us: Summary,
+    }
+    let c = &r.config;
+    serde_json::to_string(&Json {
+        target: addr::shown(c.target).to_string(),
+        flows: c.flows,
+        window: c.window,
+        rate: c.rate,
+        size: c.size,
+        requests_per_second: r.requests_per_second().round(),
+        tally: r.tally,
+        lost: r.tally.lost(),
+        seconds: r.elapsed.as_secs_f64(),
+        matching: r.matching.as_str(),
+        authenticated: r.matching == Matching::Ids,
+        latency_us: r.latency.summary(1e3),
+    })
+    .expect("plain values serialize")
+}
+
+/// The server's counters: `event` (`stats` or `summary`), `seconds` since it started,
+/// `dropped` (on purpose, in all), and every counter.
+pub fn server_stats(r: &Stats, event: &str, seconds: f64) -> String {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        event: &'a str,
+        seconds: f64,
+        dropped: u64,
+        #[serde(flatten)]
+        stats: &'a Stats,
+    }
+    let seconds = (seconds * 1000.0).round() / 1000.0;
+    serde_json::to_string(&Line {
+        event,
+        seconds,
+        dropped: r.dropped(),
+        stats: r,
+    })
+    .expect("plain numbers serialize")
+}
+
+/// discover's answers: `broadcast`, `servers` (`address`, `rtt_ms`, `verified`), and how
+/// many were `unverified`.
+pub fn discover(broadcast: std::net::SocketAddr, found: &[udpkit::discover::Found]) -> String {
+    let unverified = found.iter().filter(|f| !f.verified).count();
+    #[derive(serde::Serialize)]
+    struct Server {
+        address: String,
+        rtt_ms: f64,
+        verified: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct Json {
+        broadcast: String,
+        servers: Vec<Server>,
+        unverified: usize,
+    }
+    let json = Json {
+        broadcast: broadcast.to_string(),
+        servers: found
+            .iter()
+            .map(|f| Server {
+                address: f.address.to_string(),
+                rtt_ms: f.rtt.as_nanos() as f64 / 1e6,
+                verified: f.verified,
+            })
+            .collect(),
+        unverified,
+    };
+    serde_json::to_string(&json).expect("plain values serialize")
+}
+
+/// mtu's report: `payload`, `path_mtu`, `kernel_mtu`, `probes`, `authenticated`,
+/// `answered_share`, `tries_to_fail`, `forged`, `icmp_errors`.
+pub fn mtu(report: &udpkit::mtu::Report) -> String {
+    serde_json::to_string(report).expect("plain values serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_every_counter() {
+        let v: serde_json::Value =
+            serde_json::from_str(&server_stats(&Stats::default(), "summary", 1.23456)).unwrap();
+        for key in [
+            "event",
+            "seconds",
+            "received",
+            "replied",
+            "dropped",
+            "dropped_simulated",
+            "dropped_rate_limited",
+            "slipped",
+            "send_failed",
+            "bytes_in",
+            "bytes_out",
+            "kernel_drops",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["seconds"], 1.235);
+    }
+}

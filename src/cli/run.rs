@@ -1,0 +1,438 @@
+//! How each subcommand runs: builds the library's configuration from the checked
+//! arguments, runs it, and prints through `text` and `json`.
+//!
+//! Promise: a run's report is printed before anything else can fail (files, pipes); a
+//! signal stops a long run with its summary.
+
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use udpkit::addr as net;
+use udpkit::{
+    Backoff, Client, ClientEvent, Error, RateLimit, Server, ServerConfig, Stop, bench, ping, relay,
+};
+
+use super::args::*;
+use super::console::{self, Console};
+use super::{json, text};
+
+/// The bytes of a command-line argument as given (Unix), or its UTF-8 form elsewhere.
+fn os_bytes(text: &OsString) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        std::os::unix::ffi::OsStrExt::as_bytes(text.as_os_str()).to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        text.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+/// A stop handle set by SIGINT, SIGTERM or SIGHUP (a closed terminal): long-running
+/// commands then stop within a second and print what they have. A second signal ends the
+/// process at once, should a stop ever hang.
+fn stop_on_signals() -> Stop {
+    let stop = Stop::new();
+    let wake = stop.signal_pipe().ok();
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
+        let _ = signal_hook::flag::register(signal, stop.flag());
+        // The same signal writes a byte to the stop's pipe: every waiting loop wakes now.
+        if let Some(pipe) = wake.as_ref().and_then(|p| p.try_clone().ok()) {
+            let _ = signal_hook::low_level::pipe::register(signal, pipe);
+        }
+    }
+    stop
+}
+
+/// Writes the ready event to `path`, whole: to a file beside it, then renamed, so that a
+/// reader never sees half of it.
+fn write_ready(path: Option<&std::path::Path>, event: serde_json::Value) -> Result<(), Error> {
+    let Some(path) = path else { return Ok(()) };
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let failed = |e| Error::io(format!("cannot write the ready file {}", path.display()), e);
+    std::fs::write(&partial, format!("{event}\n")).map_err(failed)?;
+    std::fs::rename(&partial, path).map_err(failed)
+}
+
+fn output(source: io::Error) -> Error {
+    Error::Callback { source }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then prints the summary.
+pub fn server(args: &ServerArgs) -> Result<(), Error> {
+    let server = Server::with_config(ServerConfig {
+        threads: usize::from(args.threads),
+        drop_rate: args.drop_rate,
+        seed: args.seed,
+        rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
+        ..ServerConfig::new(net::resolve(&args.host, args.port)?)
+    })?;
+    let mut out = io::stdout();
+    write_ready(
+        args.ready_file.as_deref(),
+        serde_json::json!({
+            "event": "ready",
+            "tool": "server",
+            "address": net::shown(server.local_addr()).to_string(),
+        }),
+    )?;
+    writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
+    out.flush().map_err(output)?;
+    if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
+        eprintln!(
+            "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
+             asked; bursts may be dropped (raise net.core.rmem_max)",
+            server.receive_buffer() >> 10,
+            udpkit::serve::RECEIVE_BUFFER >> 10
+        );
+    }
+
+    let stop = stop_on_signals();
+    let started = Instant::now();
+    let line_by_line = io::stdout().is_terminal();
+    let report = |event: &str| {
+        let stats = server.stats();
+        let seconds = started.elapsed().as_secs_f64();
+        let line = if args.json {
+            json::server_stats(&stats, event, seconds)
+        } else {
+            let label = if event == "summary" {
+                "Summary"
+            } else {
+                "Stats"
+            };
+            format!(
+                "{label} after {seconds:.1} s: {}",
+                text::server_stats(&stats)
+            )
+        };
+        writeln!(io::stdout(), "{line}").map_err(output)
+    };
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            server.run(&stop, || {
+                Console::new(io::stdout(), io::stderr(), args.quiet, line_by_line)
+            })
+        });
+        let mut next = args.stats.map(|period| (started + period, period));
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some((at, period)) = next
+                && Instant::now() >= at
+            {
+                next = Some((at + period, period));
+                if let Err(e) = report("stats") {
+                    stop.stop();
+                    let _ = worker.join();
+                    return Err(e);
+                }
+            }
+        }
+        worker.join().expect("the server thread panicked")
+    })?;
+    report("summary")
+}
+
+/// Sends one request and prints the reply, as the seed's client does.
+pub fn client(args: &ClientArgs) -> Result<(), Error> {
+    let client = Client::connect(net::resolve(&args.host, args.port)?)?;
+    let message = match &args.message {
+        Some(text) => os_bytes(text),
+        None => udpkit::wire::time_message().into_bytes(),
+    };
+    let backoff = Backoff {
+        first_wait: args.wait,
+        max_wait: args.max_wait,
+    };
+    let mut out = io::stdout().lock();
+    let mut failed: Option<io::Error> = None;
+    let mut say = |line: String| {
+        if failed.is_none() {
+            failed = writeln!(out, "{line}").err();
+        }
+    };
+    let reply = client.request(&message, &backoff, |event| match event {
+        ClientEvent::Sent(attempt) => {
+            if attempt.number == 1 {
+                say(console::assigned(client.local_addr()));
+            }
+            if args.verbose {
+                say(console::waiting(attempt.wait));
+            }
+        }
+        ClientEvent::Ignored(data) => say(format!(
+            "Ignored {} from the server's address: not the reply to this request",
+            udpkit::wire::repr(data)
+        )),
+    });
+    let reply = reply?;
+    say(console::server_replied(reply.from, &reply.data));
+
+    failed.map_or(Ok(()), |e| Err(output(e)))
+}
+
+/// Pings until COUNT or Ctrl-C; fails (exit 1) when no reply came at all.
+pub fn ping(args: &PingArgs) -> Result<bool, Error> {
+    let target = net::resolve(&args.host, args.port)?;
+    let config = ping::Config {
+        target,
+        count: args.count,
+        interval: args.interval,
+        size: usize::from(args.size),
+        timeout: args.timeout,
+    };
+    let shown = net::shown(target);
+    let mut out = io::stdout();
+    if !args.json {
+        writeln!(out, "PING {shown}: {} data bytes", config.size).map_err(output)?;
+    }
+    let stop = stop_on_signals();
+    let lines = !args.quiet && !args.json;
+    let report = ping::ping(&config, &stop, |event| {
+        let line = match *event {
+            ping::Event::Reply {
+                seq,
+                bytes,
+                rtt,
+                late,
+                duplicate,
+                verified,
+            } => {
+                let mut mark = String::new();
+                if duplicate {
+                    mark.push_str(" (DUP!)");
+                } else if late {
+                    mark.push_str(" (late)");
+                }
+                if !verified {
+                    mark.push_str(" (unverified)");
+                }
+                let ms = rtt.as_secs_f64() * 1e3;
+                format!("{bytes} bytes from {shown}: seq={seq} time={ms:.3} ms{mark}")
+            }
+            ping::Event::Unreachable { seq, kind } => {
+                format!("From {shown}: seq={seq} {}", kind.as_str())
+            }
+            ping::Event::Forged => {
+                format!("Ignored a forged reply from {shown} (no or wrong request ID)")
+            }
+            ping::Event::Bad => format!("Ignored a datagram from {shown} that answers no request"),
+            ping::Event::Unverified => format!(
+                "Note: {shown} does not repeat request IDs (the seed's protocol): each reply is \
+                 matched by the length it names, and cannot be authenticated"
+            ),
+            ping::Event::Revoked { count } => format!(
+                "Note: {shown} repeats request IDs: {count} earlier replies without one were forged and are not counted"
+            ),
+        };
+        let always =
+            matches!(event, ping::Event::Unverified | ping::Event::Revoked { .. }) && !args.json;
+        if lines || always {
+            writeln!(io::stdout(), "{line}")
+        } else {
+            Ok(())
+        }
+    })?;
+    let text = if args.json {
+        json::ping(&report) + "\n"
+    } else {
+        format!("\n{}", text::ping_summary(&report))
+    };
+    out.write_all(text.as_bytes()).map_err(output)?;
+    Ok(report.tally.received > 0)
+}
+
+/// Loads the server and prints the report; fails (exit 1) when no reply came at all.
+pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
+    let config = bench::Config {
+        target: net::resolve(&args.host, args.port)?,
+        flows: usize::from(args.flows),
+        window: args.window as usize,
+        duration: match (args.duration, args.count) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d,
+        },
+        count: args.count,
+        rate: args.rate,
+        size: usize::from(args.size),
+        timeout: args.timeout,
+    };
+    // Output files are opened before the run: a path that cannot be written is said now,
+    // not after a long benchmark.
+    let create = |path: &std::path::PathBuf| {
+        std::fs::File::create(path).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot write {} (checked before the run, so nothing was sent)",
+                    path.display()
+                ),
+                e,
+            )
+        })
+    };
+    let histogram_file = args.histogram.as_ref().map(create).transpose()?;
+    let plot_file = args.plot.as_ref().map(create).transpose()?;
+    let stop = stop_on_signals();
+    let bar = if io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(config.duration.map_or(0, |d| d.as_millis() as u64));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {elapsed}/{duration} {msg}")
+                .expect("a valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let report = bench::bench(&config, &stop, |p| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.elapsed.as_millis() as u64);
+            let rate = p.received as f64 / p.elapsed.as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{rate:.0} requests/s, {} sent, {} received",
+                p.sent, p.received
+            ));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    // The report first: a file that fails to write afterwards never loses it.
+    let text = if args.json {
+        json::bench(&report) + "\n"
+    } else {
+        text::bench_summary(&report)
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    if let (Some(mut file), Some(path)) = (histogram_file, &args.histogram) {
+        report
+            .latency
+            .write_distribution(&mut file, 1e3)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
+        let title = format!(
+            "udpkit bench {}: latency by percentile",
+            net::shown(config.target)
+        );
+        file.write_all(report.latency.svg(1e3, "µs", &title).as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    Ok(report.tally.received > 0)
+}
+
+/// Relays until SIGINT or SIGTERM, then prints the counters.
+pub fn relay(args: &RelayArgs) -> Result<(), Error> {
+    let relay = relay::Relay::bind(relay::Config {
+        listen: net::resolve_host_port(&args.listen)?,
+        to: net::resolve_host_port(&args.to)?,
+        impair: udpkit::impair::Settings {
+            drop: args.drop,
+            duplicate: args.duplicate,
+            reorder: args.reorder,
+            delay: args.delay,
+            jitter: args.jitter,
+            rate: args.rate,
+        },
+        direction: args.direction,
+        seed: args.seed,
+        idle: args.idle,
+        queue_bytes: args.queue_limit as usize * (1 << 20),
+        rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
+    })?;
+    let to = net::resolve_host_port(&args.to)?;
+    let mut out = io::stdout();
+    write_ready(
+        args.ready_file.as_deref(),
+        serde_json::json!({
+            "event": "ready",
+            "tool": "relay",
+            "address": net::shown(relay.local_addr()).to_string(),
+            "to": net::shown(to).to_string(),
+        }),
+    )?;
+    writeln!(
+        out,
+        "Relaying {} -> {}",
+        net::shown(relay.local_addr()),
+        net::shown(to)
+    )
+    .map_err(output)?;
+    out.flush().map_err(output)?;
+    let stop = stop_on_signals();
+    let counters = relay.run(&stop)?;
+    let line = if args.json {
+        serde_json::to_string(&counters).expect("plain numbers serialize")
+    } else {
+        format!("Summary: {}", text::relay_summary(&counters))
+    };
+    writeln!(out, "{line}").map_err(output)
+}
+
+/// Lists the servers that answer a broadcast; fails (exit 1) when none does.
+pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
+    let broadcast = net::resolve(&args.broadcast, args.port)?;
+    let found = udpkit::discover::discover(broadcast, args.wait)?;
+    let text = if args.json {
+        json::discover(broadcast, &found) + "\n"
+    } else {
+        text::discover(broadcast, &found, args.wait)
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    Ok(!found.is_empty())
+}
+
+/// Finds the path MTU to a server and prints it.
+pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
+    let target = net::resolve(&args.host, args.port)?;
+    let report = udpkit::mtu::mtu(target, args.wait)?;
+    let text = if args.json {
+        json::mtu(&report) + "\n"
+    } else {
+        text::mtu(target, &report)
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)
+}
+
+/// Writes a completion script for `args.shell`, generated from the same CLI definition.
+pub fn completions(args: &CompletionsArgs) -> Result<(), Error> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match args.shell.as_str() {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        _ => Shell::Fish,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "udpkit", &mut out);
+    io::stdout().write_all(&out).map_err(output)
+}
+
+/// Writes the man page, generated from the same CLI definition: the main page, then one
+/// section per subcommand.
+pub fn man() -> Result<(), Error> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut out = Vec::new();
+    let render = |cmd: clap::Command, out: &mut Vec<u8>| clap_mangen::Man::new(cmd).render(out);
+    render(command.clone(), &mut out).map_err(output)?;
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(
+            format!(
+                ".SH \"UDPKIT {}\"\n{about}\n",
+                sub.get_name().to_uppercase()
+            )
+            .as_bytes(),
+        );
+        let sub = sub.clone().bin_name(format!("udpkit {}", sub.get_name()));
+        let page = clap_mangen::Man::new(sub);
+        page.render_synopsis_section(&mut out)
+            .and_then(|()| page.render_options_section(&mut out))
+            .map_err(output)?;
+    }
+    io::stdout().write_all(&out).map_err(output)
+}

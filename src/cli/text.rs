@@ -1,0 +1,264 @@
+//! Text output, in one place: every summary and report a person reads, rendered from the
+//! library's data (ping's and bench's reports, the server's counters, the relay's, mtu's,
+//! discover's).
+//!
+//! Promise: each function renders its data and nothing else; wording lives here alone.
+
+use udpkit::addr;
+
+use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
+
+/// ping's summary: three or four lines, as ping's.
+pub fn ping_summary(r: &ping::Report) -> String {
+    let mut extra = String::new();
+    for (n, what) in [
+        (r.tally.forged, "forged"),
+        (r.tally.bad, "bad"),
+        (r.tally.foreign, "foreign"),
+    ] {
+        if n > 0 {
+            extra.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if r.tally.unreachable > 0 {
+        extra.push_str(&format!(
+            ", {} ICMP errors ({})",
+            r.tally.unreachable,
+            icmp_kinds(&r.tally.icmp)
+        ));
+    }
+    let mut text = format!(
+        "--- {} udpkit ping statistics ---\n\
+             {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
+        addr::shown(r.target),
+        r.tally.sent,
+        r.tally.received,
+        r.tally.duplicates,
+        r.tally.late,
+        percent(r.tally.loss_percent()),
+        r.elapsed.as_millis(),
+    );
+    if r.latency.count() > 0 {
+        let s = r.latency.summary(1e6);
+        text.push_str(&format!(
+            "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} ms\n\
+                 rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} ms\n",
+            s.min, s.avg, s.max, s.mdev, s.p50, s.p90, s.p99
+        ));
+    }
+    if r.tally.unverified > 0 {
+        text.push_str(&format!(
+            "{} replies carried no request ID: each was matched by the length it names, \
+                 and none can be authenticated\n",
+            r.tally.unverified
+        ));
+    }
+    text
+}
+
+/// `12.5%`, `0%`, `33.3%`.
+fn percent(p: f64) -> String {
+    let text = format!("{p:.1}");
+    format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
+}
+
+/// bench's summary: two or three lines.
+pub fn bench_summary(r: &bench::Report) -> String {
+    let c = &r.config;
+    let mode = match c.rate {
+        Some(rate) => format!("open loop at {rate} requests/s"),
+        None => format!("window {}", c.window),
+    };
+    let t = &r.tally;
+    let loss = t.loss_percent();
+    let mut text = format!(
+        "--- {} udpkit bench: {} flow{}, {mode}, {}-byte requests, {:.1} s ---\n\
+             {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged, {} foreign, {} unreachable\n",
+        addr::shown(c.target),
+        c.flows,
+        if c.flows == 1 { "" } else { "s" },
+        c.size,
+        r.elapsed.as_secs_f64(),
+        r.requests_per_second(),
+        t.sent,
+        t.received,
+        t.lost(),
+        t.duplicates,
+        t.late,
+        t.bad,
+        t.forged,
+        t.foreign,
+        t.unreachable,
+    );
+    if r.latency.count() > 0 {
+        let s = r.latency.summary(1e3);
+        text.push_str(&format!(
+            "latency (µs): min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
+            s.min, s.p50, s.p90, s.p99, s.p999, s.max
+        ));
+    }
+    if loss >= 5.0 && t.received > 0 {
+        text.push_str(
+            "Note: a server listening beyond loopback limits replies per source prefix \
+                 (100 a second by default) and says so on its stderr; for a benchmark start it \
+                 with --rate-limit off\n",
+        );
+    }
+    if t.unverified > 0 {
+        text.push_str(&format!(
+            "{} replies carried no request ID (the server does not repeat them): each was \
+                 matched by the length it names, and none can be authenticated\n",
+            t.unverified
+        ));
+    }
+    text
+}
+
+/// The server's counters as one sentence.
+pub fn server_stats(r: &Stats) -> String {
+    format!(
+        "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
+             ({} simulated, {} rate-limited), {} slipped past the limit, {} failed sends, \
+             {} dropped by the kernel",
+        r.received,
+        r.bytes_in,
+        r.replied,
+        r.bytes_out,
+        r.dropped(),
+        r.dropped_simulated,
+        r.dropped_rate_limited,
+        r.slipped,
+        r.send_failed,
+        r.kernel_drops,
+    )
+}
+
+/// The relay's counters as one line.
+pub fn relay_summary(r: &relay::Counters) -> String {
+    let f = |name: &str, c: &relay::Leg| {
+        format!(
+            "{name}: {} received, {} forwarded, {} dropped, {} duplicated, {} reordered, \
+                 {} failed, {} queue full, {} rate-limited, {} dropped by the kernel, {} ICMP errors",
+            c.received,
+            c.forwarded,
+            c.dropped,
+            c.duplicated,
+            c.reordered,
+            c.failed,
+            c.queue_full,
+            c.rate_limited,
+            c.kernel_drops,
+            c.icmp_errors
+        )
+    };
+    format!(
+        "{}; {}; sessions: {} opened, {} expired, {} refused, {} evicted (at most {}); {} still queued",
+        f("up", &r.up),
+        f("down", &r.down),
+        r.sessions_opened,
+        r.sessions_expired,
+        r.sessions_refused,
+        r.sessions_evicted,
+        r.max_sessions,
+        r.queued_at_exit
+    )
+}
+
+/// `3 port unreachable, 1 host unreachable`, leaving out kinds that did not occur.
+pub fn icmp_kinds(r: &IcmpCounts) -> String {
+    [
+        (r.port_unreachable, IcmpError::PortUnreachable),
+        (r.host_unreachable, IcmpError::HostUnreachable),
+        (r.network_unreachable, IcmpError::NetworkUnreachable),
+        (r.protocol_unreachable, IcmpError::ProtocolUnreachable),
+        (r.too_big, IcmpError::TooBig),
+        (r.other, IcmpError::Other),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, k)| format!("{n} {}", k.as_str()))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// discover's answers, one a line, and a closing count.
+pub fn discover(
+    broadcast: std::net::SocketAddr,
+    found: &[discover::Found],
+    wait: std::time::Duration,
+) -> String {
+    let unverified = found.iter().filter(|f| !f.verified).count();
+    let mut text = String::new();
+    for f in found {
+        text.push_str(&format!(
+            "{}  time={:.3} ms{}\n",
+            f.address,
+            f.rtt.as_secs_f64() * 1e3,
+            if f.verified {
+                ""
+            } else {
+                "  (unverified: no request ID)"
+            }
+        ));
+    }
+    let n = found.len();
+    text.push_str(&format!(
+        "{n} server{} answered {broadcast} within {} s",
+        if n == 1 { "" } else { "s" },
+        wait.as_secs_f64()
+    ));
+    if unverified > 0 {
+        text.push_str(&format!(
+            "; {unverified} unverified (the seed's sentence without the request's ID: \
+                 anyone could have sent it)"
+        ));
+    }
+    text.push('\n');
+    text
+}
+
+/// mtu's finding, and what to make of it.
+pub fn mtu(target: std::net::SocketAddr, report: &mtu::Report) -> String {
+    let kernel = report
+        .kernel_mtu
+        .map_or("unknown".to_string(), |m| m.to_string());
+    let mut text = format!(
+        "{}: largest answered payload {} bytes, path MTU {} bytes (kernel's MTU for the route: {kernel}; {} probes, {:.0}% of tries answered)\n",
+        addr::shown(target),
+        report.payload,
+        report.path_mtu,
+        report.probes,
+        report.answered_share * 100.0,
+    );
+    if report.kernel_mtu.is_some_and(|k| k != report.path_mtu) {
+        text.push_str(
+            "Note: the kernel's figure differs from what the probes found; the probes' is \
+                 what came back answered (the kernel's comes from ICMP, which anyone can forge)\n",
+        );
+    }
+    if !report.authenticated {
+        text.push_str(
+            "Note: the server does not repeat request IDs: its answers cannot be \
+                 authenticated, and a forger who guesses the port could have made a size pass\n",
+        );
+    }
+    if report.forged > 0 || report.icmp_errors > 0 {
+        text.push_str(&format!(
+            "Ignored {} forged replies and {} ICMP errors\n",
+            report.forged, report.icmp_errors
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent;
+
+    #[test]
+    fn loss_prints_like_ping() {
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(100.0), "100%");
+        assert_eq!(percent(100.0 / 3.0), "33.3%");
+    }
+}
