@@ -416,26 +416,11 @@ impl State<'_> {
         Some(i)
     }
 
-    /// Reads up to a fair share of requests from clients.
     /// Reads one batch (a fair share) of requests from clients.
     fn read_clients(&mut self, rx: &mut RecvBatch) -> Result<(), Error> {
         let relay = self.relay;
-        let n = match rx.recv(&relay.listener) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(());
-            }
-            Err(e) if IcmpError::of(&e).is_some() => {
-                self.counters.up.icmp_errors += 1;
-                return Ok(());
-            }
-            Err(e) => return Err(Error::io(format!("cannot receive on {}", relay.local), e)),
-        };
+        let n = receive(rx, &relay.listener, &mut self.counters.up.icmp_errors)
+            .map_err(|e| Error::io(format!("cannot receive on {}", relay.local), e))?;
         for i in 0..n {
             let (meta, data) = rx.get(i);
             let Some(client) = meta.source else { continue };
@@ -457,33 +442,14 @@ impl State<'_> {
         Ok(())
     }
 
-    /// Reads up to a fair share of replies from the server for session `i`.
+    /// Reads one batch (a fair share) of replies from the server for session `i`.
     fn read_server(&mut self, i: usize, rx: &mut RecvBatch) -> Result<(), Error> {
         let Some(session) = self.sessions.get(i).and_then(Option::as_ref) else {
             return Ok(());
         };
-        let n = match rx.recv(&session.upstream) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(());
-            }
-            // The server's port closed, or a forged ICMP error: counted, never fatal.
-            Err(e) if IcmpError::of(&e).is_some() => {
-                self.counters.down.icmp_errors += 1;
-                return Ok(());
-            }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("cannot receive from {}", self.relay.config.to),
-                    e,
-                ));
-            }
-        };
+        let to = self.relay.config.to;
+        let n = receive(rx, &session.upstream, &mut self.counters.down.icmp_errors)
+            .map_err(|e| Error::io(format!("cannot receive from {to}"), e))?;
         let client = session.client;
         if let Some(session) = self.sessions[i].as_mut() {
             session.last_active = Instant::now();
@@ -557,6 +523,28 @@ impl State<'_> {
         leg.forwarded += totals.sent;
         leg.failed += totals.failed;
         leg.icmp_errors += u64::from(icmp);
+    }
+}
+
+/// One batch from `socket`: none when nothing is queued, and none (counted in
+/// `icmp_errors`) when the kernel hands back an ICMP error instead (a closed port, or a
+/// forged error: never fatal).
+fn receive(rx: &mut RecvBatch, socket: &UdpSocket, icmp_errors: &mut u64) -> io::Result<usize> {
+    match rx.recv(socket) {
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) if IcmpError::of(&e).is_some() => {
+            *icmp_errors += 1;
+            Ok(0)
+        }
+        Err(e) => Err(e),
     }
 }
 
