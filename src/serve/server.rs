@@ -51,7 +51,7 @@ pub trait Observer {
 
 impl Observer for () {}
 
-/// Whether replies are rate-limited per source prefix (see [`crate::ratelimit`]).
+/// Whether replies are rate-limited per source prefix (see `serve/ratelimit.rs`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RateLimit {
     /// On at the default rate when bound beyond loopback, off on loopback.
