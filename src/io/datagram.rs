@@ -69,7 +69,7 @@ pub struct RecvBatch {
     /// The kernel's count of datagrams dropped for a full receive buffer, when it said.
     kernel_drops: Option<u32>,
     #[cfg(target_os = "linux")]
-    sys: Box<linux::RecvHeaders>,
+    sys: Box<linux::Headers>,
 }
 
 impl RecvBatch {
@@ -83,7 +83,7 @@ impl RecvBatch {
             count: 0,
             kernel_drops: None,
             #[cfg(target_os = "linux")]
-            sys: linux::RecvHeaders::new(),
+            sys: linux::Headers::new(),
         }
     }
 
@@ -139,7 +139,7 @@ impl RecvBatch {
 /// Sends batches of [`Transmit`]s; holds the system call's headers, allocated once.
 pub struct Sender {
     #[cfg(target_os = "linux")]
-    sys: Box<linux::SendHeaders>,
+    sys: Box<linux::Headers>,
 }
 
 impl Default for Sender {
@@ -152,7 +152,7 @@ impl Sender {
     pub fn new() -> Self {
         Sender {
             #[cfg(target_os = "linux")]
-            sys: linux::SendHeaders::new(),
+            sys: linux::Headers::new(),
         }
     }
 
@@ -235,14 +235,15 @@ mod linux {
     #[repr(C, align(8))]
     struct Control([u8; CONTROL]);
 
-    pub(super) struct RecvHeaders {
+    /// The `mmsghdr` array of one call and what its headers point at, boxed once.
+    pub(super) struct Headers {
         names: [libc::sockaddr_storage; BATCH],
         iov: [libc::iovec; BATCH],
         msgs: [libc::mmsghdr; BATCH],
         control: [Control; BATCH],
     }
 
-    impl RecvHeaders {
+    impl Headers {
         pub(super) fn new() -> Box<Self> {
             // SAFETY: plain C structs and bytes, for which all-zero is a valid value.
             Box::new(unsafe { zeroed() })
@@ -302,20 +303,6 @@ mod linux {
                 };
             }
             Ok(n)
-        }
-    }
-
-    pub(super) struct SendHeaders {
-        names: [libc::sockaddr_storage; BATCH],
-        iov: [libc::iovec; BATCH],
-        msgs: [libc::mmsghdr; BATCH],
-        control: [Control; BATCH],
-    }
-
-    impl SendHeaders {
-        pub(super) fn new() -> Box<Self> {
-            // SAFETY: plain C structs and bytes, for which all-zero is a valid value.
-            Box::new(unsafe { zeroed() })
         }
     }
 

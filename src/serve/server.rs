@@ -17,7 +17,7 @@ use crate::io::socket as net;
 use crate::io::wait::Poller;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::stats::{Counters, Stats};
-use crate::wire::{ID_LEN, MAX_REPLY, RECV_BUFFER, emit_reply, request_id};
+use crate::wire::{MAX_REPLY, RECV_BUFFER, emit_reply, request_id};
 use crate::{Error, Stop};
 
 /// Hears what the server does, as it does it; every method has a silent default. The CLI
@@ -309,9 +309,9 @@ impl Worker<'_> {
                     continue;
                 }
                 observer.datagram(peer, data).map_err(output)?;
-                let id = request_id(data);
+                // The reply is written first: the rate limiter weighs its real length.
+                let reply_len = emit_reply(&mut replies[answered], len, request_id(data));
                 if let Some(limiter) = limiter.as_mut() {
-                    let reply_len = reply_len(len, id.is_some());
                     match limiter.decide(peer.ip(), now, len, reply_len) {
                         Decision::Answer => {}
                         Decision::Slip => {
@@ -325,7 +325,7 @@ impl Worker<'_> {
                         }
                     }
                 }
-                answers[answered] = (i, emit_reply(&mut replies[answered], len, id));
+                answers[answered] = (i, reply_len);
                 answered += 1;
             }
             drop(limiter);
@@ -398,13 +398,6 @@ impl Drop for RunningServer {
             let _ = thread.join();
         }
     }
-}
-
-/// The length of the reply to a request of `len` bytes: the sentence, and ` #` with the
-/// ID when the request carried one.
-fn reply_len(len: usize, with_id: bool) -> usize {
-    let digits = len.checked_ilog10().unwrap_or(0) as usize + 1;
-    "Your data was  bytes long".len() + digits + if with_id { 1 + ID_LEN } else { 0 }
 }
 
 /// A receive timeout reads as `WouldBlock` on Unix and `TimedOut` on Windows.

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
-use crate::io::icmp::{IcmpCounts, IcmpError};
+use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::Poller;
 use crate::load::flow::{Flow, Matching, Tally};
@@ -150,7 +150,6 @@ pub fn bench(
     let mut last_reply = started;
     let mut drain_until = None;
     let mut next_progress = started + PROGRESS_EVERY;
-    let mut icmp = IcmpCounts::default();
     loop {
         let now = Instant::now();
         if sending {
@@ -189,11 +188,11 @@ pub fn bench(
                         for _ in 0..n {
                             f.flow.next_request(out.next(), now);
                             if out.is_full() {
-                                out.send(&mut sender, &f.socket, &mut icmp);
+                                out.send(&mut sender, &f.socket, &mut report.tally);
                             }
                         }
                         if out.queued > 0 {
-                            out.send(&mut sender, &f.socket, &mut icmp);
+                            out.send(&mut sender, &f.socket, &mut report.tally);
                         }
                     }
                 }
@@ -212,7 +211,7 @@ pub fn bench(
                         }
                         let f = &mut flows[(scheduled % flows_n as u64) as usize];
                         f.flow.next_request(out.next(), intended);
-                        out.send(&mut sender, &f.socket, &mut icmp);
+                        out.send(&mut sender, &f.socket, &mut report.tally);
                         scheduled += 1;
                         budget -= 1;
                     }
@@ -259,7 +258,7 @@ pub fn bench(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if IcmpError::of(&e).is_some() => {
-                        icmp.note(IcmpError::of(&e).expect("checked"));
+                        report.tally.note_icmp(IcmpError::of(&e).expect("checked"));
                     }
                     Err(e) => {
                         return Err(Error::io(
@@ -291,17 +290,6 @@ pub fn bench(
         report.tally.foreign += net::drain_foreign(f.witness.as_ref(), &mut foreign_buf);
     }
     report.tally.sent = flows.iter().map(|f| f.flow.sent()).sum();
-    report.tally.icmp = icmp;
-    report.tally.unreachable = [
-        icmp.port_unreachable,
-        icmp.host_unreachable,
-        icmp.network_unreachable,
-        icmp.protocol_unreachable,
-        icmp.too_big,
-        icmp.other,
-    ]
-    .iter()
-    .sum();
     report.elapsed = last_reply.max(send_end).duration_since(started);
     report.matching = Matching::settled(
         flows.iter().map(|f| f.flow.matching()),
@@ -344,7 +332,7 @@ impl Outbox {
 
     /// Sends what is queued on a connected socket; a refused request is lost (and an ICMP
     /// error behind the refusal counted).
-    fn send(&mut self, sender: &mut Sender, socket: &UdpSocket, icmp: &mut IcmpCounts) {
+    fn send(&mut self, sender: &mut Sender, socket: &UdpSocket, tally: &mut Tally) {
         let mut transmits = [Transmit {
             destination: None,
             source: None,
@@ -354,17 +342,17 @@ impl Outbox {
             t.contents = buf;
         }
         sender.send(socket, &transmits[..self.queued], |_, e| {
-            note_send_error(e, icmp)
+            note_send_error(e, tally)
         });
         self.queued = 0;
     }
 }
 
-fn note_send_error(e: &io::Error, icmp: &mut IcmpCounts) {
+fn note_send_error(e: &io::Error, tally: &mut Tally) {
     // A send that fails with an ICMP error is the kernel passing on an error for an earlier
     // request (or a forged one); the request itself did not go and will count as lost.
     // Other errors (buffers full) lose the request the same way.
     if let Some(kind) = IcmpError::of(e) {
-        icmp.note(kind);
+        tally.note_icmp(kind);
     }
 }
