@@ -34,7 +34,8 @@
 //!
 //! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
 //! [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
-//! and report; ARCHITECTURE.md in the repository says where everything lives.
+//! and report, and the load engine under ping, bench and mtu is [`load::engine`];
+//! ARCHITECTURE.md in the repository says where everything lives.
 //!
 //! The library does not depend on the command line's crates: build it with
 //! `default-features = false` (the `cli` feature brings clap, indicatif and signal-hook for

@@ -201,6 +201,7 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 late,
                 duplicate,
                 verified,
+                ..
             } => {
                 let mut mark = String::new();
                 if duplicate {
@@ -220,7 +221,13 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
             ping::Event::Forged => {
                 format!("Ignored a forged reply from {shown} (no or wrong request ID)")
             }
-            ping::Event::Bad => format!("Ignored a datagram from {shown} that answers no request"),
+            ping::Event::NotSent { seq, why, .. } => {
+                format!("seq={seq} not sent: {}", text::not_sent(why))
+            }
+            ping::Event::Bad { .. } => {
+                format!("Ignored a datagram from {shown} that answers no request")
+            }
+            ping::Event::Progress(_) => return Ok(()),
             ping::Event::Unverified => format!(
                 "Note: {shown} does not repeat request IDs (the seed's protocol): each reply is \
                  matched by the length it names, and cannot be authenticated"
@@ -388,7 +395,7 @@ pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
 /// Finds the path MTU to a server and prints it.
 pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
     let target = net::resolve(&args.host, args.port)?;
-    let report = udpkit::mtu::mtu(target, args.wait)?;
+    let report = udpkit::mtu::mtu_until(target, args.wait, &stop_on_signals())?;
     let text = if args.json {
         json::mtu(&report) + "\n"
     } else {

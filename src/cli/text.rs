@@ -12,6 +12,7 @@ use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
 pub fn ping_summary(r: &ping::Report) -> String {
     let mut extra = String::new();
     for (n, what) in [
+        (r.tally.not_sent, "not sent"),
         (r.tally.forged, "forged"),
         (r.tally.bad, "bad"),
         (r.tally.foreign, "foreign"),
@@ -97,7 +98,14 @@ pub fn bench_summary(r: &bench::Report) -> String {
             s.min, s.p50, s.p90, s.p99, s.p999, s.max
         ));
     }
-    if loss >= 5.0 && t.received > 0 {
+    if t.not_sent > 0 {
+        text.push_str(&format!(
+            "{} of the requests sent were refused by this host (a local firewall, a full \
+             send buffer) and count as lost\n",
+            t.not_sent
+        ));
+    }
+    if loss >= 5.0 && t.received > 0 && t.lost() > t.not_sent {
         text.push_str(
             "Note: a server listening beyond loopback limits replies per source prefix \
                  (100 a second by default) and says so on its stderr; for a benchmark start it \
@@ -249,6 +257,15 @@ pub fn mtu(target: std::net::SocketAddr, report: &mtu::Report) -> String {
         ));
     }
     text
+}
+
+/// Why a request did not go, as a ping line says it.
+pub fn not_sent(why: ping::NotSent) -> String {
+    match why {
+        ping::NotSent::TooBig => "larger than this host sends (message too long)".to_string(),
+        ping::NotSent::BufferFull => "the send buffer is full".to_string(),
+        ping::NotSent::Refused(kind) => format!("refused by this host ({kind})"),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ const STOP: Token = u64::MAX;
 /// Watches sockets and a stop; see the module's promise.
 pub struct Poller {
     stop: Stop,
+    /// False once [`Poller::ignore_stop`] was called.
+    heed_stop: bool,
     #[cfg(target_os = "linux")]
     epoll: std::os::fd::OwnedFd,
     #[cfg(target_os = "linux")]
@@ -56,13 +58,21 @@ impl Poller {
     /// (`None`: no timeout); `ready` gets the tokens of the readable sockets.
     pub fn wait(&mut self, timeout: Option<Duration>, ready: &mut Vec<Token>) -> io::Result<()> {
         ready.clear();
-        if self.stop.is_stopped() {
+        if self.heed_stop && self.stop.is_stopped() {
             return Ok(());
         }
         match self.wait_sys(timeout, ready) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             other => other,
         }
+    }
+
+    /// From now on waits end on readiness or timeout only: for a loop that, once stopped,
+    /// still gives replies on their way a moment to arrive.
+    pub fn ignore_stop(&mut self) {
+        #[cfg(unix)]
+        self.unwatch(self.stop.wake_fd());
+        self.heed_stop = false;
     }
 
     /// Waits for the one socket this poller watches (or the stop, or `timeout`); true if
@@ -133,6 +143,7 @@ impl Poller {
         }
         Ok(Poller {
             stop,
+            heed_stop: true,
             // SAFETY: `fd` is a fresh descriptor that nothing else owns.
             epoll: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
@@ -212,6 +223,7 @@ impl Poller {
     fn create(stop: Stop) -> io::Result<Self> {
         Ok(Poller {
             stop,
+            heed_stop: true,
             fds: Vec::new(),
         })
     }
@@ -254,7 +266,10 @@ impl Poller {
 #[cfg(not(unix))]
 impl Poller {
     fn create(stop: Stop) -> io::Result<Self> {
-        Ok(Poller { stop })
+        Ok(Poller {
+            stop,
+            heed_stop: true,
+        })
     }
 
     fn wait_sys(&mut self, timeout: Option<Duration>, _: &mut Vec<Token>) -> io::Result<()> {

@@ -101,6 +101,9 @@ pub struct Tally {
     pub unreachable: u64,
     /// The same, by kind.
     pub icmp: IcmpCounts,
+    /// Of `sent`: requests the kernel refused to send (a full buffer, a firewall, too big);
+    /// they count as lost.
+    pub not_sent: u64,
 }
 
 impl Tally {
@@ -254,6 +257,25 @@ impl Flow {
         }
     }
 
+    /// A flow whose requests are all exactly `size` bytes, even before the server proves
+    /// that it repeats IDs (`mtu` probes one size at a time): a reply without an ID then
+    /// matches only while a single request of its length may be answered.
+    pub fn exact(size: usize, capacity: usize) -> Flow {
+        let mut flow = Flow::new(size, capacity);
+        flow.lengths = 1;
+        flow.base = size;
+        flow
+    }
+
+    /// The size of the requests from now on, for a flow made by [`Flow::exact`]; those
+    /// already sent keep theirs.
+    pub fn set_size(&mut self, size: usize) {
+        debug_assert_eq!(self.lengths, 1, "only an exact flow changes its size");
+        self.size = size;
+        self.base = size;
+        self.with_ids = size >= ID_LEN;
+    }
+
     pub fn matching(&self) -> Matching {
         self.matching
     }
@@ -339,6 +361,18 @@ impl Flow {
             }
             slot.state = State::Free;
             self.next_seq = seq;
+        }
+    }
+
+    /// Gives up on request `seq` at once (the kernel refused to send it): it is lost, and
+    /// a reply to it, should one come, is late.
+    pub fn abandon(&mut self, seq: u64) {
+        let index = self.index(seq);
+        let slot = &mut self.slots[index];
+        if slot.seq == seq && slot.state == State::Waiting {
+            slot.state = State::TimedOut;
+            self.waiting -= 1;
+            self.advance_oldest();
         }
     }
 

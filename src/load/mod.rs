@@ -1,5 +1,7 @@
-//! Load generation's building blocks: requests out and replies matched back to them
-//! (`flow`), and the statistics of their round trips (`latency`).
+//! Load generation: requests out and replies matched back to them (`flow`), the statistics
+//! of their round trips (`latency`), and the one loop that drives them at a pace
+//! (`engine`), under `ping`, `bench` and `mtu`.
 
+pub mod engine;
 pub mod flow;
 pub mod latency;

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::io::datagram::RecvBatch;
 use crate::io::socket as net;
-use crate::io::wait::Receiver;
-use crate::wire::{RECV_BUFFER, RequestId, emit_request, parse_reply};
+use crate::io::wait::Poller;
+use crate::wire::{RequestId, emit_request, parse_reply};
 use crate::{Error, Stop, addr};
 
 /// Bytes in the discovery request: an ID and a little padding, as ping's default.
@@ -59,19 +60,31 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
     socket
         .send_to(&request, broadcast)
         .map_err(|e| Error::io(format!("cannot send to {broadcast}"), e))?;
-    let mut rx = Receiver::new(&socket, &Stop::new())
-        .map_err(|e| Error::io(format!("cannot wait for answers to {broadcast}"), e))?;
+    let waiting = |e| Error::io(format!("cannot wait for answers to {broadcast}"), e);
+    socket.set_nonblocking(true).map_err(waiting)?;
+    let mut poller = Poller::new(&Stop::new()).map_err(waiting)?;
+    poller.add(&socket, 0).map_err(waiting)?;
+    // Answers are under 100 bytes; a longer datagram is cut short and fails to parse.
+    let mut answers = RecvBatch::new(2048);
     let mut found: Vec<Found> = Vec::new();
-    let mut buf = vec![0u8; RECV_BUFFER];
     let deadline = sent_at + wait;
     while let Some(left) = deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        let (len, from) = match rx.recv_from(&mut buf, left) {
-            Ok(Some(got)) => got,
-            Ok(None) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        if !poller.wait_one(left).map_err(waiting)? {
+            continue;
+        }
+        let n = match answers.recv(&socket) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 return Err(Error::io(
                     format!("cannot receive answers to {broadcast}"),
@@ -80,26 +93,30 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
             }
         };
         let rtt = sent_at.elapsed();
-        let Some(reply) = parse_reply(&buf[..len]).filter(|r| r.len == SIZE) else {
-            continue;
-        };
-        let verified = match reply.id {
-            Some(got) if got == id => true,
-            Some(_) => continue,
-            None => false,
-        };
-        let from = addr::shown(from);
-        match found.iter_mut().find(|f| f.address == from) {
-            Some(known) if verified && !known.verified => {
-                known.verified = true;
-                known.rtt = rtt;
+        for i in 0..n {
+            let (meta, data) = answers.get(i);
+            let Some(from) = meta.source else { continue };
+            let Some(reply) = parse_reply(data).filter(|r| r.len == SIZE) else {
+                continue;
+            };
+            let verified = match reply.id {
+                Some(got) if got == id => true,
+                Some(_) => continue,
+                None => false,
+            };
+            let from = addr::shown(from);
+            match found.iter_mut().find(|f| f.address == from) {
+                Some(known) if verified && !known.verified => {
+                    known.verified = true;
+                    known.rtt = rtt;
+                }
+                Some(_) => {}
+                None => found.push(Found {
+                    address: from,
+                    rtt,
+                    verified,
+                }),
             }
-            Some(_) => {}
-            None => found.push(Found {
-                address: from,
-                rtt,
-                verified,
-            }),
         }
     }
     Ok(found)

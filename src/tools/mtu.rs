@@ -12,17 +12,17 @@
 //! guessing. Probes ignore the kernel's path-MTU cache (`IP_PMTUDISC_PROBE`), so a spoofed
 //! ICMP "fragmentation needed" cannot shrink them; such errors are counted.
 
-use std::collections::HashMap;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::ops::ControlFlow;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
-use crate::io::wait::Receiver;
-use crate::wire::{ID_LEN, RECV_BUFFER, RequestId, emit_request, parse_reply};
+use crate::load::engine::{Engine, Event, NotSent, Pace, Phase};
+use crate::load::flow::Matching;
+use crate::wire::ID_LEN;
 use crate::{Error, Stop};
 
 /// The chance, per size declared too big, that it was in fact answered-able and only
@@ -66,66 +66,22 @@ pub struct Report {
     pub icmp_errors: u64,
 }
 
-/// What the replies so far prove.
-struct Evidence {
-    nonce: u64,
-    next_seq: u64,
-    /// Sizes by sequence number, for every probe sent.
-    sizes: HashMap<u64, usize>,
-    /// The server has repeated an ID: only IDs count.
-    ids: bool,
-    /// Largest size proven by a reply with its ID, and by a reply without one.
+/// The sizes the replies so far prove.
+#[derive(Default)]
+struct Proven {
+    /// Largest size proven by a reply with its probe's ID, and by a reply without one.
     verified: usize,
     unverified: usize,
-    forged: u64,
-    icmp_errors: u64,
 }
 
-impl Evidence {
-    fn largest(&self) -> usize {
-        if self.ids {
+impl Proven {
+    /// The largest size proven, counting replies without ID only while the server has not
+    /// shown that it repeats IDs.
+    fn largest(&self, matching: Matching) -> usize {
+        if matching == Matching::Ids {
             self.verified
         } else {
             self.verified.max(self.unverified)
-        }
-    }
-
-    /// Whether a reply has proved `size` (or more).
-    fn proves(&self, size: usize) -> bool {
-        self.largest() >= size
-    }
-
-    /// Takes a reply into account; returns the first sequence number it could answer
-    /// (by its ID, or by its length), if any.
-    fn on_reply(&mut self, data: &[u8]) -> Option<u64> {
-        let Some(reply) = parse_reply(data) else {
-            self.forged += u64::from(self.ids);
-            return None;
-        };
-        match reply.id {
-            Some(id) if id.nonce == self.nonce && self.sizes.get(&id.seq) == Some(&reply.len) => {
-                self.ids = true;
-                self.verified = self.verified.max(reply.len);
-                Some(id.seq)
-            }
-            Some(_) => {
-                self.forged += 1;
-                None
-            }
-            None if self.ids => {
-                self.forged += 1;
-                None
-            }
-            None => {
-                let seq = self
-                    .sizes
-                    .iter()
-                    .filter(|&(_, &s)| s == reply.len)
-                    .map(|(&seq, _)| seq)
-                    .min()?;
-                self.unverified = self.unverified.max(reply.len);
-                Some(seq)
-            }
         }
     }
 }
@@ -164,111 +120,127 @@ pub fn tries_to_fail(answered: u32, tries: u32) -> Option<u32> {
 
 /// Searches the path to `target`; each try of a size waits `wait` for its answer.
 pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
-    let socket = net::connect(target)?;
-    forbid_fragments(&socket, target)?;
+    mtu_until(target, wait, &Stop::new())
+}
+
+/// [`mtu`], ending early (with an error) when `stop` is set.
+pub fn mtu_until(target: SocketAddr, wait: Duration, stop: &Stop) -> Result<Report, Error> {
+    let pace = Pace::Interval(wait);
+    let mut engine = Engine::exact(target, ID_LEN, pace, wait, stop)?;
+    forbid_fragments(engine.socket(0), target)?;
     let overhead = if target.is_ipv4() { 28 } else { 48 };
     let largest = if target.is_ipv4() { 65_507 } else { 65_527 };
-    let mut evidence = Evidence {
-        nonce: fastrand::u64(..),
-        next_seq: 0,
-        sizes: HashMap::new(),
-        ids: false,
-        verified: 0,
-        unverified: 0,
-        forged: 0,
-        icmp_errors: 0,
-    };
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut rx = Receiver::new(&socket, &Stop::new())
-        .map_err(|e| Error::io(format!("cannot wait for answers from {target}"), e))?;
-    let mut probes = 0u32;
+    let mut proven = Proven::default();
     // Tries at sizes that passed, and how many of those sizes there were.
     let (mut good_tries, mut good_answers) = (0u32, 0u32);
 
-    // Sends tries of `size` until a reply proves it or `limit` tries went unanswered.
-    let mut probe = |size: usize,
-                     limit: u32,
-                     evidence: &mut Evidence,
-                     probes: &mut u32|
+    // Sends tries of `size`, one every `wait`, until a reply proves it or `limit` tries
+    // went unanswered; a late reply to an earlier, larger size is kept as evidence.
+    let probe = |size: usize,
+                 limit: u32,
+                 engine: &mut Engine,
+                 proven: &mut Proven|
      -> Result<Probe, Error> {
-        let mut request = Vec::with_capacity(size);
-        let first_seq = evidence.next_seq;
-        for tries in 1..=limit {
-            if *probes >= MAX_PROBES {
-                return Err(Error::Invalid(format!(
-                    "the search for the path MTU to {target} took {MAX_PROBES} probes without \
-                     an answer; the path loses too much to decide"
-                )));
-            }
-            *probes += 1;
-            let seq = evidence.next_seq;
-            evidence.next_seq += 1;
-            evidence.sizes.insert(seq, size);
-            emit_request(
-                &mut request,
-                RequestId {
-                    nonce: evidence.nonce,
-                    seq,
-                },
-                size,
-            );
-            match socket.send(&request) {
-                // Sent, or (a full send buffer) not: either way the try is spent.
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if is_too_big(&e) => return Ok(Probe::TooBigHere),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Err(Error::Refused { server: target });
-                }
-                Err(e) if IcmpError::of(&e).is_some() => evidence.icmp_errors += 1,
-                Err(e) => return Err(Error::io(format!("cannot send to {target}"), e)),
-            }
-            let deadline = Instant::now() + wait;
-            while let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            {
-                match rx.recv(&mut buf, left) {
-                    Ok(None) => {}
-                    Ok(Some(len)) => {
-                        // Only an answer to this probe's own tries measures the path; a
-                        // late answer to an earlier, larger size is kept as evidence.
-                        let answered = evidence.on_reply(&buf[..len]);
-                        if answered.is_some_and(|seq| seq >= first_seq) && evidence.proves(size) {
-                            return Ok(Probe::Answered { tries });
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        return Err(Error::Refused { server: target });
-                    }
-                    // ICMP errors (too big, unreachable) can be forged: counted, not trusted.
-                    Err(e) if IcmpError::of(&e).is_some() => evidence.icmp_errors += 1,
-                    Err(e) => return Err(Error::io(format!("cannot receive from {target}"), e)),
-                }
-            }
+        let probes = engine.sent() as u32;
+        if probes >= MAX_PROBES {
+            return Err(Error::Invalid(format!(
+                "the search for the path MTU to {target} took {MAX_PROBES} probes without an \
+                 answer; the path loses too much to decide"
+            )));
         }
-        Ok(Probe::Silent)
+        engine.set_size(size);
+        let first_seq = engine.sent();
+        let phase = Phase {
+            pace,
+            count: Some(u64::from(limit.min(MAX_PROBES - probes))),
+            duration: None,
+            timeout: wait,
+        };
+        let mut result = Probe::Silent;
+        let mut refused = false;
+        let mut matching = engine.matching();
+        engine.run(&phase, |event| {
+            let answered_seq = match *event {
+                Event::Reply {
+                    seq,
+                    bytes,
+                    verified,
+                    duplicate: false,
+                    ..
+                } => {
+                    if verified {
+                        proven.verified = proven.verified.max(bytes);
+                        matching = Matching::Ids;
+                    } else {
+                        proven.unverified = proven.unverified.max(bytes);
+                    }
+                    Some(seq)
+                }
+                // A reply without ID naming this size, from a server that never repeated
+                // an ID, when more than one try of it may be answered: the size passes,
+                // unverified, though which try it answers is unknown.
+                Event::Bad { names: Some(len) } if len == size && matching != Matching::Ids => {
+                    proven.unverified = proven.unverified.max(len);
+                    Some(first_seq)
+                }
+                Event::NotSent {
+                    why: NotSent::TooBig,
+                    ..
+                } => {
+                    result = Probe::TooBigHere;
+                    return Ok(ControlFlow::Break(()));
+                }
+                Event::Unreachable {
+                    kind: IcmpError::PortUnreachable,
+                    ..
+                } => {
+                    refused = true;
+                    return Ok(ControlFlow::Break(()));
+                }
+                _ => None,
+            };
+            if answered_seq.is_some_and(|seq| seq >= first_seq) && proven.largest(matching) >= size
+            {
+                result = Probe::Answered { tries: 0 };
+                return Ok(ControlFlow::Break(()));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if refused {
+            return Err(Error::Refused { server: target });
+        }
+        if stop.is_stopped() {
+            return Err(Error::Invalid(format!(
+                "stopped before the search for the path MTU to {target} ended"
+            )));
+        }
+        if let Probe::Answered { .. } = result {
+            result = Probe::Answered {
+                tries: (engine.sent() - first_seq).max(1) as u32,
+            };
+        }
+        Ok(result)
     };
-
     // The smallest probe must pass: it measures the path's loss and whether the server
     // repeats IDs. Ten tries: at 30% loss each way, all ten fail by chance 0.1% of the time.
-    match probe(ID_LEN, FIRST_TRIES, &mut evidence, &mut probes)? {
+    match probe(ID_LEN, FIRST_TRIES, &mut engine, &mut proven)? {
         Probe::Answered { tries } => {
             good_tries += tries;
             good_answers += 1;
         }
         _ => {
+            let tries = engine.sent() as u32;
             return Err(Error::NoReply {
                 server: target,
-                tries: probes,
-                waited: wait * probes,
+                tries,
+                waited: wait * tries,
             });
         }
     }
     let mut high = largest;
     let mut low;
     loop {
-        low = evidence.largest().max(ID_LEN);
+        low = proven.largest(engine.matching()).max(ID_LEN);
         if low >= high {
             // A late answer proved a size that a silent search had called too big.
             if low > high {
@@ -286,7 +258,7 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
                 )));
             }
             // Too little known of the loss: measure it on a size known to pass.
-            match probe(low, FIRST_TRIES, &mut evidence, &mut probes)? {
+            match probe(low, FIRST_TRIES, &mut engine, &mut proven)? {
                 Probe::Answered { tries } => {
                     good_tries += tries;
                     good_answers += 1;
@@ -296,14 +268,14 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
             continue;
         };
         let mid = low + (high - low).div_ceil(2);
-        match probe(mid, k, &mut evidence, &mut probes)? {
+        match probe(mid, k, &mut engine, &mut proven)? {
             Probe::Answered { tries } => {
                 good_tries += tries;
                 good_answers += 1;
             }
             Probe::TooBigHere => {
                 high = mid - 1;
-                if let Some(m) = kernel_mtu(&socket, target) {
+                if let Some(m) = kernel_mtu(engine.socket(0), target) {
                     high = high.min(m.saturating_sub(overhead)).max(low);
                 }
             }
@@ -311,24 +283,18 @@ pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
         }
     }
     let payload = low;
+    let tally = engine.tally();
     Ok(Report {
         payload,
         path_mtu: payload + overhead,
-        kernel_mtu: kernel_mtu(&socket, target),
-        probes,
-        authenticated: evidence.ids,
+        kernel_mtu: kernel_mtu(engine.socket(0), target),
+        probes: engine.sent() as u32,
+        authenticated: engine.matching() == Matching::Ids,
         answered_share: f64::from(good_answers) / f64::from(good_tries.max(1)),
         tries_to_fail: tries_to_fail(good_answers, good_tries).unwrap_or(MAX_TRIES),
-        forged: evidence.forged,
-        icmp_errors: evidence.icmp_errors,
+        forged: tally.forged,
+        icmp_errors: tally.unreachable,
     })
-}
-
-fn is_too_big(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    return e.raw_os_error() == Some(libc::EMSGSIZE);
-    #[cfg(not(unix))]
-    return e.kind() == io::ErrorKind::InvalidInput;
 }
 
 /// Sets the don't-fragment bit (IPv4) or forbids fragmentation (IPv6), ignoring the

@@ -1,0 +1,721 @@
+//! The load engine: one loop that sends requests on one or more flows (each a connected
+//! socket with its own source port), paced by a [`Pace`], matches every reply through
+//! [`Flow`], counts everything in one [`Tally`], and tells its caller what happens as it
+//! happens. `ping` is the engine with one flow paced by an interval, `bench` with many flows
+//! in a closed loop (a window) or an open loop (a rate), and `mtu` runs one short phase per
+//! size it probes on the same engine.
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//! use std::time::Duration;
+//! use udpkit::load::engine::{Engine, Event, Pace, Phase};
+//! use udpkit::{Server, Stop};
+//!
+//! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn();
+//! let pace = Pace::Window(4); // four requests in flight on each flow
+//! let timeout = Duration::from_secs(1);
+//! let mut engine = Engine::new(server.local_addr(), 2, 64, pace, timeout, &Stop::new())?;
+//! let phase = Phase { pace, count: Some(100), duration: None, timeout };
+//! let mut replies = 0;
+//! engine.run(&phase, |event| {
+//!     if let Event::Reply { duplicate: false, .. } = event {
+//!         replies += 1;
+//!     }
+//!     Ok(ControlFlow::Continue(()))
+//! })?;
+//! let report = engine.report();
+//! assert_eq!(report.tally.sent, 100);
+//! assert_eq!(report.tally.received, replies);
+//! assert_eq!(report.tally.sent, report.tally.received + report.tally.lost());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Promise: every request is accounted for (`sent = received + lost`); a phase ends by
+//! itself (its count, its duration, a stop, or the caller's word) after at most one timeout
+//! of draining (half a second when stopped); I/O is batched (`sendmmsg`/`recvmmsg` on
+//! Linux), only ready sockets are read, every wait wakes on a reply, on the next request
+//! due, on the oldest request's timeout and on the stop; nothing is allocated per request.
+//! A send refused for an ICMP error the kernel held from an earlier datagram is counted and
+//! tried once more; any ICMP error is counted, never fatal (all can be forged).
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
+use crate::io::icmp::IcmpError;
+use crate::io::socket as net;
+use crate::io::wait::{Poller, Token};
+use crate::load::flow::{Flow, Matching, Outcome, Tally};
+use crate::load::latency::Latency;
+use crate::wire::parse_reply;
+use crate::{Error, Stop};
+
+/// When requests go.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// Closed loop: each flow keeps this many requests in flight; the next goes when a
+    /// reply comes or a request times out. `Window(1)` is one request at a time.
+    Window(usize),
+    /// Open loop: this many requests a second across all flows, each stamped with the time
+    /// it was *meant* to go, so a stalled server cannot hide its stall (coordinated
+    /// omission). After a stall the requests due go at once.
+    Rate(f64),
+    /// One request every interval across the flows, whatever the replies, each stamped with
+    /// the time it went; after a stall the schedule starts again instead of catching up
+    /// (ping's habit).
+    Interval(Duration),
+}
+
+impl Pace {
+    /// Requests that can be in flight on one of `flows` flows whose replies time out after
+    /// `timeout`.
+    fn in_flight(self, flows: usize, timeout: Duration) -> usize {
+        let per_second = match self {
+            Pace::Window(w) => return w.max(1),
+            Pace::Rate(r) => r / flows.max(1) as f64,
+            Pace::Interval(d) => 1.0 / d.as_secs_f64().max(1e-9) / flows.max(1) as f64,
+        };
+        (per_second * timeout.as_secs_f64()).ceil().min(1e9) as usize + 2
+    }
+}
+
+/// One stretch of requests at one pace.
+#[derive(Clone, Copy, Debug)]
+pub struct Phase {
+    pub pace: Pace,
+    /// Send at most this many requests...
+    pub count: Option<u64>,
+    /// ...for at most this long (neither: until stopped).
+    pub duration: Option<Duration>,
+    /// A request unanswered this long is lost (a later reply is counted late).
+    pub timeout: Duration,
+}
+
+/// Figures so far, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Progress {
+    pub elapsed: Duration,
+    /// How long the phase is meant to send, if known.
+    pub planned: Option<Duration>,
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// Why a request did not go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotSent {
+    /// Larger than this host sends on the route (`EMSGSIZE`).
+    TooBig,
+    /// The socket's send buffer (or the kernel's) was full.
+    BufferFull,
+    /// Refused for another reason: a local firewall (`EPERM`), a broadcast address, ...
+    Refused(io::ErrorKind),
+}
+
+/// What happened, as it happens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// The first reply to request `seq` of `flow` (or, `duplicate`, another one).
+    Reply {
+        flow: usize,
+        seq: u64,
+        /// The request's length.
+        bytes: usize,
+        rtt: Duration,
+        late: bool,
+        duplicate: bool,
+        /// False for a reply matched by its length alone (no request ID).
+        verified: bool,
+    },
+    /// An ICMP error came back (or was forged), noticed after request `seq` went.
+    Unreachable { seq: u64, kind: IcmpError },
+    /// Request `seq` of `flow` did not go; it counts as lost at once.
+    NotSent { flow: usize, seq: u64, why: NotSent },
+    /// A reply ignored because it lacked the right request ID.
+    Forged,
+    /// A datagram that answers no request (or could answer more than one); `names` is the
+    /// length it names if it is a reply in the seed's form.
+    Bad { names: Option<usize> },
+    /// The first reply without a request ID: it and those after it are matched by the
+    /// length they name and cannot be authenticated.
+    Unverified,
+    /// The server proved it repeats request IDs: `count` replies taken on their length
+    /// alone were forged and are no longer counted.
+    Revoked { count: u64 },
+    /// Ten times a second.
+    Progress(Progress),
+}
+
+/// The outcome of all the phases run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub tally: Tally,
+    /// `Ids` when every flow proved IDs; `Length` when some replies were matched by length.
+    pub matching: Matching,
+    /// From the first request to the last reply (or the end of sending, if later).
+    pub elapsed: Duration,
+    pub latency: Latency,
+}
+
+/// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
+/// than this is refused up front (closed loop) or counted as unmatched (open loop).
+pub const MAX_REMEMBERED: usize = 1 << 20;
+
+/// How long a stopped phase waits for replies still on their way.
+const STOP_DRAIN: Duration = Duration::from_millis(500);
+
+/// How often [`Event::Progress`] comes, and foreign datagrams are counted.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The room for one reply: replies are under 100 bytes; anything longer is cut short here
+/// and then fails to parse, as it should.
+const REPLY_ROOM: usize = 2048;
+
+struct FlowState {
+    socket: UdpSocket,
+    /// Receives what reaches this flow's port from anyone but the server.
+    witness: Option<UdpSocket>,
+    flow: Flow,
+    latency: Latency,
+    /// Round trips of answers matched by length alone, until the flow proves IDs.
+    unverified: Latency,
+}
+
+/// The flows, their sockets and the buffers of the loop; see the module's promise.
+pub struct Engine {
+    target: SocketAddr,
+    flows: Vec<FlowState>,
+    stop: Stop,
+    poller: Poller,
+    ready: Vec<Token>,
+    replies: RecvBatch,
+    out: Outbox,
+    sender: Sender,
+    foreign_buf: Vec<u8>,
+    tally: Tally,
+    sent: u64,
+    said_unverified: bool,
+    started: Option<Instant>,
+    send_end: Option<Instant>,
+    last_reply: Option<Instant>,
+}
+
+impl Engine {
+    /// `flows` connected sockets to `target`, each remembering enough requests for what
+    /// `pace` can keep in flight within `timeout`, of `size` bytes.
+    pub fn new(
+        target: SocketAddr,
+        flows: usize,
+        size: usize,
+        pace: Pace,
+        timeout: Duration,
+        stop: &Stop,
+    ) -> Result<Engine, Error> {
+        Self::build(target, flows, pace, timeout, stop, |capacity| {
+            Flow::new(size, capacity)
+        })
+    }
+
+    /// One flow whose requests are exactly `size` bytes until [`Engine::set_size`] (see
+    /// [`Flow::exact`]), for probing sizes.
+    pub fn exact(
+        target: SocketAddr,
+        size: usize,
+        pace: Pace,
+        timeout: Duration,
+        stop: &Stop,
+    ) -> Result<Engine, Error> {
+        Self::build(target, 1, pace, timeout, stop, |capacity| {
+            Flow::exact(size, capacity)
+        })
+    }
+
+    fn build(
+        target: SocketAddr,
+        flows: usize,
+        pace: Pace,
+        timeout: Duration,
+        stop: &Stop,
+        make: impl Fn(usize) -> Flow,
+    ) -> Result<Engine, Error> {
+        let flows = flows.max(1);
+        let in_flight = pace.in_flight(flows, timeout);
+        if matches!(pace, Pace::Window(_)) && flows.saturating_mul(in_flight) * 4 > MAX_REMEMBERED {
+            return Err(Error::Invalid(format!(
+                "{flows} flows of {in_flight} requests in flight are too many: keep flows x \
+                 window at most {}",
+                MAX_REMEMBERED / 4
+            )));
+        }
+        // Four times what can be in flight, at least 64: room for two window's worth of
+        // lengths, and to tell an old request of the same length from a new one. A reply
+        // to a request forgotten this long ago is unmatched rather than credited anew.
+        let capacity = in_flight
+            .saturating_mul(4)
+            .clamp(64, (MAX_REMEMBERED / flows).max(64));
+        let waiting = |e| Error::io("cannot wait for replies", e);
+        let mut poller = Poller::new(stop).map_err(waiting)?;
+        let mut states = Vec::with_capacity(flows);
+        for i in 0..flows {
+            let socket = net::connect(target)?;
+            if flows > 1 || !matches!(pace, Pace::Window(1) | Pace::Interval(_)) {
+                net::grow_receive_buffer(&socket, 4 << 20);
+            }
+            socket.set_nonblocking(true).map_err(waiting)?;
+            poller.add(&socket, i as Token).map_err(waiting)?;
+            states.push(FlowState {
+                witness: net::foreign_witness(&socket),
+                socket,
+                flow: make(capacity),
+                latency: Latency::new(),
+                unverified: Latency::new(),
+            });
+        }
+        Ok(Engine {
+            target,
+            flows: states,
+            stop: stop.clone(),
+            poller,
+            ready: Vec::with_capacity(flows),
+            replies: RecvBatch::new(REPLY_ROOM),
+            out: Outbox::new(),
+            sender: Sender::new(),
+            foreign_buf: vec![0; 2048],
+            tally: Tally::default(),
+            sent: 0,
+            said_unverified: false,
+            started: None,
+            send_end: None,
+            last_reply: None,
+        })
+    }
+
+    /// Flow `i`'s socket (for options such as forbidding fragmentation).
+    pub fn socket(&self, i: usize) -> &UdpSocket {
+        &self.flows[i].socket
+    }
+
+    /// The size of every flow's requests from now on (flows made by [`Engine::exact`]).
+    pub fn set_size(&mut self, size: usize) {
+        for f in &mut self.flows {
+            f.flow.set_size(size);
+        }
+    }
+
+    /// Requests sent so far, in all phases.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Figures so far.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// `Ids` once every flow has proved that its server repeats request IDs.
+    pub fn matching(&self) -> Matching {
+        Matching::settled(
+            self.flows.iter().map(|f| f.flow.matching()),
+            self.tally.unverified,
+        )
+    }
+
+    fn waiting(&self) -> usize {
+        self.flows.iter().map(|f| f.flow.waiting()).sum()
+    }
+
+    /// Runs one phase; `on_event` hears of each reply and anomaly as it comes. Its error
+    /// ends the run as `Error::Callback`; its `Break` ends the phase at once (requests
+    /// still waiting stay waiting, for a later phase to take their replies).
+    pub fn run(
+        &mut self,
+        phase: &Phase,
+        mut on_event: impl FnMut(&Event) -> io::Result<ControlFlow<()>>,
+    ) -> Result<(), Error> {
+        let mut emit = |event: Event| match on_event(&event) {
+            Ok(ControlFlow::Continue(())) => Ok(false),
+            Ok(ControlFlow::Break(())) => Ok(true),
+            Err(source) => Err(Error::Callback { source }),
+        };
+        let started = Instant::now();
+        self.started.get_or_insert(started);
+        let flows_n = self.flows.len();
+        let send_until = phase.duration.map(|d| started + d);
+        let limit = phase
+            .count
+            .map_or(u64::MAX, |c| self.sent.saturating_add(c));
+        let mut scheduled: u64 = 0; // requests whose time has been handed out this phase
+        let mut next_send = started;
+        let mut sending = true;
+        let mut drain_until = None;
+        let mut next_progress = started + PROGRESS_EVERY;
+        let mut events = Vec::new();
+        loop {
+            let now = Instant::now();
+            for f in &mut self.flows {
+                f.flow.expire(now, phase.timeout);
+            }
+            if sending
+                && (self.stop.is_stopped()
+                    || send_until.is_some_and(|t| now >= t)
+                    || self.sent >= limit)
+            {
+                sending = false;
+                self.send_end = Some(now);
+                drain_until = Some(now + phase.timeout);
+            }
+            if !sending {
+                if self.stop.is_stopped() {
+                    self.poller.ignore_stop();
+                }
+                // Told to stop: replies still on their way get half a second, not a
+                // timeout that may be a day long.
+                if self.stop.is_stopped() {
+                    drain_until = drain_until.map(|t| t.min(now + STOP_DRAIN));
+                }
+                if self.waiting() == 0 || drain_until.is_some_and(|t| now >= t) {
+                    break;
+                }
+            }
+
+            // Send what is due.
+            let mut next_due = None;
+            if sending {
+                let mut budget = limit - self.sent;
+                match phase.pace {
+                    Pace::Window(window) => {
+                        for i in 0..flows_n {
+                            let waiting = self.flows[i].flow.waiting();
+                            let n = (window.saturating_sub(waiting) as u64).min(budget);
+                            budget -= n;
+                            for _ in 0..n {
+                                let seq = self.flows[i].flow.next_request(self.out.next(), now);
+                                self.out.note(i, seq);
+                                if self.out.is_full() {
+                                    self.out.send(&mut self.sender, &self.flows, &mut events);
+                                }
+                            }
+                            if self.out.queued > 0 {
+                                self.out.send(&mut self.sender, &self.flows, &mut events);
+                            }
+                        }
+                        self.sent = limit - budget;
+                    }
+                    Pace::Rate(rate) => {
+                        let step = Duration::from_secs_f64(1.0 / rate);
+                        // Every request whose time has come goes now, stamped with that
+                        // time; a few batches at a time, so that replies are read and the
+                        // end is noticed even when the rate is more than can be sent.
+                        for _ in 0..BATCH * flows_n {
+                            let intended = started + step.mul_f64(scheduled as f64);
+                            if intended > now
+                                || budget == 0
+                                || send_until.is_some_and(|t| intended >= t)
+                            {
+                                break;
+                            }
+                            let i = (scheduled % flows_n as u64) as usize;
+                            let seq = self.flows[i].flow.next_request(self.out.next(), intended);
+                            self.out.note(i, seq);
+                            self.out.send(&mut self.sender, &self.flows, &mut events);
+                            scheduled += 1;
+                            budget -= 1;
+                            self.sent += 1;
+                        }
+                        next_due = Some(started + step.mul_f64(scheduled as f64));
+                    }
+                    Pace::Interval(interval) => {
+                        if now >= next_send && budget > 0 {
+                            let i = (scheduled % flows_n as u64) as usize;
+                            let seq = self.flows[i].flow.next_request(self.out.next(), now);
+                            self.out.note(i, seq);
+                            self.out.send(&mut self.sender, &self.flows, &mut events);
+                            scheduled += 1;
+                            self.sent += 1;
+                            // On schedule, but never in a burst to catch up after a stall.
+                            next_send += interval;
+                            if next_send < now {
+                                next_send = now + interval;
+                            }
+                        }
+                        next_due = Some(next_send);
+                    }
+                }
+                for event in events.drain(..) {
+                    match event {
+                        Event::Unreachable { kind, .. } => self.tally.note_icmp(kind),
+                        Event::NotSent { flow, seq, .. } => {
+                            self.tally.not_sent += 1;
+                            self.flows[flow].flow.abandon(seq);
+                        }
+                        _ => {}
+                    }
+                    if emit(event)? {
+                        return Ok(());
+                    }
+                }
+                if self.sent >= limit {
+                    continue; // notice the end of sending before waiting
+                }
+            }
+
+            // Wait for a reply until the next request is due, the oldest one times out,
+            // or progress is due (at once if a reply is there).
+            let mut until = next_progress;
+            if let Some(t) = next_due {
+                until = until.min(t);
+            }
+            if let Some(t) = drain_until {
+                until = until.min(t);
+            }
+            for f in &self.flows {
+                if let Some(since) = f.flow.oldest_waiting_since() {
+                    until = until.min(since + phase.timeout);
+                }
+            }
+            self.poller
+                .wait(Some(until.saturating_duration_since(now)), &mut self.ready)
+                .map_err(|e| Error::io("cannot wait for replies", e))?;
+            // Only the flows whose sockets are ready are read.
+            for r in 0..self.ready.len() {
+                let i = self.ready[r] as usize;
+                if self.receive(i, &mut emit)? {
+                    return Ok(());
+                }
+            }
+            let now = Instant::now();
+            if now >= next_progress {
+                next_progress = now + PROGRESS_EVERY;
+                // Off the hot path: foreign datagrams are counted ten times a second.
+                self.count_foreign();
+                let progress = Progress {
+                    elapsed: now.duration_since(started),
+                    planned: phase.duration,
+                    sent: self.sent,
+                    received: self.tally.received,
+                };
+                if emit(Event::Progress(progress))? {
+                    return Ok(());
+                }
+            }
+        }
+        self.count_foreign();
+        Ok(())
+    }
+
+    /// Reads flow `i`'s replies until none is left; true if the caller ended the phase.
+    fn receive(
+        &mut self,
+        i: usize,
+        emit: &mut impl FnMut(Event) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let f = &mut self.flows[i];
+        loop {
+            match self.replies.recv(&f.socket) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    let at = Instant::now();
+                    self.last_reply = Some(at);
+                    for k in 0..n {
+                        let data = self.replies.get(k).1;
+                        let outcome = f.flow.on_reply(data, at);
+                        let revoked = f.flow.take_revoked();
+                        if revoked.answers > 0 {
+                            self.tally.revoke(revoked, &mut f.unverified);
+                            if emit(Event::Revoked {
+                                count: revoked.answers,
+                            })? {
+                                return Ok(true);
+                            }
+                        }
+                        self.tally.count(outcome, &mut f.latency, &mut f.unverified);
+                        let event = match outcome {
+                            Outcome::Answer {
+                                seq,
+                                rtt,
+                                late,
+                                verified,
+                            } => {
+                                if !verified && !self.said_unverified {
+                                    self.said_unverified = true;
+                                    if emit(Event::Unverified)? {
+                                        return Ok(true);
+                                    }
+                                }
+                                Event::Reply {
+                                    flow: i,
+                                    seq,
+                                    bytes: f.flow.request_len(seq).unwrap_or(0),
+                                    rtt,
+                                    late,
+                                    duplicate: false,
+                                    verified,
+                                }
+                            }
+                            Outcome::Duplicate { seq, rtt } => Event::Reply {
+                                flow: i,
+                                seq,
+                                bytes: f.flow.request_len(seq).unwrap_or(0),
+                                rtt,
+                                late: false,
+                                duplicate: true,
+                                verified: f.flow.matching() == Matching::Ids,
+                            },
+                            Outcome::Forged => Event::Forged,
+                            Outcome::Bad | Outcome::Unmatched => Event::Bad {
+                                names: parse_reply(data).map(|r| r.len),
+                            },
+                        };
+                        if emit(event)? {
+                            return Ok(true);
+                        }
+                    }
+                    if n < BATCH {
+                        return Ok(false);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => match IcmpError::of(&e) {
+                    Some(kind) => {
+                        self.tally.note_icmp(kind);
+                        let seq = f.flow.sent().saturating_sub(1);
+                        if emit(Event::Unreachable { seq, kind })? {
+                            return Ok(true);
+                        }
+                    }
+                    None => {
+                        return Err(Error::io(format!("cannot receive from {}", self.target), e));
+                    }
+                },
+            }
+        }
+    }
+
+    fn count_foreign(&mut self) {
+        for f in &self.flows {
+            self.tally.foreign += net::drain_foreign(f.witness.as_ref(), &mut self.foreign_buf);
+        }
+    }
+
+    /// The figures of all the phases run.
+    pub fn report(&self) -> Report {
+        let mut tally = self.tally;
+        tally.sent = self.sent;
+        let mut latency = Latency::new();
+        for f in &self.flows {
+            latency.merge(&f.latency);
+            latency.merge(&f.unverified);
+        }
+        let started = self.started.unwrap_or_else(Instant::now);
+        let end = match (self.last_reply, self.send_end) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b).unwrap_or(started),
+        };
+        Report {
+            tally,
+            matching: self.matching(),
+            elapsed: end.saturating_duration_since(started),
+            latency,
+        }
+    }
+}
+
+/// Requests waiting to go on one flow, in buffers reused from batch to batch (a buffer that
+/// held a request of the same size keeps its padding, so only the ID is rewritten).
+struct Outbox {
+    bufs: Vec<Vec<u8>>,
+    seqs: [u64; BATCH],
+    flow: usize,
+    queued: usize,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            bufs: (0..BATCH).map(|_| Vec::new()).collect(),
+            seqs: [0; BATCH],
+            flow: 0,
+            queued: 0,
+        }
+    }
+
+    /// The buffer for the next request.
+    fn next(&mut self) -> &mut Vec<u8> {
+        self.queued += 1;
+        &mut self.bufs[self.queued - 1]
+    }
+
+    /// Which flow and request the buffer just taken holds.
+    fn note(&mut self, flow: usize, seq: u64) {
+        self.flow = flow;
+        self.seqs[self.queued - 1] = seq;
+    }
+
+    fn is_full(&self) -> bool {
+        self.queued == BATCH
+    }
+
+    /// Sends what is queued on its flow's socket. A request refused for an ICMP error that
+    /// the kernel held from an earlier datagram is tried once more; the events say what was
+    /// refused.
+    fn send(&mut self, sender: &mut Sender, flows: &[FlowState], events: &mut Vec<Event>) {
+        let flow = self.flow;
+        let socket = &flows[flow].socket;
+        let mut transmits = [Transmit {
+            destination: None,
+            source: None,
+            contents: &[],
+        }; BATCH];
+        for (t, buf) in transmits.iter_mut().zip(&self.bufs[..self.queued]) {
+            t.contents = buf;
+        }
+        let mut again = [0usize; BATCH];
+        let mut retries = 0;
+        sender.send(socket, &transmits[..self.queued], |i, e| {
+            let seq = self.seqs[i];
+            match refusal(e) {
+                Err(kind) => {
+                    events.push(Event::Unreachable { seq, kind });
+                    again[retries] = i;
+                    retries += 1;
+                }
+                Ok(why) => events.push(Event::NotSent { flow, seq, why }),
+            }
+        });
+        for &i in &again[..retries] {
+            sender.send(socket, &transmits[i..=i], |_, e| {
+                let seq = self.seqs[i];
+                let why = match refusal(e) {
+                    Err(kind) => {
+                        events.push(Event::Unreachable { seq, kind });
+                        NotSent::Refused(e.kind())
+                    }
+                    Ok(why) => why,
+                };
+                events.push(Event::NotSent { flow, seq, why });
+            });
+        }
+        self.queued = 0;
+    }
+}
+
+/// Why the kernel refused a send: a reason of this request's own, or (`Err`) an ICMP error
+/// it held from an earlier datagram.
+fn refusal(e: &io::Error) -> Result<NotSent, IcmpError> {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        return Ok(NotSent::TooBig);
+    }
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ENOBUFS) {
+        return Ok(NotSent::BufferFull);
+    }
+    match IcmpError::of(e) {
+        Some(kind) => Err(kind),
+        None if e.kind() == io::ErrorKind::WouldBlock => Ok(NotSent::BufferFull),
+        None => Ok(NotSent::Refused(e.kind())),
+    }
+}
