@@ -84,3 +84,24 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
     assert!(err.contains("cannot write /no/such/dir/p.svg"), "{err}");
     assert!(err.contains("before the run"), "{err}");
 }
+
+#[test]
+fn a_stopped_bench_still_takes_the_replies_on_their_way() {
+    // Replies take 200 ms through the relay; a stop gives them half a second. Before the
+    // drain waited on the sockets, the stopped loop spun without reading and lost them all.
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let (_relay, via) = udpkit_relay(addr, &["--delay", "200", "--direction", "down"]);
+    let mut bench = Running::start(udpkit_to(
+        "bench",
+        via,
+        &["-W", "5", "-d", "30", "--window", "8", "--json"],
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&bench, libc::SIGINT);
+    let lines = bench.lines_within(Duration::from_millis(1500));
+    let (status, err) = bench.wait();
+    assert!(status.success(), "{status:?} {err}");
+    let v: serde_json::Value = serde_json::from_str(&lines.concat()).unwrap();
+    assert!(v["sent"].as_u64().unwrap() >= 16, "{v}");
+    assert_eq!(v["lost"], 0, "{v}");
+}
