@@ -1,9 +1,12 @@
 //! A cancel token: one flag shared by whoever may stop a long-running loop (a signal
 //! handler, a test, a library user) and the loops that look at it, with a self-pipe that
-//! wakes a loop asleep in [`crate::io::wait::Poller`].
+//! wakes a loop asleep in [`crate::io::wait::Poller`], and (Linux) a watcher that shuts
+//! for reading the sockets a loop blocks on in a receive, which wakes that receive.
 //!
-//! Promise: setting it is visible to every clone at once, and every poller waiting with it
-//! wakes at once; a second stop changes nothing.
+//! Promise: setting it is visible to every clone at once, and every poller or blocked
+//! receive waiting with it wakes at once; a second stop changes nothing. A socket is shut
+//! only while it is registered (never after its registration is dropped), and the watcher
+//! thread ends with the last clone of the stop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,6 +25,45 @@ struct Inner {
         std::os::unix::net::UnixStream,
         std::os::unix::net::UnixStream,
     )>,
+    /// The sockets to shut for reading when the stop comes.
+    #[cfg(target_os = "linux")]
+    shut: std::sync::Mutex<Shut>,
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Debug, Default)]
+struct Shut {
+    /// (registration number, descriptor)
+    fds: Vec<(u64, std::os::fd::RawFd)>,
+    next: u64,
+    watching: bool,
+    fired: bool,
+}
+
+/// While it lives, a stop shuts its socket for reading (`shutdown(SHUT_RD)`), which wakes
+/// a thread blocked receiving on it; datagrams still queue and can be read without
+/// waiting. Drop it before the socket.
+#[cfg(target_os = "linux")]
+pub(crate) struct ShutOnStop {
+    stop: Stop,
+    id: u64,
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for ShutOnStop {
+    fn drop(&mut self) {
+        let mut shut = self.stop.0.shut.lock().unwrap_or_else(|p| p.into_inner());
+        shut.fds.retain(|&(id, _)| id != self.id);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn shut_for_reading(fd: std::os::fd::RawFd) {
+    // SAFETY: a descriptor still registered, hence still open. On an unconnected UDP socket
+    // the call fails with ENOTCONN but shuts and wakes all the same.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
 }
 
 impl Stop {
@@ -77,10 +119,59 @@ impl Stop {
     }
 
     /// The read end, which becomes readable once stopped.
+    /// Shuts `socket` for reading when the stop comes (at once if it has), for as long as
+    /// the returned registration lives.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn shut_on_stop(
+        &self,
+        socket: &impl std::os::fd::AsRawFd,
+    ) -> std::io::Result<ShutOnStop> {
+        let fd = socket.as_raw_fd();
+        let mut shut = self.0.shut.lock().unwrap_or_else(|p| p.into_inner());
+        let id = shut.next;
+        shut.next += 1;
+        shut.fds.push((id, fd));
+        if shut.fired || self.is_stopped() {
+            shut_for_reading(fd);
+        } else if !shut.watching {
+            let wake = self.pipe().0.try_clone()?;
+            let inner = Arc::downgrade(&self.0);
+            std::thread::Builder::new()
+                .name("udpkit-stop".into())
+                .spawn(move || watch(wake, inner))?;
+            shut.watching = true;
+        }
+        Ok(ShutOnStop {
+            stop: self.clone(),
+            id,
+        })
+    }
+
     #[cfg(unix)]
     pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.pipe().0.as_raw_fd()
+    }
+}
+
+/// The watcher: sleeps until the stop's pipe is readable (a stop) or hung up (the last
+/// clone gone), then shuts every registered socket.
+#[cfg(target_os = "linux")]
+fn watch(wake: std::os::unix::net::UnixStream, inner: std::sync::Weak<Inner>) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd {
+        fd: wake.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the call.
+    while unsafe { libc::poll(&mut fd, 1, -1) } < 0 {}
+    if let Some(inner) = inner.upgrade() {
+        let mut shut = inner.shut.lock().unwrap_or_else(|p| p.into_inner());
+        shut.fired = true;
+        for &(_, fd) in &shut.fds {
+            shut_for_reading(fd);
+        }
     }
 }
 

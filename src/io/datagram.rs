@@ -91,7 +91,18 @@ impl RecvBatch {
     /// (`WouldBlock` when there are none).
     pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.count = 0;
-        self.count = self.recv_sys(socket)?;
+        self.count = self.recv_sys(socket, false)?;
+        Ok(self.count)
+    }
+
+    /// Waits for a datagram on a blocking `socket` (for as long as its receive timeout;
+    /// `WouldBlock` when that passes), then takes those already queued behind it, up to
+    /// [`BATCH`]: one system call (`MSG_WAITFORONE`). Returns 0 at once on a socket shut for
+    /// reading (a stop, see `io::wait::Blocking`) with nothing queued.
+    #[cfg(target_os = "linux")]
+    pub fn recv_wait(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.count = 0;
+        self.count = self.recv_sys(socket, true)?;
         Ok(self.count)
     }
 
@@ -114,7 +125,7 @@ impl RecvBatch {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn recv_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    fn recv_sys(&mut self, socket: &UdpSocket, _wait: bool) -> io::Result<usize> {
         socket.set_nonblocking(true)?;
         let mut n = 0;
         while n < BATCH {
@@ -251,7 +262,7 @@ mod linux {
     }
 
     impl RecvBatch {
-        pub(super) fn recv_sys(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        pub(super) fn recv_sys(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
             let h = &mut *self.sys;
             for i in 0..BATCH {
                 h.iov[i] = libc::iovec {
@@ -274,14 +285,23 @@ mod linux {
                     socket.as_raw_fd(),
                     h.msgs.as_mut_ptr(),
                     BATCH as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    if wait {
+                        libc::MSG_WAITFORONE
+                    } else {
+                        libc::MSG_DONTWAIT
+                    },
                     std::ptr::null_mut(),
                 )
             };
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let n = n as usize;
+            // On a socket shut for reading, a receive that finds nothing gives an empty
+            // message from nobody instead of waiting: no datagram, and the end of those.
+            let n = h.msgs[..n as usize]
+                .iter()
+                .position(|m| m.msg_len == 0 && m.msg_hdr.msg_namelen == 0)
+                .unwrap_or(n as usize);
             for i in 0..n {
                 let hdr = &h.msgs[i].msg_hdr;
                 let (drops, local) = if hdr.msg_controllen > 0 {

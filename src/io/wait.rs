@@ -1,10 +1,15 @@
-//! Waiting, in one place: a [`Poller`] sleeps until one of its sockets is readable (or has
-//! an error to report, such as an ICMP error), until its [`Stop`] is set, or until a
-//! deadline, and says which sockets are ready. Every loop in udpkit waits through it.
+//! Waiting, in one place. A loop over many sockets waits in a [`Poller`]: it sleeps until
+//! one of its sockets is readable (or has an error to report, such as an ICMP error), until
+//! its [`Stop`] is set, or until a deadline, and says which sockets are ready. A loop on one
+//! socket (the server's workers, a one-flow load) waits in the receive itself through
+//! [`Blocking`] (Linux): one system call where a poller and a receive take two, which is a
+//! fair share of a ping-pong's round trip.
 //!
-//! Promise: a wait never outlasts its timeout, ends at once when the stop is set (the
-//! stop's self-pipe is one of the watched descriptors), and costs the same whatever the
-//! number of idle sockets (epoll on Linux, with nanosecond timeouts; `poll` elsewhere).
+//! Promise: a wait never outlasts its timeout (a [`Blocking`] wait by at most a
+//! millisecond), ends at once when the stop is set (the stop's self-pipe is one of the
+//! poller's descriptors; a blocked socket is shut for reading, which wakes its receive),
+//! and costs the same whatever the number of idle sockets (epoll on Linux, with nanosecond
+//! timeouts; `poll` elsewhere).
 
 use std::io;
 use std::time::Duration;
@@ -84,8 +89,8 @@ impl Poller {
     }
 }
 
-/// One socket's datagrams, each within a timeout, for the tools that wait on one socket
-/// (`client`, `ping`, `discover`, `mtu`). The socket is made non-blocking; an error the
+/// One socket's datagrams one at a time, each within a timeout, for the seed's client (which
+/// also runs where [`Blocking`] does not). The socket is made non-blocking; an error the
 /// kernel holds for it (an ICMP error) wakes the wait and comes back from the receive.
 pub struct Receiver<'a> {
     socket: &'a std::net::UdpSocket,
@@ -128,6 +133,88 @@ impl<'a> Receiver<'a> {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Waits for one socket's datagrams inside the receive: the socket is made blocking, its
+/// receive timeout is set to the wait (only when that changes by more than a millisecond,
+/// so that a steady ping-pong makes no extra call), and the stop shuts it for reading,
+/// which ends a receive blocked on it at once. Once stopped, datagrams still queued or
+/// arriving are taken without waiting, a millisecond's sleep at a time.
+#[cfg(target_os = "linux")]
+pub struct Blocking {
+    /// Dropped before the socket is (the owner keeps it beside the socket).
+    _shut: crate::stop::ShutOnStop,
+    stop: Stop,
+    timeout: Option<Duration>,
+}
+
+#[cfg(target_os = "linux")]
+impl Blocking {
+    pub fn new(socket: &std::net::UdpSocket, stop: &Stop) -> io::Result<Self> {
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(None)?;
+        Ok(Blocking {
+            _shut: stop.shut_on_stop(socket)?,
+            stop: stop.clone(),
+            timeout: None,
+        })
+    }
+
+    /// Datagrams into `batch`: those queued, or the first to come within `timeout` (`None`:
+    /// no limit) and those behind it; 0 when the wait ended with none.
+    pub fn recv(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        batch: &mut super::datagram::RecvBatch,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        if self.stop.is_stopped() {
+            // Shut for reading: nothing waits any more.
+            let n = match batch.recv(socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                other => other?,
+            };
+            if n == 0 {
+                std::thread::sleep(timeout.map_or(Duration::from_millis(1), |t| {
+                    t.min(Duration::from_millis(1))
+                }));
+            }
+            return Ok(n);
+        }
+        // A zero timeout means none to the kernel: the shortest wait is 100 µs. Longer ones
+        // are rounded down to whole 10 ms, so that a deadline drawing nearer keeps the
+        // same timeout for a while (waking early only means waiting again).
+        let step = Duration::from_millis(10);
+        let timeout = timeout.map(|t| {
+            if t >= step {
+                step * (t.as_nanos() / step.as_nanos()) as u32
+            } else {
+                t.max(Duration::from_micros(100))
+            }
+        });
+        let close = match (self.timeout, timeout) {
+            (Some(a), Some(b)) => a.abs_diff(b) <= Duration::from_millis(1),
+            (None, None) => true,
+            _ => false,
+        };
+        if !close {
+            socket.set_read_timeout(timeout)?;
+            self.timeout = timeout;
+        }
+        match batch.recv_wait(socket) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
+            other => other,
         }
     }
 }
@@ -304,19 +391,22 @@ mod tests {
         assert_eq!(ready, [2]);
     }
 
+    /// Stops `stop` from another thread 50 ms from now.
+    fn stop_soon(stop: &Stop) -> std::thread::JoinHandle<()> {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            stop.stop();
+        })
+    }
+
     #[test]
     fn a_stop_from_another_thread_ends_a_wait_without_timeout() {
         let stop = Stop::new();
         let mut poller = Poller::new(&stop).unwrap();
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         poller.add(&socket, 1).unwrap();
-        let stopper = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
-                stop.stop();
-            })
-        };
+        let stopper = stop_soon(&stop);
         let started = Instant::now();
         let mut ready = Vec::new();
         poller.wait(None, &mut ready).unwrap();
@@ -332,5 +422,37 @@ mod tests {
         let started = Instant::now();
         assert!(!poller.wait_one(Duration::from_micros(50)).unwrap());
         assert!(started.elapsed() >= Duration::from_micros(50));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_stop_wakes_a_receive_blocked_without_timeout_and_spares_dropped_registrations() {
+        use crate::io::datagram::RecvBatch;
+        let stop = Stop::new();
+        let spared = UdpSocket::bind("127.0.0.1:0").unwrap();
+        drop(Blocking::new(&spared, &stop).unwrap()); // registered, then not
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut blocking = Blocking::new(&socket, &stop).unwrap();
+        let stopper = stop_soon(&stop);
+        let started = Instant::now();
+        let mut batch = RecvBatch::new(64);
+        assert_eq!(blocking.recv(&socket, &mut batch, None).unwrap(), 0);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stopper.join().unwrap();
+        // Stopped: a datagram that arrives is still taken, without waiting.
+        socket
+            .send_to(b"late", socket.local_addr().unwrap())
+            .unwrap();
+        let n = blocking
+            .recv(&socket, &mut batch, Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!((n, batch.get(0).1), (1, &b"late"[..]));
+        // The dropped registration was not shut: its receive still waits out its timeout.
+        spared
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let started = Instant::now();
+        assert!(spared.recv(&mut [0u8; 8]).is_err());
+        assert!(started.elapsed() >= Duration::from_millis(90));
     }
 }

@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+#[cfg(target_os = "linux")]
+use crate::io::wait::Blocking;
 use crate::io::wait::{Poller, Token};
 use crate::load::flow::{Flow, Matching, Outcome, Tally};
 use crate::load::latency::Latency;
@@ -186,9 +188,10 @@ struct FlowState {
 /// The flows, their sockets and the buffers of the loop; see the module's promise.
 pub struct Engine {
     target: SocketAddr,
+    /// Before `flows`: dropped before the sockets it may shut.
+    waiter: Waiter,
     flows: Vec<FlowState>,
     stop: Stop,
-    poller: Poller,
     ready: Vec<Token>,
     replies: RecvBatch,
     out: Outbox,
@@ -275,9 +278,9 @@ impl Engine {
         }
         Ok(Engine {
             target,
+            waiter: Waiter::new(poller, &states, stop).map_err(waiting)?,
             flows: states,
             stop: stop.clone(),
-            poller,
             ready: Vec::with_capacity(flows),
             replies: RecvBatch::new(REPLY_ROOM),
             out: Outbox::new(),
@@ -367,8 +370,8 @@ impl Engine {
                 drain_until = Some(now + phase.timeout);
             }
             if !sending {
-                if self.stop.is_stopped() {
-                    self.poller.ignore_stop();
+                if let (true, Waiter::Poller(poller)) = (self.stop.is_stopped(), &mut self.waiter) {
+                    poller.ignore_stop();
                 }
                 // Told to stop: replies still on their way get half a second, not a
                 // timeout that may be a day long.
@@ -475,14 +478,26 @@ impl Engine {
                     until = until.min(since + phase.timeout);
                 }
             }
-            self.poller
-                .wait(Some(until.saturating_duration_since(now)), &mut self.ready)
-                .map_err(|e| Error::io("cannot wait for replies", e))?;
-            // Only the flows whose sockets are ready are read.
-            for r in 0..self.ready.len() {
-                let i = self.ready[r] as usize;
-                if self.receive(i, &mut emit)? {
-                    return Ok(());
+            let wait = until.saturating_duration_since(now);
+            match &mut self.waiter {
+                Waiter::Poller(poller) => {
+                    poller
+                        .wait(Some(wait), &mut self.ready)
+                        .map_err(|e| Error::io("cannot wait for replies", e))?;
+                    // Only the flows whose sockets are ready are read.
+                    for r in 0..self.ready.len() {
+                        let i = self.ready[r] as usize;
+                        if self.receive(i, None, &mut emit)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Waiter::Blocking(blocking) => {
+                    let got = blocking.recv(&self.flows[0].socket, &mut self.replies, Some(wait));
+                    if self.receive(0, Some(got), &mut emit)? {
+                        return Ok(());
+                    }
                 }
             }
             let now = Instant::now();
@@ -505,15 +520,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads flow `i`'s replies until none is left; true if the caller ended the phase.
+    /// Reads flow `i`'s replies (starting with `first`, a receive already made, if any)
+    /// until none is left; true if the caller ended the phase.
     fn receive(
         &mut self,
         i: usize,
+        mut first: Option<io::Result<usize>>,
         emit: &mut impl FnMut(Event) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
         let f = &mut self.flows[i];
         loop {
-            match self.replies.recv(&f.socket) {
+            let got = match first.take() {
+                Some(got) => got,
+                None => self.replies.recv(&f.socket),
+            };
+            match got {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
                     let at = Instant::now();
@@ -620,6 +641,25 @@ impl Engine {
             elapsed: end.saturating_duration_since(started),
             latency,
         }
+    }
+}
+
+/// How the engine waits: in the receive itself for one flow (Linux), one system call a
+/// wake; on a poller over all flows otherwise.
+enum Waiter {
+    Poller(Poller),
+    #[cfg(target_os = "linux")]
+    Blocking(Blocking),
+}
+
+impl Waiter {
+    fn new(poller: Poller, flows: &[FlowState], stop: &Stop) -> io::Result<Waiter> {
+        #[cfg(target_os = "linux")]
+        if let [one] = flows {
+            return Ok(Waiter::Blocking(Blocking::new(&one.socket, stop)?));
+        }
+        let _ = (flows, stop);
+        Ok(Waiter::Poller(poller))
     }
 }
 

@@ -14,6 +14,8 @@ use std::time::Instant;
 use crate::impair::{Impairer, Settings};
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::socket as net;
+#[cfg(target_os = "linux")]
+use crate::io::wait::Blocking;
 use crate::io::wait::Poller;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::stats::{Counters, Stats};
@@ -244,6 +246,41 @@ impl Server {
     }
 }
 
+/// How a worker waits: in the receive itself on Linux (one system call a wake), with a
+/// poller elsewhere. Under load every receive finds datagrams queued and nothing waits.
+enum Waiter {
+    #[cfg(target_os = "linux")]
+    Blocking(Blocking),
+    #[cfg_attr(target_os = "linux", allow(dead_code))]
+    Poller(Poller, Vec<crate::io::wait::Token>),
+}
+
+impl Waiter {
+    fn new(socket: &UdpSocket, stop: &Stop) -> io::Result<Waiter> {
+        #[cfg(target_os = "linux")]
+        return Ok(Waiter::Blocking(Blocking::new(socket, stop)?));
+        #[cfg(not(target_os = "linux"))]
+        {
+            let mut poller = Poller::new(stop)?;
+            #[cfg(unix)]
+            poller.add(socket, 0)?;
+            Ok(Waiter::Poller(poller, Vec::new()))
+        }
+    }
+
+    /// The datagrams queued, or those that come first; none when stopped.
+    fn recv(&mut self, socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Waiter::Blocking(b) => b.recv(socket, batch, None),
+            Waiter::Poller(poller, ready) => {
+                poller.wait(None, ready)?;
+                batch.recv(socket)
+            }
+        }
+    }
+}
+
 /// One socket's loop.
 struct Worker<'a> {
     socket: &'a UdpSocket,
@@ -261,32 +298,15 @@ impl Worker<'_> {
         let mut replies = [[0u8; MAX_REPLY]; BATCH];
         let mut answers: [(usize, usize); BATCH] = [(0, 0); BATCH];
         let mut sender = Sender::new();
-        // Under load every receive finds datagrams and nothing waits; when it finds none,
-        // the poller sleeps until the socket is readable or the server is stopped.
-        let mut poller =
-            Poller::new(stop).map_err(|e| Error::io("cannot wait for datagrams", e))?;
-        poller
-            .add(self.socket, 0)
+        let mut waiter = Waiter::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
-        let mut ready = Vec::new();
-        let mut busy = false;
         while !stop.is_stopped() {
-            // After a batch of one datagram or none (ping-pong, or idle), the queue is most
-            // likely empty: wait first (one system call) rather than receive nothing first
-            // (two). After a bigger batch more is likely queued: receive at once.
-            if !busy {
-                poller
-                    .wait(None, &mut ready)
-                    .map_err(|e| Error::io("cannot wait for datagrams", e))?;
-            }
-            busy = false;
-            if let Err(e) = batch.recv(self.socket) {
+            if let Err(e) = waiter.recv(self.socket, &mut batch) {
                 if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
                     observer.recv_failed(&e).map_err(output)?;
                 }
                 continue;
             }
-            busy = batch.len() > 1;
             let now = Instant::now();
             // Taken once a batch, not once a datagram.
             let mut limiter = self
