@@ -193,6 +193,12 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
     let stop = stop_on_signals();
     let lines = !args.quiet && !args.json;
     let report = ping::ping(&config, &stop, |event| {
+        // Notes are always said (but not in JSON); per-request lines unless -q or --json.
+        let always =
+            matches!(event, ping::Event::Unverified | ping::Event::Revoked { .. }) && !args.json;
+        if !(lines || always) {
+            return Ok(()); // nothing formatted on the hot path
+        }
         let line = match *event {
             ping::Event::Reply {
                 seq,
@@ -236,13 +242,7 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 "Note: {shown} repeats request IDs: {count} earlier replies without one were forged and are not counted"
             ),
         };
-        let always =
-            matches!(event, ping::Event::Unverified | ping::Event::Revoked { .. }) && !args.json;
-        if lines || always {
-            writeln!(io::stdout(), "{line}")
-        } else {
-            Ok(())
-        }
+        writeln!(io::stdout(), "{line}")
     })?;
     let text = if args.json {
         json::ping(&report) + "\n"

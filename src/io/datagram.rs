@@ -60,10 +60,12 @@ pub struct SendTotals {
 
 /// Room for up to [`BATCH`] received datagrams of `room` bytes each, and their metadata.
 pub struct RecvBatch {
-    /// `BATCH` buffers of `room` bytes, back to back. Zeroed by the allocator, so a page
+    /// `slots` buffers of `room` bytes, back to back. Zeroed by the allocator, so a page
     /// costs memory only once a datagram has touched it.
     data: Vec<u8>,
     room: usize,
+    /// Datagrams a receive takes at most (up to `BATCH`).
+    slots: usize,
     meta: [RecvMeta; BATCH],
     count: usize,
     /// The kernel's count of datagrams dropped for a full receive buffer, when it said.
@@ -76,9 +78,17 @@ impl RecvBatch {
     /// Buffers of `room` bytes: a datagram longer than that is cut short (the server asks
     /// for `wire::RECV_BUFFER`, which never cuts one).
     pub fn new(room: usize) -> Self {
+        Self::with_slots(BATCH, room)
+    }
+
+    /// Room for `slots` datagrams (1 to [`BATCH`]) of `room` bytes: a receive sets up no more
+    /// headers than a loop can use (a ping-pong has one reply at a time).
+    pub fn with_slots(slots: usize, room: usize) -> Self {
+        let slots = slots.clamp(1, BATCH);
         RecvBatch {
-            data: vec![0u8; BATCH * room],
+            data: vec![0u8; slots * room],
             room,
+            slots,
             meta: [RecvMeta::default(); BATCH],
             count: 0,
             kernel_drops: None,
@@ -106,6 +116,11 @@ impl RecvBatch {
         Ok(self.count)
     }
 
+    /// The most datagrams one receive takes.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
     /// How many datagrams the last receive brought.
     pub fn len(&self) -> usize {
         self.count
@@ -128,7 +143,7 @@ impl RecvBatch {
     fn recv_sys(&mut self, socket: &UdpSocket, _wait: bool) -> io::Result<usize> {
         socket.set_nonblocking(true)?;
         let mut n = 0;
-        while n < BATCH {
+        while n < self.slots {
             let buf = &mut self.data[n * self.room..(n + 1) * self.room];
             match socket.recv_from(buf) {
                 Ok((len, source)) => {
@@ -264,7 +279,7 @@ mod linux {
     impl RecvBatch {
         pub(super) fn recv_sys(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
             let h = &mut *self.sys;
-            for i in 0..BATCH {
+            for i in 0..self.slots {
                 h.iov[i] = libc::iovec {
                     iov_base: self.data[i * self.room..].as_mut_ptr().cast(),
                     iov_len: self.room,
@@ -284,7 +299,7 @@ mod linux {
                 libc::recvmmsg(
                     socket.as_raw_fd(),
                     h.msgs.as_mut_ptr(),
-                    BATCH as libc::c_uint,
+                    self.slots as libc::c_uint,
                     if wait {
                         libc::MSG_WAITFORONE
                     } else {

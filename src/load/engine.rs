@@ -282,7 +282,8 @@ impl Engine {
             flows: states,
             stop: stop.clone(),
             ready: Vec::with_capacity(flows),
-            replies: RecvBatch::new(REPLY_ROOM),
+            // As many replies at a time as can be in flight (a ping-pong: a few).
+            replies: RecvBatch::with_slots(in_flight.saturating_mul(flows).max(4), REPLY_ROOM),
             out: Outbox::new(),
             sender: Sender::new(),
             foreign_buf: vec![0; 2048],
@@ -593,7 +594,7 @@ impl Engine {
                             return Ok(true);
                         }
                     }
-                    if n < BATCH {
+                    if n < self.replies.slots() {
                         return Ok(false);
                     }
                 }
