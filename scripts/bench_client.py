@@ -125,7 +125,11 @@ def main():
         print(f"| {name} | {statistics.median(values):.1f} |")
     a = statistics.median(rtt["udpkit ping -i 0 / udpkit server -q"])
     b = statistics.median(rtt["sockperf ping-pong / sockperf server"])
-    print(f"\n- udpkit / sockperf median RTT = {a / b:.2f}x")
+    paired = [u / s for u, s in zip(rtt["udpkit ping -i 0 / udpkit server -q"],
+                                    rtt["sockperf ping-pong / sockperf server"])]
+    print(f"\n- udpkit / sockperf median RTT = {a / b:.2f}x (ratio of medians); median of the "
+          f"rounds' own ratios {statistics.median(paired):.2f}x "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in paired)})")
 
 
 if __name__ == "__main__":
