@@ -23,20 +23,13 @@ import subprocess
 import sys
 import time
 
-from benchlib import build, free_port, wait_listening
+from benchlib import build, free_port, pinned_client, pinned_server, wait_listening
 
 SIZE = 38
 
 
-def server(cmd):
-    return subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
-def client(cmd, timeout):
-    out = subprocess.run(["taskset", "-c", "0"] + cmd, capture_output=True, text=True,
-                         timeout=timeout, check=True)
-    return out.stdout
+server = pinned_server
+client = pinned_client
 
 
 def ensure_sockperf():

@@ -52,3 +52,16 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def pinned_server(cmd):
+    """Starts a server on CPU 1, its output discarded."""
+    return subprocess.Popen(["taskset", "-c", "1"] + cmd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def pinned_client(cmd, timeout):
+    """Runs a client on CPU 0 to its end; returns what it printed."""
+    out = subprocess.run(["taskset", "-c", "0"] + cmd, capture_output=True, text=True,
+                         timeout=timeout, check=True)
+    return out.stdout

@@ -7,17 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn relay_summary(relay: &mut Running) -> serde_json::Value {
-    signal(relay, libc::SIGINT);
-    let last = relay
-        .lines_within(Duration::from_secs(2))
-        .pop()
-        .expect("a summary line");
-    let (status, err) = relay.wait();
-    assert!(status.success(), "{err}");
-    serde_json::from_str(&last).unwrap_or_else(|e| panic!("{last}: {e}"))
-}
-
 #[test]
 fn a_clean_relay_forwards_both_ways_and_keeps_clients_apart() {
     let (mut server, target) = udpkit_server(&["-p", "0"]);
@@ -31,7 +20,7 @@ fn a_clean_relay_forwards_both_ways_and_keeps_clients_apart() {
         .map(|_| server.line().split(" says ").next().unwrap().to_string())
         .collect();
     assert_eq!(ports.len(), 2, "{ports:?}");
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     assert_eq!(v["sessions_opened"], 2);
     assert_eq!(
         (
@@ -150,7 +139,7 @@ fn reordering_is_counted_and_every_datagram_still_arrives() {
     let (code, v) = json_to("bench", addr, &["--window", "8", "-n", "400"]);
     assert_eq!(code, Some(0));
     assert_eq!(v["received"], 400, "{v}");
-    let r = relay_summary(&mut relay);
+    let r = json_summary(&mut relay);
     assert!(r["down"]["reordered"].as_u64().unwrap() > 100, "{r}");
 }
 
@@ -162,7 +151,7 @@ fn idle_sessions_expire() {
     ask(&socket, addr, b"x");
     // Sessions are swept once a second; after two sweeps this one is gone.
     std::thread::sleep(Duration::from_millis(2100));
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     assert_eq!(
         (
             v["sessions_opened"].as_u64(),
@@ -204,7 +193,7 @@ fn every_datagram_is_accounted_for_under_all_impairments_at_once() {
     let (mut relay, addr) = udpkit_relay(target, &args);
     let (code, _) = json_to("bench", addr, &["--window", "8", "-n", "1000", "-W", "0.1"]);
     assert_eq!(code, Some(0));
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     assert_accounted(&v);
     assert!(
         v["up"]["duplicated"].as_u64().unwrap() > 0 && v["up"]["reordered"].as_u64().unwrap() > 0,
@@ -264,7 +253,7 @@ fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() 
         before,
         "same session"
     );
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     let max = v["max_sessions"].as_u64().unwrap();
     println!("at ulimit -n 128: at most {max} sessions; {v}");
     assert!(max < 128, "{v}");
@@ -293,7 +282,7 @@ fn beyond_loopback_the_relay_limits_what_it_sends_to_each_client_prefix() {
         replies as f64 <= 100.0 + 100.0 * seconds,
         "{replies} replies in {seconds:.2} s"
     );
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     assert!(v["down"]["rate_limited"].as_u64().unwrap() > 0, "{v}");
 }
 
@@ -317,7 +306,7 @@ fn the_delay_queue_is_bounded_in_bytes() {
         socket.send_to(&[b'x'; 60_000], addr).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     let peak = v["queue_peak_bytes"].as_u64().unwrap();
     assert!(peak <= 1 << 20, "{v}");
     let full = v["up"]["queue_full"].as_u64().unwrap();
@@ -343,7 +332,7 @@ fn what_the_kernel_drops_before_the_relay_reads_it_is_counted() {
     }
     signal(&relay, libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(500));
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     let (received, dropped) = (
         v["up"]["received"].as_u64().unwrap(),
         v["up"]["kernel_drops"].as_u64().unwrap(),
@@ -391,6 +380,6 @@ fn forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(!relay.has_exited(), "the relay died");
     assert_eq!(ask(&client, addr, b"after"), b"Your data was 5 bytes long");
-    let v = relay_summary(&mut relay);
+    let v = json_summary(&mut relay);
     assert_eq!(v["down"]["icmp_errors"], 4, "{v}");
 }

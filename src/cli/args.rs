@@ -85,6 +85,15 @@ pub struct ServerArgs {
     /// default 100 when listening beyond loopback, off on loopback (see SECURITY.md)
     #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
     pub rate_limit: Option<RateLimit>,
+    /// Send replies to one client one at a time, without UDP segmentation offload (GSO:
+    /// replies of one size to one client go out in one system call by default, where the
+    /// kernel has it)
+    #[arg(long = "no-gso")]
+    pub no_gso: bool,
+    /// Receive requests one at a time, without UDP receive offload (GRO: the kernel hands
+    /// over a client's requests of one size together by default, where it has it)
+    #[arg(long = "no-gro")]
+    pub no_gro: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +187,14 @@ pub struct BenchArgs {
     /// Print the summary as one JSON object
     #[arg(long = "json")]
     pub json: bool,
+    /// Send requests one at a time, without UDP segmentation offload (GSO: a flow's
+    /// requests of one size go out in one system call by default, where the kernel has it)
+    #[arg(long = "no-gso")]
+    pub no_gso: bool,
+    /// Receive replies one at a time, without UDP receive offload (GRO: the kernel hands
+    /// over replies of one size together by default, where it has it)
+    #[arg(long = "no-gro")]
+    pub no_gro: bool,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,9 @@ pub fn bench(r: &bench::Report) -> String {
         matching: &'static str,
         authenticated: bool,
         latency_us: Summary,
+        /// Segmented sends (UDP_SEGMENT) and coalesced receives (UDP_GRO) in effect.
+        gso: bool,
+        gro: bool,
     }
     let c = &r.config;
     serde_json::to_string(&Json {
@@ -72,6 +75,8 @@ pub fn bench(r: &bench::Report) -> String {
         matching: r.matching.as_str(),
         authenticated: r.matching == Matching::Ids,
         latency_us: r.latency.summary(1e3),
+        gso: r.offload.gso,
+        gro: r.offload.gro,
     })
     .expect("plain values serialize")
 }

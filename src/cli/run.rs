@@ -69,6 +69,8 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         drop_rate: args.drop_rate,
         seed: args.seed,
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
+        gso: !args.no_gso,
+        gro: !args.no_gro,
         ..ServerConfig::new(net::resolve(&args.host, args.port)?)
     })?;
     let mut out = io::stdout();
@@ -267,6 +269,10 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         rate: args.rate,
         size: usize::from(args.size),
         timeout: args.timeout,
+        offload: udpkit::load::engine::Offload {
+            gso: !args.no_gso,
+            gro: !args.no_gro,
+        },
     };
     // Output files are opened before the run: a path that cannot be written is said now,
     // not after a long benchmark.

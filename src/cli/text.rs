@@ -66,10 +66,16 @@ fn percent(p: f64) -> String {
 /// bench's summary: two or three lines.
 pub fn bench_summary(r: &bench::Report) -> String {
     let c = &r.config;
-    let mode = match c.rate {
+    let mut mode = match c.rate {
         Some(rate) => format!("open loop at {rate} requests/s"),
         None => format!("window {}", c.window),
     };
+    match (r.offload.gso, r.offload.gro) {
+        (true, true) => mode.push_str(", GSO+GRO"),
+        (true, false) => mode.push_str(", GSO"),
+        (false, true) => mode.push_str(", GRO"),
+        (false, false) => {}
+    }
     let t = &r.tally;
     let loss = t.loss_percent();
     let mut text = format!(

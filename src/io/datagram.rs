@@ -29,17 +29,50 @@ impl std::fmt::Debug for Destination {
     }
 }
 
-/// One datagram received.
+/// One datagram received, or (with `UDP_GRO`) several from one sender coalesced.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RecvMeta {
     pub len: usize,
+    /// The size of each datagram in the buffer (the last may be shorter): `len` for one
+    /// datagram; less when the kernel coalesced several (`UDP_GRO`, see
+    /// `socket::enable_gro`). Iterate with [`RecvMeta::segments`].
+    pub stride: usize,
     /// Who sent it; `None` for a sender of no IP family (it cannot be answered).
     pub source: Option<SocketAddr>,
     /// The address it was sent to, where the socket asked (`socket::reply_from_destination`).
     pub destination: Option<Destination>,
 }
 
-/// One datagram to send.
+impl RecvMeta {
+    /// The datagrams in `data` (this meta's buffer), one per segment; an empty datagram is
+    /// one (empty) segment.
+    pub fn segments<'d>(&self, data: &'d [u8]) -> Segments<'d> {
+        Segments {
+            rest: Some(data),
+            stride: self.stride.max(1),
+        }
+    }
+}
+
+/// The datagrams of one receive (see [`RecvMeta::segments`]).
+pub struct Segments<'d> {
+    rest: Option<&'d [u8]>,
+    stride: usize,
+}
+
+impl<'d> Iterator for Segments<'d> {
+    type Item = &'d [u8];
+
+    fn next(&mut self) -> Option<&'d [u8]> {
+        let rest = self.rest?;
+        let (segment, after) = rest.split_at(rest.len().min(self.stride));
+        self.rest = (!after.is_empty()).then_some(after);
+        Some(segment)
+    }
+}
+
+/// One datagram to send, or (with `segment_size`) several of one size to one peer, which
+/// the kernel cuts apart (`UDP_SEGMENT`, see `socket::gso_segments`).
 #[derive(Clone, Copy, Debug)]
 pub struct Transmit<'a> {
     /// Where to; `None` on a connected socket (its peer).
@@ -48,6 +81,19 @@ pub struct Transmit<'a> {
     /// kernel's choice.
     pub source: Option<Destination>,
     pub contents: &'a [u8],
+    /// `Some(n)`: `contents` is datagrams of `n` bytes back to back (the last may be
+    /// shorter), sent in one call; at most `socket::gso_segments` of them.
+    pub segment_size: Option<usize>,
+}
+
+impl Transmit<'_> {
+    /// Nothing, to nobody in particular: the filler of a transmit array.
+    pub const EMPTY: Self = Transmit {
+        destination: None,
+        source: None,
+        contents: &[],
+        segment_size: None,
+    };
 }
 
 /// What one [`Sender::send`] achieved.
@@ -149,6 +195,7 @@ impl RecvBatch {
                 Ok((len, source)) => {
                     self.meta[n] = RecvMeta {
                         len,
+                        stride: len,
                         source: Some(source),
                         destination: None,
                     };
@@ -242,7 +289,8 @@ mod linux {
     use super::{BATCH, RecvBatch, RecvMeta, SendTotals, Sender, Transmit};
 
     /// Room for the control messages of one datagram: `SO_RXQ_OVFL` (24 bytes with its
-    /// header), `IP_PKTINFO` (32) and `IPV6_PKTINFO` (40); 8-byte aligned.
+    /// header), `IP_PKTINFO` (32) or `IPV6_PKTINFO` (40), `UDP_GRO` or `UDP_SEGMENT` (24);
+    /// 8-byte aligned.
     const CONTROL: usize = 128;
 
     /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
@@ -319,16 +367,18 @@ mod linux {
                 .unwrap_or(n as usize);
             for i in 0..n {
                 let hdr = &h.msgs[i].msg_hdr;
-                let (drops, local) = if hdr.msg_controllen > 0 {
+                let (drops, local, stride) = if hdr.msg_controllen > 0 {
                     read_control(hdr)
                 } else {
-                    (None, None)
+                    (None, None, None)
                 };
+                let len = h.msgs[i].msg_len as usize;
                 if let Some(drops) = drops {
                     self.kernel_drops = Some(self.kernel_drops.map_or(drops, |d| d.max(drops)));
                 }
                 self.meta[i] = RecvMeta {
-                    len: h.msgs[i].msg_len as usize,
+                    len,
+                    stride: stride.filter(|&s| s > 0).unwrap_or(len),
                     source: if hdr.msg_namelen > 0 {
                         socket_addr(&h.names[i])
                     } else {
@@ -371,10 +421,20 @@ mod linux {
                 }
                 m.msg_control = std::ptr::null_mut();
                 m.msg_controllen = 0;
-                if let Some(super::Destination(local)) = t.source {
+                if t.source.is_some() || t.segment_size.is_some() {
                     m.msg_control = (&raw mut h.control[i]).cast();
+                }
+                if let Some(super::Destination(local)) = t.source {
                     let v6 = t.destination.is_some_and(|d| d.is_ipv6());
                     write_source(m, local, v6);
+                }
+                if let Some(size) = t.segment_size {
+                    push_control(
+                        m,
+                        libc::SOL_UDP,
+                        libc::UDP_SEGMENT,
+                        &(size as u16).to_ne_bytes(),
+                    );
                 }
             }
             let mut totals = SendTotals::default();
@@ -460,8 +520,8 @@ mod linux {
 
     /// The drop counter (`SO_RXQ_OVFL`) and the destination (`IP_PKTINFO`,
     /// `IPV6_PKTINFO`) in a received datagram's control messages, where present.
-    fn read_control(msg: &libc::msghdr) -> (Option<u32>, Option<Local>) {
-        let (mut drops, mut local) = (None, None);
+    fn read_control(msg: &libc::msghdr) -> (Option<u32>, Option<Local>, Option<usize>) {
+        let (mut drops, mut local, mut stride) = (None, None, None);
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
         // msg_controllen; each message's data has the size its type says.
         unsafe {
@@ -476,6 +536,10 @@ mod linux {
                         let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
                         local = Some(Local::V4(info.ipi_spec_dst.s_addr.to_ne_bytes()));
                     }
+                    (libc::SOL_UDP, libc::UDP_GRO) => {
+                        let size = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                        stride = usize::try_from(size).ok();
+                    }
                     (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if local.is_none() => {
                         let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
                         local = Some(Local::V6 {
@@ -488,52 +552,78 @@ mod linux {
                 cmsg = libc::CMSG_NXTHDR(msg, cmsg);
             }
         }
-        (drops, local)
+        (drops, local, stride)
     }
 
-    /// Sets the reply's source address to `local` with one control message in the
-    /// buffer `m.msg_control` points at (`CONTROL` bytes). A v4 address on an IPv6
-    /// socket goes out as IPV6_PKTINFO with the address v4-mapped.
-    fn write_source(m: &mut libc::msghdr, local: Local, ipv6_socket: bool) {
-        // SAFETY: msg_control points at CONTROL (>= CMSG_SPACE of either pktinfo) bytes,
-        // 8-byte aligned; CMSG_FIRSTHDR then gives the start of that buffer.
+    /// Appends one control message to those already in the buffer `m.msg_control` points
+    /// at (`CONTROL` bytes, 8-byte aligned; `m.msg_controllen` says how much is used).
+    fn push_control(m: &mut libc::msghdr, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
+        #[allow(clippy::unnecessary_cast)] // socklen_t on some libcs
+        let used = m.msg_controllen as usize;
+        // SAFETY: CMSG_SPACE of every message udpkit writes (two at most: a pktinfo and a
+        // segment size) fits in CONTROL; `used` is a multiple of the alignment, so the new
+        // header is aligned, and its data lies within the buffer.
         unsafe {
-            let (level, kind, size) = match (local, ipv6_socket) {
-                (Local::V4(_), false) => (
-                    libc::IPPROTO_IP,
-                    libc::IP_PKTINFO,
-                    size_of::<libc::in_pktinfo>(),
-                ),
-                _ => (
-                    libc::IPPROTO_IPV6,
-                    libc::IPV6_PKTINFO,
-                    size_of::<libc::in6_pktinfo>(),
-                ),
-            };
-            m.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
-            let cmsg = libc::CMSG_FIRSTHDR(m);
+            let space = libc::CMSG_SPACE(data.len() as u32) as usize;
+            debug_assert!(used + space <= CONTROL);
+            let cmsg = m.msg_control.cast::<u8>().add(used).cast::<libc::cmsghdr>();
+            std::ptr::write_bytes(cmsg.cast::<u8>(), 0, space);
             (*cmsg).cmsg_level = level;
             (*cmsg).cmsg_type = kind;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(size as u32) as _;
-            let data = libc::CMSG_DATA(cmsg);
-            match (local, ipv6_socket) {
-                (Local::V4(addr), false) => {
-                    let mut info: libc::in_pktinfo = zeroed();
-                    info.ipi_spec_dst.s_addr = u32::from_ne_bytes(addr);
-                    std::ptr::write_unaligned(data.cast(), info);
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data.len() as u32) as _;
+            std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(cmsg), data.len());
+            m.msg_controllen = (used + space) as _;
+        }
+    }
+
+    /// Sets the reply's source address to `local` with a control message (see
+    /// [`push_control`]). A v4 address on an IPv6 socket goes out as IPV6_PKTINFO with the
+    /// address v4-mapped.
+    fn write_source(m: &mut libc::msghdr, local: Local, ipv6_socket: bool) {
+        // SAFETY: all-zero is a valid pktinfo; each is copied out as bytes.
+        let bytes = |p: *const u8, n: usize| unsafe { std::slice::from_raw_parts(p, n) };
+        match (local, ipv6_socket) {
+            (Local::V4(addr), false) => {
+                // SAFETY: a plain C struct.
+                let mut info: libc::in_pktinfo = unsafe { zeroed() };
+                info.ipi_spec_dst.s_addr = u32::from_ne_bytes(addr);
+                let data = bytes((&raw const info).cast(), size_of::<libc::in_pktinfo>());
+                push_control(m, libc::IPPROTO_IP, libc::IP_PKTINFO, data);
+            }
+            (local, _) => {
+                // SAFETY: a plain C struct.
+                let mut info: libc::in6_pktinfo = unsafe { zeroed() };
+                match local {
+                    Local::V4(addr) => {
+                        info.ipi6_addr.s6_addr = Ipv4Addr::from(addr).to_ipv6_mapped().octets();
+                    }
+                    Local::V6 { addr, ifindex } => {
+                        info.ipi6_addr.s6_addr = addr;
+                        info.ipi6_ifindex = ifindex;
+                    }
                 }
-                (Local::V4(addr), true) => {
-                    let mut info: libc::in6_pktinfo = zeroed();
-                    info.ipi6_addr.s6_addr = Ipv4Addr::from(addr).to_ipv6_mapped().octets();
-                    std::ptr::write_unaligned(data.cast(), info);
-                }
-                (Local::V6 { addr, ifindex }, _) => {
-                    let mut info: libc::in6_pktinfo = zeroed();
-                    info.ipi6_addr.s6_addr = addr;
-                    info.ipi6_ifindex = ifindex;
-                    std::ptr::write_unaligned(data.cast(), info);
-                }
+                let data = bytes((&raw const info).cast(), size_of::<libc::in6_pktinfo>());
+                push_control(m, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, data);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecvMeta;
+
+    #[test]
+    fn segments_cut_a_coalesced_buffer_and_keep_an_empty_datagram() {
+        let meta = |len, stride| RecvMeta {
+            len,
+            stride,
+            ..RecvMeta::default()
+        };
+        let data = b"aaabbbcc";
+        let cut: Vec<&[u8]> = meta(8, 3).segments(data).collect();
+        assert_eq!(cut, [&b"aaa"[..], b"bbb", b"cc"]);
+        assert_eq!(meta(8, 8).segments(data).count(), 1);
+        assert_eq!(meta(0, 0).segments(b"").collect::<Vec<_>>(), [&b""[..]]);
     }
 }

@@ -143,6 +143,44 @@ pub fn reply_from_destination(socket: &UdpSocket, bound: SocketAddr) {
     let _ = (socket, bound);
 }
 
+/// How many datagrams one send may carry with `UDP_SEGMENT` (GSO) on `socket`: 64 where
+/// the kernel has it (Linux 4.18 and later), 1 where it does not. A kernel that has it
+/// may still refuse a segmented send (`EIO` or `EINVAL`, a device without checksum
+/// offload): callers fall back to one datagram a transmit then, as quinn-udp does.
+pub fn gso_segments(socket: &UdpSocket) -> usize {
+    #[cfg(target_os = "linux")]
+    if get_int_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok() {
+        return 64;
+    }
+    let _ = socket;
+    1
+}
+
+/// Asks the kernel to coalesce datagrams of one size from one sender into one receive
+/// (`UDP_GRO`, Linux 5.0 and later); true if it agreed. Receives then report each
+/// buffer's segment size (`RecvMeta::stride`), and need room for 64 datagrams.
+pub fn enable_gro(socket: &UdpSocket) -> bool {
+    #[cfg(target_os = "linux")]
+    return set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        false
+    }
+}
+
+/// Whether a failed segmented send means the path refuses GSO (the caller should send
+/// one datagram a transmit from now on).
+pub fn gso_refused(e: &std::io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    return matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL));
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Sets an integer socket option (Linux).
 #[cfg(target_os = "linux")]
 pub(crate) fn set_int_option(

@@ -8,13 +8,15 @@
 //! ```
 //! use std::ops::ControlFlow;
 //! use std::time::Duration;
-//! use udpkit::load::engine::{Engine, Event, Pace, Phase};
+//! use udpkit::load::engine::{Engine, Event, Offload, Pace, Phase};
 //! use udpkit::{Server, Stop};
 //!
 //! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn();
 //! let pace = Pace::Window(4); // four requests in flight on each flow
 //! let timeout = Duration::from_secs(1);
-//! let mut engine = Engine::new(server.local_addr(), 2, 64, pace, timeout, &Stop::new())?;
+//! let stop = Stop::new();
+//! let offload = Offload::default(); // no GSO, no GRO
+//! let mut engine = Engine::new(server.local_addr(), 2, 64, pace, timeout, &stop, offload)?;
 //! let phase = Phase { pace, count: Some(100), duration: None, timeout };
 //! let mut replies = 0;
 //! engine.run(&phase, |event| {
@@ -51,7 +53,7 @@ use crate::io::wait::Blocking;
 use crate::io::wait::{Poller, Token};
 use crate::load::flow::{Flow, Matching, Outcome, Tally};
 use crate::load::latency::Latency;
-use crate::wire::parse_reply;
+use crate::wire::{MAX_REPLY, parse_reply};
 use crate::{Error, Stop};
 
 /// When requests go.
@@ -81,6 +83,16 @@ impl Pace {
         };
         (per_second * timeout.as_secs_f64()).ceil().min(1e9) as usize + 2
     }
+}
+
+/// The kernel's batching of datagrams, where it has it: requests of one size to the server
+/// go as one segmented send (`gso`, `UDP_SEGMENT`), replies of one size come in as one
+/// coalesced receive (`gro`, `UDP_GRO`). Off by default: a load generator turns them on,
+/// a ping leaves single requests alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub gso: bool,
+    pub gro: bool,
 }
 
 /// One stretch of requests at one pace.
@@ -200,6 +212,8 @@ pub struct Engine {
     tally: Tally,
     sent: u64,
     said_unverified: bool,
+    /// Replies are received coalesced (`UDP_GRO` granted on every flow).
+    gro: bool,
     started: Option<Instant>,
     send_end: Option<Instant>,
     last_reply: Option<Instant>,
@@ -207,7 +221,8 @@ pub struct Engine {
 
 impl Engine {
     /// `flows` connected sockets to `target`, each remembering enough requests for what
-    /// `pace` can keep in flight within `timeout`, of `size` bytes.
+    /// `pace` can keep in flight within `timeout`, of `size` bytes, with the kernel's
+    /// batching where `offload` asks for it and the kernel has it.
     pub fn new(
         target: SocketAddr,
         flows: usize,
@@ -215,8 +230,9 @@ impl Engine {
         pace: Pace,
         timeout: Duration,
         stop: &Stop,
+        offload: Offload,
     ) -> Result<Engine, Error> {
-        Self::build(target, flows, pace, timeout, stop, |capacity| {
+        Self::build(target, flows, pace, timeout, stop, offload, |capacity| {
             Flow::new(size, capacity)
         })
     }
@@ -230,9 +246,15 @@ impl Engine {
         timeout: Duration,
         stop: &Stop,
     ) -> Result<Engine, Error> {
-        Self::build(target, 1, pace, timeout, stop, |capacity| {
-            Flow::exact(size, capacity)
-        })
+        Self::build(
+            target,
+            1,
+            pace,
+            timeout,
+            stop,
+            Offload::default(),
+            |capacity| Flow::exact(size, capacity),
+        )
     }
 
     fn build(
@@ -241,6 +263,7 @@ impl Engine {
         pace: Pace,
         timeout: Duration,
         stop: &Stop,
+        offload: Offload,
         make: impl Fn(usize) -> Flow,
     ) -> Result<Engine, Error> {
         let flows = flows.max(1);
@@ -261,12 +284,19 @@ impl Engine {
         let waiting = |e| Error::io("cannot wait for replies", e);
         let mut poller = Poller::new(stop).map_err(waiting)?;
         let mut states = Vec::with_capacity(flows);
+        let (mut gso, mut gro) = (if offload.gso { BATCH } else { 1 }, offload.gro);
         for i in 0..flows {
             let socket = net::connect(target)?;
             if flows > 1 || !matches!(pace, Pace::Window(1) | Pace::Interval(_)) {
                 net::grow_receive_buffer(&socket, 4 << 20);
             }
             socket.set_nonblocking(true).map_err(waiting)?;
+            if offload.gro {
+                gro &= net::enable_gro(&socket);
+            }
+            if offload.gso {
+                gso = gso.min(net::gso_segments(&socket));
+            }
             poller.add(&socket, i as Token).map_err(waiting)?;
             states.push(FlowState {
                 witness: net::foreign_witness(&socket),
@@ -283,13 +313,18 @@ impl Engine {
             stop: stop.clone(),
             ready: Vec::with_capacity(flows),
             // As many replies at a time as can be in flight (a ping-pong: a few).
-            replies: RecvBatch::with_slots(in_flight.saturating_mul(flows).max(4), REPLY_ROOM),
-            out: Outbox::new(),
+            // (Coalesced, up to 64 replies of at most MAX_REPLY bytes share one buffer.)
+            replies: RecvBatch::with_slots(
+                in_flight.saturating_mul(flows).max(4),
+                if gro { 64 * MAX_REPLY } else { REPLY_ROOM },
+            ),
+            out: Outbox::new(gso),
             sender: Sender::new(),
             foreign_buf: vec![0; 2048],
             tally: Tally::default(),
             sent: 0,
             said_unverified: false,
+            gro,
             started: None,
             send_end: None,
             last_reply: None,
@@ -305,6 +340,15 @@ impl Engine {
     pub fn set_size(&mut self, size: usize) {
         for f in &mut self.flows {
             f.flow.set_size(size);
+        }
+    }
+
+    /// The kernel's batching in effect: asked for and granted (GSO stays on until the path
+    /// refuses a segmented send).
+    pub fn offload(&self) -> Offload {
+        Offload {
+            gso: self.out.gso > 1,
+            gro: self.gro,
         }
     }
 
@@ -541,57 +585,59 @@ impl Engine {
                     let at = Instant::now();
                     self.last_reply = Some(at);
                     for k in 0..n {
-                        let data = self.replies.get(k).1;
-                        let outcome = f.flow.on_reply(data, at);
-                        let revoked = f.flow.take_revoked();
-                        if revoked.answers > 0 {
-                            self.tally.revoke(revoked, &mut f.unverified);
-                            if emit(Event::Revoked {
-                                count: revoked.answers,
-                            })? {
-                                return Ok(true);
+                        let (meta, buffer) = self.replies.get(k);
+                        for data in meta.segments(buffer) {
+                            let outcome = f.flow.on_reply(data, at);
+                            let revoked = f.flow.take_revoked();
+                            if revoked.answers > 0 {
+                                self.tally.revoke(revoked, &mut f.unverified);
+                                if emit(Event::Revoked {
+                                    count: revoked.answers,
+                                })? {
+                                    return Ok(true);
+                                }
                             }
-                        }
-                        self.tally.count(outcome, &mut f.latency, &mut f.unverified);
-                        let event = match outcome {
-                            Outcome::Answer {
-                                seq,
-                                rtt,
-                                late,
-                                verified,
-                            } => {
-                                if !verified && !self.said_unverified {
-                                    self.said_unverified = true;
-                                    if emit(Event::Unverified)? {
-                                        return Ok(true);
+                            self.tally.count(outcome, &mut f.latency, &mut f.unverified);
+                            let event = match outcome {
+                                Outcome::Answer {
+                                    seq,
+                                    rtt,
+                                    late,
+                                    verified,
+                                } => {
+                                    if !verified && !self.said_unverified {
+                                        self.said_unverified = true;
+                                        if emit(Event::Unverified)? {
+                                            return Ok(true);
+                                        }
+                                    }
+                                    Event::Reply {
+                                        flow: i,
+                                        seq,
+                                        bytes: f.flow.request_len(seq).unwrap_or(0),
+                                        rtt,
+                                        late,
+                                        duplicate: false,
+                                        verified,
                                     }
                                 }
-                                Event::Reply {
+                                Outcome::Duplicate { seq, rtt } => Event::Reply {
                                     flow: i,
                                     seq,
                                     bytes: f.flow.request_len(seq).unwrap_or(0),
                                     rtt,
-                                    late,
-                                    duplicate: false,
-                                    verified,
-                                }
+                                    late: false,
+                                    duplicate: true,
+                                    verified: f.flow.matching() == Matching::Ids,
+                                },
+                                Outcome::Forged => Event::Forged,
+                                Outcome::Bad | Outcome::Unmatched => Event::Bad {
+                                    names: parse_reply(data).map(|r| r.len),
+                                },
+                            };
+                            if emit(event)? {
+                                return Ok(true);
                             }
-                            Outcome::Duplicate { seq, rtt } => Event::Reply {
-                                flow: i,
-                                seq,
-                                bytes: f.flow.request_len(seq).unwrap_or(0),
-                                rtt,
-                                late: false,
-                                duplicate: true,
-                                verified: f.flow.matching() == Matching::Ids,
-                            },
-                            Outcome::Forged => Event::Forged,
-                            Outcome::Bad | Outcome::Unmatched => Event::Bad {
-                                names: parse_reply(data).map(|r| r.len),
-                            },
-                        };
-                        if emit(event)? {
-                            return Ok(true);
                         }
                     }
                     if n < self.replies.slots() {
@@ -666,20 +712,74 @@ impl Waiter {
 
 /// Requests waiting to go on one flow, in buffers reused from batch to batch (a buffer that
 /// held a request of the same size keeps its padding, so only the ID is rewritten).
+/// Requests of one size go as one segmented send (GSO) where the socket allows.
 struct Outbox {
     bufs: Vec<Vec<u8>>,
     seqs: [u64; BATCH],
     flow: usize,
     queued: usize,
+    /// Requests one send may carry (`UDP_SEGMENT`); 1: no GSO.
+    gso: usize,
+    /// The queued requests back to back, for a segmented send.
+    packed: Vec<u8>,
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(gso: usize) -> Self {
         Outbox {
             bufs: (0..BATCH).map(|_| Vec::new()).collect(),
             seqs: [0; BATCH],
             flow: 0,
             queued: 0,
+            gso,
+            packed: Vec::new(),
+        }
+    }
+
+    /// Sends the queued requests, all of one size, as one segmented send; false (nothing
+    /// sent) where that cannot be done, and the path's refusal turns GSO off.
+    fn send_segmented(
+        &mut self,
+        sender: &mut Sender,
+        socket: &UdpSocket,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let queued = &self.bufs[..self.queued];
+        let size = queued[0].len();
+        if self.gso < 2 || self.queued < 2 || queued.iter().any(|b| b.len() != size) {
+            return false;
+        }
+        self.packed.clear();
+        for b in queued {
+            self.packed.extend_from_slice(b);
+        }
+        let transmit = [Transmit {
+            destination: None,
+            source: None,
+            contents: &self.packed,
+            segment_size: Some(size),
+        }];
+        let mut error = None;
+        sender.send(socket, &transmit, |_, e| {
+            error = Some(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0)))
+        });
+        match error {
+            None => true,
+            Some(e) if net::gso_refused(&e) => {
+                self.gso = 1; // quinn-udp's rule: the path refuses GSO; one at a time now
+                false
+            }
+            // An ICMP error held from earlier, a full buffer...: the requests one by one,
+            // which says what became of each.
+            Some(e) => {
+                if let Err(kind) = refusal(&e) {
+                    events.push(Event::Unreachable {
+                        seq: self.seqs[0],
+                        kind,
+                    });
+                }
+                false
+            }
         }
     }
 
@@ -705,11 +805,11 @@ impl Outbox {
     fn send(&mut self, sender: &mut Sender, flows: &[FlowState], events: &mut Vec<Event>) {
         let flow = self.flow;
         let socket = &flows[flow].socket;
-        let mut transmits = [Transmit {
-            destination: None,
-            source: None,
-            contents: &[],
-        }; BATCH];
+        if self.send_segmented(sender, socket, events) {
+            self.queued = 0;
+            return;
+        }
+        let mut transmits = [Transmit::EMPTY; BATCH];
         for (t, buf) in transmits.iter_mut().zip(&self.bufs[..self.queued]) {
             t.contents = buf;
         }

@@ -75,6 +75,11 @@ pub struct Config {
     /// Seed for `drop_rate`'s choices.
     pub seed: Option<u64>,
     pub rate_limit: RateLimit,
+    /// Send replies of one size to one client together (`UDP_SEGMENT`) where the kernel
+    /// can.
+    pub gso: bool,
+    /// Receive a client's requests of one size together (`UDP_GRO`) where the kernel can.
+    pub gro: bool,
 }
 
 impl Config {
@@ -85,6 +90,8 @@ impl Config {
             drop_rate: 0.0,
             seed: None,
             rate_limit: RateLimit::Auto,
+            gso: true,
+            gro: true,
         }
     }
 
@@ -136,6 +143,9 @@ impl Server {
             net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
             net::count_kernel_drops(socket);
             net::reply_from_destination(socket, local);
+            if config.gro {
+                net::enable_gro(socket);
+            }
         }
         let counters = sockets.iter().map(|_| Counters::default()).collect();
         Ok(Server {
@@ -205,6 +215,11 @@ impl Server {
                             )
                         }),
                         limiter,
+                        gso: if self.config.gso {
+                            net::gso_segments(socket)
+                        } else {
+                            1
+                        },
                     };
                     let mut observer = observer();
                     scope.spawn(move || {
@@ -288,6 +303,41 @@ struct Worker<'a> {
     /// `--drop-rate`: the relay's impairment stage, with loss alone.
     loss: Option<Impairer>,
     limiter: Option<&'a Mutex<RateLimiter>>,
+    /// Replies one send may carry (`UDP_SEGMENT`); 1: no GSO.
+    gso: usize,
+}
+
+/// The most requests one batch can hold: 64 receives of up to 64 coalesced datagrams.
+const MAX_REQUESTS: usize = BATCH * 64;
+
+/// What became of a transmit.
+const SENT: u8 = 0;
+const FAILED: u8 = 1;
+const REFUSED_GSO: u8 = 2;
+
+/// The datagrams a transmit carries.
+fn segments(t: &Transmit) -> u64 {
+    t.segment_size
+        .map_or(1, |size| t.contents.len().div_ceil(size.max(1)) as u64)
+}
+
+/// One send to make: replies `start..end` of the reply buffer, to the sender of receive
+/// `datagram`, segmented when more than one.
+struct Planned {
+    datagram: usize,
+    start: usize,
+    end: usize,
+    segment_size: Option<usize>,
+}
+
+/// One reply written, before it is sent.
+#[derive(Clone, Copy, Default)]
+struct Answer {
+    /// The receive it answers (for the addresses).
+    datagram: usize,
+    /// Where its bytes are in the reply buffer.
+    start: usize,
+    len: usize,
 }
 
 impl Worker<'_> {
@@ -295,8 +345,10 @@ impl Worker<'_> {
         let output = |source| Error::Callback { source };
         // Every buffer the loop needs, allocated once.
         let mut batch = RecvBatch::new(RECV_BUFFER);
-        let mut replies = [[0u8; MAX_REPLY]; BATCH];
-        let mut answers: [(usize, usize); BATCH] = [(0, 0); BATCH];
+        // Replies back to back: those to one client of one size can go as one GSO send.
+        let mut replies = vec![0u8; MAX_REQUESTS * MAX_REPLY];
+        let mut answers = vec![Answer::default(); MAX_REQUESTS];
+        let mut plan = Vec::with_capacity(MAX_REQUESTS);
         let mut sender = Sender::new();
         let mut waiter = Waiter::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
@@ -313,67 +365,136 @@ impl Worker<'_> {
                 .limiter
                 .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             let mut tally = Stats::default();
-            // (datagram index, reply length) of each datagram answered, in order.
             let mut answered = 0;
+            let mut used = 0;
             for i in 0..batch.len() {
-                let (meta, data) = batch.get(i);
+                let (meta, buffer) = batch.get(i);
                 let Some(peer) = meta.source else { continue };
-                let len = data.len();
-                tally.received += 1;
-                tally.bytes_in += len as u64;
-                if let Some(loss) = &mut self.loss
-                    && loss.decide(now).copies == 0
-                {
-                    tally.dropped_simulated += 1;
-                    observer.pretend_drop(peer).map_err(output)?;
-                    continue;
-                }
-                observer.datagram(peer, data).map_err(output)?;
-                // The reply is written first: the rate limiter weighs its real length.
-                let reply_len = emit_reply(&mut replies[answered], len, request_id(data));
-                if let Some(limiter) = limiter.as_mut() {
-                    match limiter.decide(peer.ip(), now, len, reply_len) {
-                        Decision::Answer => {}
-                        Decision::Slip => {
-                            tally.slipped += 1;
-                            observer.rate_limited(peer, true).map_err(output)?;
-                        }
-                        Decision::Refuse => {
-                            tally.dropped_rate_limited += 1;
-                            observer.rate_limited(peer, false).map_err(output)?;
-                            continue;
+                // Each datagram the kernel coalesced is a request of its own.
+                for data in meta.segments(buffer) {
+                    let len = data.len();
+                    tally.received += 1;
+                    tally.bytes_in += len as u64;
+                    if let Some(loss) = &mut self.loss
+                        && loss.decide(now).copies == 0
+                    {
+                        tally.dropped_simulated += 1;
+                        observer.pretend_drop(peer).map_err(output)?;
+                        continue;
+                    }
+                    observer.datagram(peer, data).map_err(output)?;
+                    // The reply is written first: the rate limiter weighs its real length.
+                    let mut reply = [0u8; MAX_REPLY];
+                    let reply_len = emit_reply(&mut reply, len, request_id(data));
+                    if let Some(limiter) = limiter.as_mut() {
+                        match limiter.decide(peer.ip(), now, len, reply_len) {
+                            Decision::Answer => {}
+                            Decision::Slip => {
+                                tally.slipped += 1;
+                                observer.rate_limited(peer, true).map_err(output)?;
+                            }
+                            Decision::Refuse => {
+                                tally.dropped_rate_limited += 1;
+                                observer.rate_limited(peer, false).map_err(output)?;
+                                continue;
+                            }
                         }
                     }
+                    replies[used..used + reply_len].copy_from_slice(&reply[..reply_len]);
+                    answers[answered] = Answer {
+                        datagram: i,
+                        start: used,
+                        len: reply_len,
+                    };
+                    used += reply_len;
+                    answered += 1;
                 }
-                answers[answered] = (i, reply_len);
-                answered += 1;
             }
             drop(limiter);
-            // Each reply goes to its request's sender, from the address it was sent to.
-            let mut transmits = [Transmit {
-                destination: None,
-                source: None,
-                contents: &[],
-            }; BATCH];
-            for (k, &(i, reply_len)) in answers[..answered].iter().enumerate() {
-                let (meta, _) = batch.get(i);
-                transmits[k] = Transmit {
-                    destination: meta.source,
-                    source: meta.destination,
-                    contents: &replies[k][..reply_len],
-                };
-            }
+            // Each reply goes to its request's sender, from the address it was sent to;
+            // replies of one size to one sender, back to back, go as one segmented send.
+            let answers = &answers[..answered];
             let mut failure = Ok(());
-            let sent = sender.send(self.socket, &transmits[..answered], |k, e| {
-                if failure.is_ok()
-                    && let Some(peer) = transmits[k].destination
+            plan.clear();
+            let mut k = 0;
+            while k < answered {
+                let first = answers[k];
+                let mut n = 1;
+                while n < self.gso
+                    && k + n < answered
+                    && answers[k + n].len == first.len
+                    && answers[k + n].datagram == first.datagram
                 {
-                    failure = observer.send_failed(peer, e);
+                    n += 1;
                 }
-            });
-            tally.replied = sent.sent;
-            tally.bytes_out = sent.bytes;
-            tally.send_failed = sent.failed;
+                let last = answers[k + n - 1];
+                plan.push(Planned {
+                    datagram: first.datagram,
+                    start: first.start,
+                    end: last.start + last.len,
+                    segment_size: (n > 1).then_some(first.len),
+                });
+                k += n;
+            }
+            let mut refused_gso = Vec::new();
+            for chunk in plan.chunks(BATCH) {
+                let mut transmits = [Transmit::EMPTY; BATCH];
+                for (t, p) in transmits.iter_mut().zip(chunk) {
+                    let meta = batch.get(p.datagram).0;
+                    *t = Transmit {
+                        destination: meta.source,
+                        source: meta.destination,
+                        contents: &replies[p.start..p.end],
+                        segment_size: p.segment_size,
+                    };
+                }
+                let transmits = &transmits[..chunk.len()];
+                let mut outcome = [SENT; BATCH];
+                let totals = sender.send(self.socket, transmits, |t, e| {
+                    if transmits[t].segment_size.is_some() && net::gso_refused(e) {
+                        outcome[t] = REFUSED_GSO;
+                    } else {
+                        outcome[t] = FAILED;
+                        if failure.is_ok()
+                            && let Some(peer) = transmits[t].destination
+                        {
+                            failure = observer.send_failed(peer, e);
+                        }
+                    }
+                });
+                tally.bytes_out += totals.bytes;
+                for (t, transmit) in transmits.iter().enumerate() {
+                    match outcome[t] {
+                        SENT => tally.replied += segments(transmit),
+                        FAILED => tally.send_failed += segments(transmit),
+                        _ => refused_gso.extend(
+                            transmit
+                                .contents
+                                .chunks(transmit.segment_size.unwrap_or(1).max(1))
+                                .map(|c| Transmit {
+                                    contents: c,
+                                    segment_size: None,
+                                    ..*transmit
+                                }),
+                        ),
+                    }
+                }
+            }
+            if !refused_gso.is_empty() {
+                // The path refuses GSO (quinn-udp's rule): from now on one reply a send,
+                // and those refused go again that way.
+                self.gso = 1;
+                let totals = sender.send(self.socket, &refused_gso, |t, e| {
+                    if failure.is_ok()
+                        && let Some(peer) = refused_gso[t].destination
+                    {
+                        failure = observer.send_failed(peer, e);
+                    }
+                });
+                tally.replied += totals.sent;
+                tally.send_failed += totals.failed;
+                tally.bytes_out += totals.bytes;
+            }
             self.counters.add(&tally, batch.kernel_drops());
             failure.map_err(output)?;
             observer.batch_done().map_err(output)?;

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use crate::load::engine::{Engine, Event, Pace, Phase};
+use crate::load::engine::{Engine, Event, Offload, Pace, Phase};
 use crate::load::flow::{Matching, Tally};
 use crate::load::latency::Latency;
 use crate::{Error, Stop};
@@ -39,6 +39,8 @@ pub struct Config {
     pub size: usize,
     /// How long to wait for a reply before counting the request lost.
     pub timeout: Duration,
+    /// The kernel's batching (GSO, GRO), where it has it.
+    pub offload: Offload,
 }
 
 impl Config {
@@ -60,6 +62,8 @@ pub struct Report {
     /// From the first request to the last reply (or the end of sending, if later).
     pub elapsed: Duration,
     pub latency: Latency,
+    /// The kernel's batching that was in effect at the end (asked for, and granted).
+    pub offload: Offload,
 }
 
 impl Report {
@@ -83,6 +87,7 @@ pub fn bench(
         pace,
         config.timeout,
         stop,
+        config.offload,
     )?;
     let phase = Phase {
         pace,
@@ -98,6 +103,7 @@ pub fn bench(
     })?;
     let run = engine.report();
     Ok(Report {
+        offload: engine.offload(),
         config: config.clone(),
         tally: run.tally,
         matching: run.matching,

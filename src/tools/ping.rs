@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use crate::load::engine::{Engine, Pace, Phase};
+use crate::load::engine::{Engine, Offload, Pace, Phase};
 use crate::load::flow::{Matching, Tally};
 use crate::load::latency::Latency;
 use crate::{Error, Stop};
@@ -67,7 +67,17 @@ pub fn ping(
     mut on_event: impl FnMut(&Event) -> io::Result<()>,
 ) -> Result<Report, Error> {
     let pace = config.pace();
-    let mut engine = Engine::new(config.target, 1, config.size, pace, config.timeout, stop)?;
+    // Single requests go as they are: no GSO, no GRO.
+    let offload = Offload::default();
+    let mut engine = Engine::new(
+        config.target,
+        1,
+        config.size,
+        pace,
+        config.timeout,
+        stop,
+        offload,
+    )?;
     let phase = Phase {
         pace,
         count: config.count,

@@ -492,6 +492,7 @@ impl State<'_> {
                     destination: None,
                     source: None,
                     contents: data,
+                    segment_size: None,
                 },
             ),
             (false, _) => {
@@ -507,6 +508,7 @@ impl State<'_> {
                         destination: Some(client),
                         source: session.and_then(|s| s.destination),
                         contents: data,
+                        segment_size: None,
                     },
                 )
             }

@@ -467,3 +467,16 @@ pub fn forge_icmp(from: SocketAddr, to: SocketAddr, code: &str) {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Sends SIGINT to a server or relay started with `--json`, waits for it to end (it must
+/// succeed), and returns its last line, the JSON summary.
+pub fn json_summary(proc: &mut Running) -> serde_json::Value {
+    signal(proc, libc::SIGINT);
+    let last = proc
+        .lines_within(Duration::from_secs(2))
+        .pop()
+        .expect("a summary line");
+    let (status, err) = proc.wait();
+    assert!(status.success(), "{err}");
+    serde_json::from_str(&last).unwrap_or_else(|e| panic!("{last}: {e}"))
+}
