@@ -63,3 +63,31 @@ fn the_rate_limit_weighs_each_datagram_of_a_coalesced_receive() {
     );
     assert!(count(&v, "received") <= replied, "{v} / {s}");
 }
+
+#[test]
+fn the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    // A rate this loop can keep: every request is stamped, the lag is measured.
+    let (code, v) = json_to("bench", addr, &["--rate", "2000", "-d", "0.3"]);
+    assert_eq!(code, Some(0), "{v}");
+    let lag = &v["send_lag_us"];
+    for key in ["p50", "p99", "max"] {
+        assert!(lag[key].as_f64().is_some(), "no send_lag_us.{key}: {v}");
+    }
+    assert!(count(&v, "sent") >= 590, "{v}");
+    // A closed loop has no schedule, hence no lag.
+    let (_, v) = json_to("bench", addr, &["--window", "8", "-n", "100"]);
+    assert!(v["send_lag_us"].is_null(), "{v}");
+    assert_eq!(v["generator_fell_behind"], false, "{v}");
+    // A rate no single loop can send: said, in JSON and in words.
+    let args = ["--rate", "50000000", "-d", "0.3", "-W", "0.2"];
+    let (_, v) = json_to("bench", addr, &args);
+    assert_eq!(v["generator_fell_behind"], true, "{v}");
+    assert!(v["sent_per_second"].as_f64().unwrap() < 0.99 * 50e6, "{v}");
+    let out = run(udpkit_to("bench", addr, &args));
+    assert!(
+        stdout(&out).contains("the load generator fell behind its schedule"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -60,6 +60,12 @@ pub fn bench(r: &bench::Report) -> String {
         /// Segmented sends (UDP_SEGMENT) and coalesced receives (UDP_GRO) in effect.
         gso: bool,
         gro: bool,
+        /// Open loop: how late requests left against their intended times; null otherwise.
+        send_lag_us: Option<Summary>,
+        /// Open loop: what the generator sent a second; null otherwise.
+        sent_per_second: Option<f64>,
+        /// Open loop: the generator, not the server, set the pace.
+        generator_fell_behind: bool,
     }
     let c = &r.config;
     serde_json::to_string(&Json {
@@ -77,6 +83,9 @@ pub fn bench(r: &bench::Report) -> String {
         latency_us: r.latency.summary(1e3),
         gso: r.offload.gso,
         gro: r.offload.gro,
+        send_lag_us: r.send_lag.as_ref().map(|l| l.summary(1e3)),
+        sent_per_second: r.sent_per_second.map(f64::round),
+        generator_fell_behind: r.generator_fell_behind(),
     })
     .expect("plain values serialize")
 }

@@ -104,6 +104,26 @@ pub fn bench_summary(r: &bench::Report) -> String {
             s.min, s.p50, s.p90, s.p99, s.p999, s.max
         ));
     }
+    if let (Some(lag), Some(sent)) = (&r.send_lag, r.sent_per_second)
+        && lag.count() > 0
+    {
+        let l = lag.summary(1e3);
+        text.push_str(&format!(
+            "send lag (µs): p50 {:.1}, p99 {:.1}, max {:.1}; sent {sent:.0} requests/s of {} asked\n",
+            l.p50,
+            l.p99,
+            l.max,
+            c.rate.unwrap_or(0.0)
+        ));
+    }
+    if r.generator_fell_behind() {
+        text.push_str(
+            "Note: the load generator fell behind its schedule (it sent under 99% of the rate, \
+             or its send lag's p99 passed 100 µs and the median round trip): the latencies above include \
+             its own delay, and the server may not be the bottleneck; try more --flows or a \
+             lower --rate\n",
+        );
+    }
     if t.not_sent > 0 {
         text.push_str(&format!(
             "{} of the requests sent were refused by this host (a local firewall, a full \

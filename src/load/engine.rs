@@ -170,7 +170,12 @@ pub struct Report {
     pub matching: Matching,
     /// From the first request to the last reply (or the end of sending, if later).
     pub elapsed: Duration,
+    /// From the first request to the end of sending.
+    pub sending: Duration,
     pub latency: Latency,
+    /// Open loop: how late each request was handed to the kernel against the time it was
+    /// meant to go (empty for the other paces).
+    pub send_lag: Latency,
 }
 
 /// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
@@ -308,7 +313,7 @@ impl Engine {
         }
         Ok(Engine {
             target,
-            waiter: Waiter::new(poller, &states, stop).map_err(waiting)?,
+            waiter: Waiter::new(poller, &states, pace, stop).map_err(waiting)?,
             flows: states,
             stop: stop.clone(),
             ready: Vec::with_capacity(flows),
@@ -454,24 +459,38 @@ impl Engine {
                     Pace::Rate(rate) => {
                         let step = Duration::from_secs_f64(1.0 / rate);
                         // Every request whose time has come goes now, stamped with that
-                        // time; a few batches at a time, so that replies are read and the
-                        // end is noticed even when the rate is more than can be sent.
-                        for _ in 0..BATCH * flows_n {
-                            let intended = started + step.mul_f64(scheduled as f64);
-                            if intended > now
-                                || budget == 0
-                                || send_until.is_some_and(|t| intended >= t)
-                            {
+                        // time, each flow's in batches (segmented where it can); a few
+                        // batches a turn, so that replies are read and the end is noticed
+                        // even when the rate is more than can be sent.
+                        let mut due = 0u64;
+                        while due < (BATCH * flows_n) as u64 && due < budget {
+                            let intended = started + step.mul_f64((scheduled + due) as f64);
+                            if intended > now || send_until.is_some_and(|t| intended >= t) {
                                 break;
                             }
-                            let i = (scheduled % flows_n as u64) as usize;
-                            let seq = self.flows[i].flow.next_request(self.out.next(), intended);
-                            self.out.note(i, seq);
-                            self.out.send(&mut self.sender, &self.flows, &mut events);
-                            scheduled += 1;
-                            budget -= 1;
-                            self.sent += 1;
+                            due += 1;
                         }
+                        let n = flows_n as u64;
+                        for i in 0..flows_n {
+                            // Request j goes on flow j mod n, as in turn.
+                            let mut j = scheduled + (i as u64 + n - scheduled % n) % n;
+                            while j < scheduled + due {
+                                let intended = started + step.mul_f64(j as f64);
+                                let seq =
+                                    self.flows[i].flow.next_request(self.out.next(), intended);
+                                self.out.note(i, seq);
+                                self.out.intend(intended);
+                                if self.out.is_full() {
+                                    self.out.send(&mut self.sender, &self.flows, &mut events);
+                                }
+                                j += n;
+                            }
+                            if self.out.queued > 0 {
+                                self.out.send(&mut self.sender, &self.flows, &mut events);
+                            }
+                        }
+                        scheduled += due;
+                        self.sent += due;
                         next_due = Some(started + step.mul_f64(scheduled as f64));
                     }
                     Pace::Interval(interval) => {
@@ -686,7 +705,12 @@ impl Engine {
             tally,
             matching: self.matching(),
             elapsed: end.saturating_duration_since(started),
+            sending: self
+                .send_end
+                .unwrap_or(started)
+                .saturating_duration_since(started),
             latency,
+            send_lag: self.out.lag.clone(),
         }
     }
 }
@@ -700,10 +724,21 @@ enum Waiter {
 }
 
 impl Waiter {
-    fn new(poller: Poller, flows: &[FlowState], stop: &Stop) -> io::Result<Waiter> {
+    /// Blocking for one flow in a closed loop; the poller, whose timeouts are exact to the
+    /// nanosecond, wherever requests must leave on time (a rate, an interval).
+    fn new(poller: Poller, flows: &[FlowState], pace: Pace, stop: &Stop) -> io::Result<Waiter> {
         #[cfg(target_os = "linux")]
-        if let [one] = flows {
+        if let ([one], Pace::Window(_)) = (flows, pace) {
             return Ok(Waiter::Blocking(Blocking::new(&one.socket, stop)?));
+        }
+        #[cfg(target_os = "linux")]
+        if !matches!(pace, Pace::Window(_)) {
+            // Wake-ups on time: the kernel's default timer slack (50 µs) would make every
+            // request of an open loop leave that much late.
+            // SAFETY: a plain prctl on this thread.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            }
         }
         let _ = (flows, stop);
         Ok(Waiter::Poller(poller))
@@ -722,6 +757,10 @@ struct Outbox {
     gso: usize,
     /// The queued requests back to back, for a segmented send.
     packed: Vec<u8>,
+    /// When each queued request was meant to go (open loop), for the send lag.
+    intended: [Option<Instant>; BATCH],
+    /// How late requests were handed to the kernel against their intended times.
+    lag: Latency,
 }
 
 impl Outbox {
@@ -733,6 +772,26 @@ impl Outbox {
             queued: 0,
             gso,
             packed: Vec::new(),
+            intended: [None; BATCH],
+            lag: Latency::new(),
+        }
+    }
+
+    /// When the request just queued was meant to go.
+    fn intend(&mut self, at: Instant) {
+        self.intended[self.queued - 1] = Some(at);
+    }
+
+    /// Records the send lag of the queued requests meant for a time, as they go now.
+    fn note_lag(&mut self) {
+        if self.intended[0].is_none() {
+            return;
+        }
+        let now = Instant::now();
+        for at in self.intended[..self.queued].iter_mut() {
+            if let Some(at) = at.take() {
+                self.lag.record(now.saturating_duration_since(at));
+            }
         }
     }
 
@@ -805,6 +864,7 @@ impl Outbox {
     fn send(&mut self, sender: &mut Sender, flows: &[FlowState], events: &mut Vec<Event>) {
         let flow = self.flow;
         let socket = &flows[flow].socket;
+        self.note_lag();
         if self.send_segmented(sender, socket, events) {
             self.queued = 0;
             return;

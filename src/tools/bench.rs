@@ -64,11 +64,31 @@ pub struct Report {
     pub latency: Latency,
     /// The kernel's batching that was in effect at the end (asked for, and granted).
     pub offload: Offload,
+    /// Open loop: how late requests left against their intended times.
+    pub send_lag: Option<Latency>,
+    /// Open loop: requests a second the generator actually sent, over the time it sent.
+    pub sent_per_second: Option<f64>,
 }
 
 impl Report {
     pub fn requests_per_second(&self) -> f64 {
         self.tally.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Open loop: whether the generator, not the server, set the pace: it sent under 99%
+    /// of the rate asked, or its requests left more than 100 µs late (p99 of the send
+    /// lag) and later than a median round trip, so that the latencies measure its own
+    /// delay as much as the server's.
+    pub fn generator_fell_behind(&self) -> bool {
+        let (Some(rate), Some(sent), Some(lag)) =
+            (self.config.rate, self.sent_per_second, &self.send_lag)
+        else {
+            return false;
+        };
+        let lag_p99 = lag.summary(1.0).p99;
+        let rtt_p50 = self.latency.summary(1.0).p50;
+        let late = lag.count() > 0 && lag_p99 > 100e3 && lag_p99 > rtt_p50;
+        sent < 0.99 * rate || late
     }
 }
 
@@ -102,7 +122,12 @@ pub fn bench(
         Ok(ControlFlow::Continue(()))
     })?;
     let run = engine.report();
+    let sent_per_second = config
+        .rate
+        .map(|_| run.tally.sent as f64 / run.sending.as_secs_f64().max(1e-9));
     Ok(Report {
+        send_lag: config.rate.map(|_| run.send_lag.clone()),
+        sent_per_second,
         offload: engine.offload(),
         config: config.clone(),
         tally: run.tally,
