@@ -242,3 +242,39 @@ fn loss_that_looks_like_a_rate_limit_is_explained() {
     let text = stdout(&out);
     assert!(text.contains("--rate-limit off"), "{text}");
 }
+
+#[test]
+fn threads_share_out_flows_and_count_and_their_figures_add_up() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    // Three threads need three flows: one more than asked; 1,000 requests shared out.
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &[
+            "--threads",
+            "3",
+            "--flows",
+            "2",
+            "--window",
+            "4",
+            "-n",
+            "1000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["flows"], 3, "{v}");
+    assert_eq!(count(&v, "sent"), 1000, "{v}");
+    assert_eq!(count(&v, "received"), 1000, "{v}");
+    assert_eq!(v["matching"], "ids", "{v}");
+    // One histogram per thread, merged: every reply's round trip is in it.
+    assert!(v["latency_us"]["max"].as_f64().unwrap() > 0.0, "{v}");
+    // An open loop's rate is shared out too: what was sent adds up to what was asked.
+    let (_, v) = json_to(
+        "bench",
+        addr,
+        &["--threads", "2", "--rate", "4000", "-d", "0.5"],
+    );
+    let sent = count(&v, "sent");
+    assert!((1900..=2000).contains(&sent), "{v}");
+    assert_eq!(count(&v, "received"), sent, "{v}");
+}

@@ -157,6 +157,11 @@ pub struct BenchArgs {
     #[arg(long = "flows", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub flows: u16,
+    /// Threads to spread the flows over, each with its own engine on its own core
+    /// (figures merged; each thread has at least one flow)
+    #[arg(long = "threads", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Requests in flight per flow (closed loop; ignored with --rate)
     #[arg(long = "window", value_name = "W", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=65536))]

@@ -273,6 +273,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
             gso: !args.no_gso,
             gro: !args.no_gro,
         },
+        threads: usize::from(args.threads),
     };
     // Output files are opened before the run: a path that cannot be written is said now,
     // not after a long benchmark.

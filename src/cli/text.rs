@@ -70,6 +70,9 @@ pub fn bench_summary(r: &bench::Report) -> String {
         Some(rate) => format!("open loop at {rate} requests/s"),
         None => format!("window {}", c.window),
     };
+    if c.threads > 1 {
+        mode.push_str(&format!(", {} threads", c.threads));
+    }
     match (r.offload.gso, r.offload.gro) {
         (true, true) => mode.push_str(", GSO+GRO"),
         (true, false) => mode.push_str(", GSO"),

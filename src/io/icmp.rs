@@ -76,6 +76,16 @@ pub struct IcmpCounts {
 }
 
 impl IcmpCounts {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &IcmpCounts) {
+        self.port_unreachable += other.port_unreachable;
+        self.host_unreachable += other.host_unreachable;
+        self.network_unreachable += other.network_unreachable;
+        self.protocol_unreachable += other.protocol_unreachable;
+        self.too_big += other.too_big;
+        self.other += other.other;
+    }
+
     pub fn note(&mut self, kind: IcmpError) {
         *match kind {
             IcmpError::PortUnreachable => &mut self.port_unreachable,

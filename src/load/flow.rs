@@ -143,6 +143,21 @@ impl Tally {
         *unverified = Latency::new();
     }
 
+    /// Adds another run's accounting (another thread's flows) to this one.
+    pub fn merge(&mut self, o: &Tally) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.unverified += o.unverified;
+        self.duplicates += o.duplicates;
+        self.late += o.late;
+        self.forged += o.forged;
+        self.bad += o.bad;
+        self.foreign += o.foreign;
+        self.unreachable += o.unreachable;
+        self.not_sent += o.not_sent;
+        self.icmp.merge(&o.icmp);
+    }
+
     /// Counts an ICMP error that came back.
     pub fn note_icmp(&mut self, kind: IcmpError) {
         self.unreachable += 1;

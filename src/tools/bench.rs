@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::load::engine::{Engine, Event, Offload, Pace, Phase};
@@ -41,6 +42,9 @@ pub struct Config {
     pub timeout: Duration,
     /// The kernel's batching (GSO, GRO), where it has it.
     pub offload: Offload,
+    /// Threads to spread the flows over (each thread at least one flow; more flows than
+    /// asked if need be), each with its own engine; their figures are merged.
+    pub threads: usize,
 }
 
 impl Config {
@@ -93,8 +97,104 @@ impl Report {
 }
 
 /// Runs the load until the duration or count is reached, or `stop` is set, then drains;
-/// `progress` hears ten times a second.
+/// `progress` hears ten times a second. With `config.threads` above 1, the flows, the rate
+/// and the count are shared out over that many threads (this one among them), each with
+/// its own engine and histograms, merged at the end.
 pub fn bench(
+    config: &Config,
+    stop: &Stop,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Report, Error> {
+    let threads = config.threads.max(1);
+    let flows = config.flows.max(threads);
+    // Thread t's share of the flows, and of the rate and count in proportion.
+    let share = |t: usize| flows / threads + usize::from(t < flows % threads);
+    let part = |t: usize| -> Config {
+        let f = share(t);
+        let of = |total: f64| total * f as f64 / flows as f64;
+        let count = config.count.map(|c| {
+            let before: usize = (0..t).map(share).sum();
+            let upto = |n: usize| c * n as u64 / flows as u64;
+            upto(before + f) - upto(before)
+        });
+        Config {
+            flows: f,
+            rate: config.rate.map(of),
+            count,
+            threads: 1,
+            ..config.clone()
+        }
+    };
+    // Every thread's figures so far, for the progress display.
+    let sent: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let received: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    let note = |t: usize, p: &Progress| {
+        sent[t].store(p.sent, Ordering::Relaxed);
+        received[t].store(p.received, Ordering::Relaxed);
+    };
+    let runs = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads)
+            .map(|t| {
+                let config = part(t);
+                let note = &note;
+                scope.spawn(move || run_one(&config, stop, |p| note(t, p)))
+            })
+            .collect();
+        let first = run_one(&part(0), stop, |p| {
+            note(0, p);
+            let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+            progress(&Progress {
+                sent: sum(&sent),
+                received: sum(&received),
+                ..*p
+            });
+        });
+        if first.is_err() {
+            stop.stop(); // the others end too
+        }
+        let mut runs = vec![first];
+        runs.extend(others.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Invalid("a load thread panicked".into())))
+        }));
+        runs
+    });
+    let runs = runs.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    let mut report = Report {
+        config: Config {
+            flows,
+            threads,
+            ..config.clone()
+        },
+        tally: Tally::default(),
+        matching: Matching::settled(
+            runs.iter().map(|r| r.matching),
+            runs.iter().map(|r| r.tally.unverified).sum(),
+        ),
+        elapsed: runs.iter().map(|r| r.elapsed).max().unwrap_or_default(),
+        latency: Latency::new(),
+        offload: Offload {
+            gso: runs.iter().all(|r| r.offload.gso),
+            gro: runs.iter().all(|r| r.offload.gro),
+        },
+        send_lag: config.rate.map(|_| Latency::new()),
+        sent_per_second: config.rate.map(|_| 0.0),
+    };
+    for r in &runs {
+        report.tally.merge(&r.tally);
+        report.latency.merge(&r.latency);
+        if let (Some(all), Some(lag)) = (report.send_lag.as_mut(), r.send_lag.as_ref()) {
+            all.merge(lag);
+        }
+        if let (Some(all), Some(rate)) = (report.sent_per_second.as_mut(), r.sent_per_second) {
+            *all += rate;
+        }
+    }
+    Ok(report)
+}
+
+/// One thread's engine and run.
+fn run_one(
     config: &Config,
     stop: &Stop,
     mut progress: impl FnMut(&Progress),
