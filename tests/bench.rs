@@ -278,3 +278,28 @@ fn threads_share_out_flows_and_count_and_their_figures_add_up() {
     assert!((1900..=2000).contains(&sent), "{v}");
     assert_eq!(count(&v, "received"), sent, "{v}");
 }
+
+#[test]
+fn replies_that_cannot_be_told_apart_are_said_never_guessed() {
+    // The seed's server repeats no IDs; 200 ms on the way back keeps some 1,600 requests
+    // in flight, more than the 1,024 lengths that tell them apart.
+    let Some((_server, addr)) = seed_server() else {
+        return;
+    };
+    let (_relay, via) = udpkit_relay(addr, &["--delay", "200", "--direction", "down"]);
+    let args = ["--rate", "8000", "-d", "1", "-W", "2"];
+    let (_, v) = json_to("bench", via, &args);
+    assert!(count(&v, "unmatched") > 0, "{v}");
+    assert!(count(&v, "bad") >= count(&v, "unmatched"), "{v}");
+    assert_eq!(
+        count(&v, "sent"),
+        count(&v, "received") + count(&v, "lost"),
+        "{v}"
+    );
+    let out = run(udpkit_to("bench", via, &args));
+    assert!(
+        stdout(&out).contains("replies could not be told apart"),
+        "{}",
+        stdout(&out)
+    );
+}

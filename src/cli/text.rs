@@ -141,6 +141,16 @@ pub fn bench_summary(r: &bench::Report) -> String {
                  with --rate-limit off\n",
         );
     }
+    if t.unmatched > 0 && r.matching != udpkit::load::flow::Matching::Ids {
+        text.push_str(&format!(
+            "{} replies could not be told apart: they name a length that more than one \
+             request still waiting had (the server does not repeat request IDs, and more \
+             requests were in flight per flow than distinct lengths); they count as bad and \
+             their requests as lost, rather than be credited to a guess: use more --flows, a \
+             smaller --window or a lower --rate\n",
+            t.unmatched
+        ));
+    }
     if t.unverified > 0 {
         text.push_str(&format!(
             "{} replies carried no request ID (the server does not repeat them): each was \

@@ -104,6 +104,9 @@ pub struct Tally {
     /// Of `sent`: requests the kernel refused to send (a full buffer, a firewall, too big);
     /// they count as lost.
     pub not_sent: u64,
+    /// Of `bad`: replies that answer no request still remembered, or (matched by length)
+    /// could answer more than one; never credited to either.
+    pub unmatched: u64,
 }
 
 impl Tally {
@@ -128,7 +131,11 @@ impl Tally {
             }
             Outcome::Duplicate { .. } => self.duplicates += 1,
             Outcome::Forged => self.forged += 1,
-            Outcome::Bad | Outcome::Unmatched => self.bad += 1,
+            Outcome::Bad => self.bad += 1,
+            Outcome::Unmatched => {
+                self.bad += 1;
+                self.unmatched += 1;
+            }
         }
     }
 
@@ -155,6 +162,7 @@ impl Tally {
         self.foreign += o.foreign;
         self.unreachable += o.unreachable;
         self.not_sent += o.not_sent;
+        self.unmatched += o.unmatched;
         self.icmp.merge(&o.icmp);
     }
 
