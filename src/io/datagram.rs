@@ -37,6 +37,9 @@ pub struct RecvMeta {
     /// datagram; less when the kernel coalesced several (`UDP_GRO`, see
     /// `socket::enable_gro`). Iterate with [`RecvMeta::segments`].
     pub stride: usize,
+    /// The buffer was too small for what arrived (`MSG_TRUNC`): the last datagram in it is
+    /// cut short.
+    pub truncated: bool,
     /// Who sent it; `None` for a sender of no IP family (it cannot be answered).
     pub source: Option<SocketAddr>,
     /// The address it was sent to, where the socket asked (`socket::reply_from_destination`).
@@ -196,6 +199,7 @@ impl RecvBatch {
                     self.meta[n] = RecvMeta {
                         len,
                         stride: len,
+                        truncated: false,
                         source: Some(source),
                         destination: None,
                     };
@@ -379,6 +383,7 @@ mod linux {
                 self.meta[i] = RecvMeta {
                     len,
                     stride: stride.filter(|&s| s > 0).unwrap_or(len),
+                    truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
                     source: if hdr.msg_namelen > 0 {
                         socket_addr(&h.names[i])
                     } else {

@@ -371,7 +371,14 @@ impl Worker<'_> {
                 let (meta, buffer) = batch.get(i);
                 let Some(peer) = meta.source else { continue };
                 // Each datagram the kernel coalesced is a request of its own.
-                for data in meta.segments(buffer) {
+                let whole = meta.len.div_ceil(meta.stride.max(1)).max(1);
+                for (k, data) in meta.segments(buffer).enumerate() {
+                    // A datagram cut short by the buffer (a coalesced receive larger than
+                    // 64 KiB) would be answered with a length it did not have: it is not.
+                    if meta.truncated && k + 1 == whole {
+                        tally.received += 1;
+                        continue;
+                    }
                     let len = data.len();
                     tally.received += 1;
                     tally.bytes_in += len as u64;
