@@ -91,3 +91,45 @@ fn the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_flood_of_the_largest_segmented_sends_of_one_byte_datagrams_leaves_the_server_serving() {
+    // The attacker's best GRO move: every send the kernel's cap of one-byte datagrams (128
+    // on this kernel), as fast as it goes, so that one batch of receives holds as many
+    // requests as can be. (The server indexed past its reply table here and died.)
+    let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json"]);
+    let flood = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, 1)  # SOL_UDP, UDP_SEGMENT: datagrams of one byte
+s.connect(("127.0.0.1", int(sys.argv[1])))
+for n in (128, 64):  # the cap since Linux 6.x, then the one before
+    try:
+        for _ in range(200):
+            s.send(b"x" * n)
+        print(n)
+        break
+    except OSError:
+        pass
+"#;
+    let out = run_for(
+        {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", flood, &addr.port().to_string()]);
+            cmd
+        },
+        std::time::Duration::from_secs(20),
+    );
+    let per_send: u64 = stdout(&out)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the flood did not run: {} {}", stdout(&out), stderr(&out)));
+    let socket = test_socket("127.0.0.1:0");
+    assert_eq!(
+        ask(&socket, addr, b"still there?"),
+        b"Your data was 12 bytes long"
+    );
+    let s = json_summary(&mut server);
+    assert_eq!(count(&s, "received"), 200 * per_send + 1, "{s}");
+    assert_eq!(count(&s, "replied"), 200 * per_send + 1, "{s}");
+}

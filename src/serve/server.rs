@@ -307,8 +307,13 @@ struct Worker<'a> {
     gso: usize,
 }
 
-/// The most requests one batch can hold: 64 receives of up to 64 coalesced datagrams.
-const MAX_REQUESTS: usize = BATCH * 64;
+/// The most datagrams one coalesced receive is answered for: the kernel's cap on a
+/// segmented send (`UDP_MAX_SEGMENTS`, 128 since Linux 6.x; 64 before), which a local
+/// sender's send reaches a `UDP_GRO` socket with whole, and more than GRO coalesces (64).
+const MAX_SEGMENTS: usize = 128;
+
+/// The most requests one batch can hold: 64 receives of up to `MAX_SEGMENTS` datagrams.
+const MAX_REQUESTS: usize = BATCH * MAX_SEGMENTS;
 
 /// What became of a transmit.
 const SENT: u8 = 0;
@@ -374,8 +379,9 @@ impl Worker<'_> {
                 let whole = meta.len.div_ceil(meta.stride.max(1)).max(1);
                 for (k, data) in meta.segments(buffer).enumerate() {
                     // A datagram cut short by the buffer (a coalesced receive larger than
-                    // 64 KiB) would be answered with a length it did not have: it is not.
-                    if meta.truncated && k + 1 == whole {
+                    // 64 KiB) would be answered with a length it did not have, and one past
+                    // MAX_SEGMENTS (a kernel allowing more) has no room: neither is.
+                    if (meta.truncated && k + 1 == whole) || k >= MAX_SEGMENTS {
                         tally.received += 1;
                         continue;
                     }
