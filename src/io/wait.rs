@@ -137,34 +137,76 @@ impl<'a> Receiver<'a> {
     }
 }
 
-/// Waits for one socket's datagrams inside the receive: the socket is made blocking, its
-/// receive timeout is set to the wait (only when that changes by more than a millisecond,
-/// so that a steady ping-pong makes no extra call), and the stop shuts it for reading,
-/// which ends a receive blocked on it at once. Once stopped, datagrams still queued or
-/// arriving are taken without waiting, a millisecond's sleep at a time.
-#[cfg(target_os = "linux")]
+/// Waits for one socket's datagrams inside the receive (Linux): the socket is made
+/// blocking, its receive timeout is set to the wait (only when that changes by more than a
+/// millisecond, so that a steady ping-pong makes no extra call), and the stop shuts it for
+/// reading, which ends a receive blocked on it at once. Once stopped, datagrams still
+/// queued or arriving are taken without waiting, a millisecond's sleep at a time.
+/// Elsewhere it waits on a [`Poller`] and then receives.
 pub struct Blocking {
+    #[cfg(target_os = "linux")]
+    linux: BlockingLinux,
+    #[cfg(not(target_os = "linux"))]
+    poller: Poller,
+}
+
+#[cfg(target_os = "linux")]
+struct BlockingLinux {
     /// Dropped before the socket is (the owner keeps it beside the socket).
     _shut: crate::stop::ShutOnStop,
     stop: Stop,
     timeout: Option<Duration>,
 }
 
-#[cfg(target_os = "linux")]
 impl Blocking {
     pub fn new(socket: &std::net::UdpSocket, stop: &Stop) -> io::Result<Self> {
-        socket.set_nonblocking(false)?;
-        socket.set_read_timeout(None)?;
-        Ok(Blocking {
-            _shut: stop.shut_on_stop(socket)?,
-            stop: stop.clone(),
-            timeout: None,
-        })
+        #[cfg(target_os = "linux")]
+        {
+            socket.set_nonblocking(false)?;
+            socket.set_read_timeout(None)?;
+            Ok(Blocking {
+                linux: BlockingLinux {
+                    _shut: stop.shut_on_stop(socket)?,
+                    stop: stop.clone(),
+                    timeout: None,
+                },
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            socket.set_nonblocking(true)?;
+            #[allow(unused_mut)]
+            let mut poller = Poller::new(stop)?;
+            #[cfg(unix)]
+            poller.add(socket, 0)?;
+            Ok(Blocking { poller })
+        }
     }
 
     /// Datagrams into `batch`: those queued, or the first to come within `timeout` (`None`:
     /// no limit) and those behind it; 0 when the wait ended with none.
     pub fn recv(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        batch: &mut super::datagram::RecvBatch,
+        timeout: Option<Duration>,
+    ) -> io::Result<usize> {
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.poller.wait(timeout, &mut Vec::new())?;
+            return match batch.recv(socket) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                other => other,
+            };
+        }
+        #[cfg(target_os = "linux")]
+        self.linux.recv(socket, batch, timeout)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl BlockingLinux {
+    fn recv(
         &mut self,
         socket: &std::net::UdpSocket,
         batch: &mut super::datagram::RecvBatch,

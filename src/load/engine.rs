@@ -48,9 +48,7 @@ use std::time::{Duration, Instant};
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
-#[cfg(target_os = "linux")]
-use crate::io::wait::Blocking;
-use crate::io::wait::{Poller, Token};
+use crate::io::wait::{Blocking, Poller, Token};
 use crate::load::flow::{Flow, Matching, Outcome, Tally};
 use crate::load::latency::Latency;
 use crate::wire::{MAX_REPLY, parse_reply};
@@ -444,15 +442,9 @@ impl Engine {
                             let n = (window.saturating_sub(waiting) as u64).min(budget);
                             budget -= n;
                             for _ in 0..n {
-                                let seq = self.flows[i].flow.next_request(self.out.next(), now);
-                                self.out.note(i, seq);
-                                if self.out.is_full() {
-                                    self.out.send(&mut self.sender, &self.flows, &mut events);
-                                }
+                                self.enqueue(i, now, false, &mut events);
                             }
-                            if self.out.queued > 0 {
-                                self.out.send(&mut self.sender, &self.flows, &mut events);
-                            }
+                            self.flush(&mut events);
                         }
                         self.sent = limit - budget;
                     }
@@ -476,18 +468,10 @@ impl Engine {
                             let mut j = scheduled + (i as u64 + n - scheduled % n) % n;
                             while j < scheduled + due {
                                 let intended = started + step.mul_f64(j as f64);
-                                let seq =
-                                    self.flows[i].flow.next_request(self.out.next(), intended);
-                                self.out.note(i, seq);
-                                self.out.intend(intended);
-                                if self.out.is_full() {
-                                    self.out.send(&mut self.sender, &self.flows, &mut events);
-                                }
+                                self.enqueue(i, intended, true, &mut events);
                                 j += n;
                             }
-                            if self.out.queued > 0 {
-                                self.out.send(&mut self.sender, &self.flows, &mut events);
-                            }
+                            self.flush(&mut events);
                         }
                         scheduled += due;
                         self.sent += due;
@@ -496,9 +480,8 @@ impl Engine {
                     Pace::Interval(interval) => {
                         if now >= next_send && budget > 0 {
                             let i = (scheduled % flows_n as u64) as usize;
-                            let seq = self.flows[i].flow.next_request(self.out.next(), now);
-                            self.out.note(i, seq);
-                            self.out.send(&mut self.sender, &self.flows, &mut events);
+                            self.enqueue(i, now, false, &mut events);
+                            self.flush(&mut events);
                             scheduled += 1;
                             self.sent += 1;
                             // On schedule, but never in a burst to catch up after a stall.
@@ -556,7 +539,6 @@ impl Engine {
                         }
                     }
                 }
-                #[cfg(target_os = "linux")]
                 Waiter::Blocking(blocking) => {
                     let got = blocking.recv(&self.flows[0].socket, &mut self.replies, Some(wait));
                     if self.receive(0, Some(got), &mut emit)? {
@@ -582,6 +564,26 @@ impl Engine {
         }
         self.count_foreign();
         Ok(())
+    }
+
+    /// Queues flow `i`'s next request, stamped `at` (the time it was meant to go, when
+    /// `intended`: its send lag is recorded), and sends the outbox when it is full.
+    fn enqueue(&mut self, i: usize, at: Instant, intended: bool, events: &mut Vec<Event>) {
+        let seq = self.flows[i].flow.next_request(self.out.next(), at);
+        self.out.note(i, seq);
+        if intended {
+            self.out.intend(at);
+        }
+        if self.out.is_full() {
+            self.flush(events);
+        }
+    }
+
+    /// Sends what the outbox holds.
+    fn flush(&mut self, events: &mut Vec<Event>) {
+        if self.out.queued > 0 {
+            self.out.send(&mut self.sender, &self.flows, events);
+        }
     }
 
     /// Reads flow `i`'s replies (starting with `first`, a receive already made, if any)
@@ -719,7 +721,6 @@ impl Engine {
 /// wake; on a poller over all flows otherwise.
 enum Waiter {
     Poller(Poller),
-    #[cfg(target_os = "linux")]
     Blocking(Blocking),
 }
 
@@ -727,7 +728,6 @@ impl Waiter {
     /// Blocking for one flow in a closed loop; the poller, whose timeouts are exact to the
     /// nanosecond, wherever requests must leave on time (a rate, an interval).
     fn new(poller: Poller, flows: &[FlowState], pace: Pace, stop: &Stop) -> io::Result<Waiter> {
-        #[cfg(target_os = "linux")]
         if let ([one], Pace::Window(_)) = (flows, pace) {
             return Ok(Waiter::Blocking(Blocking::new(&one.socket, stop)?));
         }
@@ -740,7 +740,6 @@ impl Waiter {
                 libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
             }
         }
-        let _ = (flows, stop);
         Ok(Waiter::Poller(poller))
     }
 }

@@ -14,9 +14,7 @@ use std::time::Instant;
 use crate::impair::{Impairer, Settings};
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::socket as net;
-#[cfg(target_os = "linux")]
 use crate::io::wait::Blocking;
-use crate::io::wait::Poller;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::stats::{Counters, Stats};
 use crate::wire::{MAX_REPLY, RECV_BUFFER, emit_reply, request_id};
@@ -261,41 +259,6 @@ impl Server {
     }
 }
 
-/// How a worker waits: in the receive itself on Linux (one system call a wake), with a
-/// poller elsewhere. Under load every receive finds datagrams queued and nothing waits.
-enum Waiter {
-    #[cfg(target_os = "linux")]
-    Blocking(Blocking),
-    #[cfg_attr(target_os = "linux", allow(dead_code))]
-    Poller(Poller, Vec<crate::io::wait::Token>),
-}
-
-impl Waiter {
-    fn new(socket: &UdpSocket, stop: &Stop) -> io::Result<Waiter> {
-        #[cfg(target_os = "linux")]
-        return Ok(Waiter::Blocking(Blocking::new(socket, stop)?));
-        #[cfg(not(target_os = "linux"))]
-        {
-            let mut poller = Poller::new(stop)?;
-            #[cfg(unix)]
-            poller.add(socket, 0)?;
-            Ok(Waiter::Poller(poller, Vec::new()))
-        }
-    }
-
-    /// The datagrams queued, or those that come first; none when stopped.
-    fn recv(&mut self, socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-        match self {
-            #[cfg(target_os = "linux")]
-            Waiter::Blocking(b) => b.recv(socket, batch, None),
-            Waiter::Poller(poller, ready) => {
-                poller.wait(None, ready)?;
-                batch.recv(socket)
-            }
-        }
-    }
-}
-
 /// One socket's loop.
 struct Worker<'a> {
     socket: &'a UdpSocket,
@@ -355,10 +318,11 @@ impl Worker<'_> {
         let mut answers = vec![Answer::default(); MAX_REQUESTS];
         let mut plan = Vec::with_capacity(MAX_REQUESTS);
         let mut sender = Sender::new();
-        let mut waiter = Waiter::new(self.socket, stop)
+        // Under load every receive finds datagrams queued and nothing waits.
+        let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
         while !stop.is_stopped() {
-            if let Err(e) = waiter.recv(self.socket, &mut batch) {
+            if let Err(e) = waiter.recv(self.socket, &mut batch, None) {
                 if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
                     observer.recv_failed(&e).map_err(output)?;
                 }
@@ -396,9 +360,12 @@ impl Worker<'_> {
                         continue;
                     }
                     observer.datagram(peer, data).map_err(output)?;
-                    // The reply is written first: the rate limiter weighs its real length.
-                    let mut reply = [0u8; MAX_REPLY];
-                    let reply_len = emit_reply(&mut reply, len, request_id(data));
+                    // The reply is written first, in place: the rate limiter weighs its real
+                    // length (a refused one is written over by the next).
+                    let slot = (&mut replies[used..used + MAX_REPLY])
+                        .try_into()
+                        .expect("room for MAX_REQUESTS replies");
+                    let reply_len = emit_reply(slot, len, request_id(data));
                     if let Some(limiter) = limiter.as_mut() {
                         match limiter.decide(peer.ip(), now, len, reply_len) {
                             Decision::Answer => {}
@@ -413,7 +380,6 @@ impl Worker<'_> {
                             }
                         }
                     }
-                    replies[used..used + reply_len].copy_from_slice(&reply[..reply_len]);
                     answers[answered] = Answer {
                         datagram: i,
                         start: used,
