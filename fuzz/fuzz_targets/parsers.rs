@@ -1,6 +1,8 @@
 //! Fuzz target for everything udpkit reads off the wire: replies (with and without a
-//! request ID), request IDs, and the Python-repr display of any datagram. The promise
-//! checked: no panic, no out-of-bounds read, and parse(emit(x)) == x for what parses.
+//! request ID), request IDs, echoes, STAMP test packets, reflected packets and TLVs, the
+//! reflector's in-place reply, and the Python-repr display of any datagram. The promise
+//! checked: no panic, no out-of-bounds read, parse(emit(x)) == x for what parses, and a
+//! STAMP reply exactly as long as its request.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,4 +26,25 @@ fuzz_target!(|data: &[u8]| {
     let mut request = Vec::new();
     flow.next_request(&mut request, std::time::Instant::now());
     let _ = flow.on_reply(data, std::time::Instant::now());
+
+    use udpkit::wire::stamp;
+    let _ = udpkit::wire::parse_echo(data);
+    let _ = stamp::TestPacket::parse(data);
+    let _ = stamp::Reflected::parse(data);
+    let _ = stamp::reply_nonce(data);
+    let _ = stamp::reply_cos(data);
+    let _ = stamp::tlvs(data).count();
+    let mut reply = data.to_vec();
+    let arrival = stamp::Arrival { at: stamp::NtpTime(1), ttl: Some(1), tos: Some(1) };
+    let e = stamp::ErrorEstimate::for_error(1e-6, false);
+    let reflected = stamp::reflect(&mut reply, &arrival, Some(1), stamp::NtpTime(2), e);
+    assert_eq!(reply.len(), data.len());
+    assert_eq!(reflected, data.len() >= stamp::BASE_LEN);
+    for protocol in [udpkit::wire::Protocol::Echo, udpkit::wire::Protocol::Stamp] {
+        let mut flow = udpkit::load::flow::Flow::new(72, 16);
+        flow.set_protocol(protocol, (0, 0));
+        flow.next_request(&mut request, std::time::Instant::now());
+        let _ = flow.on_reply(data, std::time::Instant::now());
+        let _ = flow.on_reply(&reply, std::time::Instant::now());
+    }
 });

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use udpkit::addr::{DEFAULT_HOST, DEFAULT_PORT};
+use udpkit::wire::Protocol;
 use udpkit::{RateLimit, relay};
 
 #[derive(Debug, Parser)]
@@ -26,7 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Answer every datagram with "Your data was N bytes long"
+    /// Answer every datagram with "Your data was N bytes long" (or echo it, or reflect it
+    /// as a STAMP Session-Reflector: --protocol)
     Server(ServerArgs),
     /// Send one request (the time, or -m TEXT) and print the server's reply
     Client(ClientArgs),
@@ -53,9 +55,18 @@ pub struct ServerArgs {
     /// ::1, one of this host's addresses, or a host name
     #[arg(default_value = DEFAULT_HOST)]
     pub host: String,
-    /// UDP port to listen on; 0 picks a free one (printed)
-    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    /// UDP port to listen on; 0 picks a free one (printed). Default 1060, or 862 (STAMP's)
+    /// with --protocol stamp
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// What to answer: seed (the seed's sentence), echo (the datagram back unchanged, RFC
+    /// 862) or stamp (a STAMP Session-Reflector, RFC 8762/8972, unauthenticated mode)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    pub protocol: Protocol,
+    /// STAMP: keep each session's own sequence numbers (a stateful reflector, RFC 8972),
+    /// so that senders can tell loss on the way here from loss on the way back
+    #[arg(long = "stateful")]
+    pub stateful: bool,
     /// No line per datagram (errors and the summary are still printed)
     #[arg(short = 'q', long = "quiet")]
     pub quiet: bool,
@@ -120,21 +131,20 @@ pub struct ClientArgs {
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
-    /// The server's address or host name
-    pub host: String,
-    /// The server's UDP port
-    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    #[command(flatten)]
+    pub to: TargetArgs,
+
     /// Stop after COUNT requests (default: until Ctrl-C)
     #[arg(short = 'c', value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Seconds between requests; 0 sends the next as soon as the reply (or timeout) comes
     #[arg(short = 'i', value_name = "SECS", default_value = "1", value_parser = seconds_or_zero)]
     pub interval: Duration,
-    /// Bytes in each request; 33 or more carry a request ID
-    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+    /// Bytes in each request; 33 or more carry a request ID (default 38; with STAMP 72,
+    /// at least 44, and 64 or more carry udpkit's nonce)
+    #[arg(short = 's', value_name = "SIZE",
           value_parser = clap::value_parser!(u16).range(0..=65507))]
-    pub size: u16,
+    pub size: Option<u16>,
     /// Seconds to wait for each reply before counting it lost
     #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
     pub timeout: Duration,
@@ -148,11 +158,9 @@ pub struct PingArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The server's address or host name
-    pub host: String,
-    /// The server's UDP port
-    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    #[command(flatten)]
+    pub to: TargetArgs,
+
     /// Flows: sockets with a source port each
     #[arg(long = "flows", value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -176,10 +184,11 @@ pub struct BenchArgs {
     /// counts from when each request was meant to go
     #[arg(long = "rate", value_name = "RPS", value_parser = per_second)]
     pub rate: Option<f64>,
-    /// Bytes in each request; 33 or more carry a request ID
-    #[arg(short = 's', value_name = "SIZE", default_value_t = 38,
+    /// Bytes in each request; 33 or more carry a request ID (default 38; with STAMP 72,
+    /// at least 44, and 64 or more carry udpkit's nonce)
+    #[arg(short = 's', value_name = "SIZE",
           value_parser = clap::value_parser!(u16).range(0..=65507))]
-    pub size: u16,
+    pub size: Option<u16>,
     /// Seconds to wait for a reply before counting the request lost
     #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
     pub timeout: Duration,
@@ -277,9 +286,12 @@ pub struct DiscoverArgs {
 pub struct MtuArgs {
     /// The server's address or host name
     pub host: String,
-    /// The server's UDP port
-    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
-    pub port: u16,
+    /// The server's UDP port (default 1060, or 862 with --protocol stamp)
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// What the server speaks: seed, echo (RFC 862) or stamp (a STAMP reflector)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    pub protocol: Protocol,
     /// Seconds to wait for each try of a probe. A size is called too big only after enough
     /// unanswered tries, given the loss measured on sizes that pass, to be wrong less than
     /// once in a thousand; a path too lossy for that is reported as undecidable
@@ -289,6 +301,52 @@ pub struct MtuArgs {
     /// answered_share, tries_to_fail, forged, icmp_errors
     #[arg(long = "json")]
     pub json: bool,
+}
+
+/// The server a load is aimed at, what it speaks, and how requests are marked.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The server's address or host name
+    pub host: String,
+    /// The server's UDP port (default 1060, or 862 with --protocol stamp)
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+    /// What the server speaks: seed (its sentence, with udpkit's request ID), echo (RFC 862:
+    /// each request comes back unchanged) or stamp (a STAMP Session-Reflector, RFC 8762)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    pub protocol: Protocol,
+    #[command(flatten)]
+    pub marking: MarkingArgs,
+}
+
+/// How every request's IP header is marked.
+#[derive(Debug, Args)]
+pub struct MarkingArgs {
+    /// The TOS byte (IPv4) or traffic class (IPv6) of every request, 0 to 255: DSCP times
+    /// 4 plus ECN. With STAMP the reflector reports what arrived (RFC 8972's CoS TLV)
+    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp")]
+    pub tos: Option<u8>,
+    /// The DSCP of every request, 0 to 63 (the TOS byte's high six bits, ECN 0), e.g. 46
+    /// for Expedited Forwarding
+    #[arg(long = "dscp", value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub dscp: Option<u8>,
+    /// The TTL (IPv4) or hop limit (IPv6) of every request, 1 to 255. With STAMP the
+    /// reflector reports what arrived, which shows the hops on the way
+    #[arg(long = "ttl", visible_alias = "hop-limit", value_name = "N",
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: Option<u8>,
+}
+
+impl MarkingArgs {
+    /// The TOS byte asked for, by --tos or --dscp.
+    pub fn tos(&self) -> Option<u8> {
+        self.tos.or(self.dscp.map(|d| d << 2))
+    }
+}
+
+/// seed, echo or stamp.
+fn protocol(text: &str) -> Result<Protocol, String> {
+    text.parse()
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ use serde::Serialize;
 use udpkit::addr;
 use udpkit::load::flow::{Matching, Tally};
 use udpkit::load::latency::Summary;
+use udpkit::load::stamp::{Clocks, StampReport};
 use udpkit::{Stats, bench, ping};
 
 /// ping's report: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,
@@ -25,6 +26,8 @@ pub fn ping(r: &ping::Report) -> String {
         matching: &'static str,
         authenticated: bool,
         rtt_ms: Summary,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stamp: Option<serde_json::Value>,
     }
     serde_json::to_string(&Json {
         target: addr::shown(r.target).to_string(),
@@ -35,6 +38,7 @@ pub fn ping(r: &ping::Report) -> String {
         matching: r.matching.as_str(),
         authenticated: r.matching == Matching::Ids,
         rtt_ms: r.latency.summary(1e6),
+        stamp: r.stamp.as_ref().map(|s| stamp(s, 1e6, "ms")),
     })
     .expect("plain values serialize")
 }
@@ -66,6 +70,8 @@ pub fn bench(r: &bench::Report) -> String {
         sent_per_second: Option<f64>,
         /// Open loop: the generator, not the server, set the pace.
         generator_fell_behind: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stamp: Option<serde_json::Value>,
     }
     let c = &r.config;
     serde_json::to_string(&Json {
@@ -86,8 +92,46 @@ pub fn bench(r: &bench::Report) -> String {
         send_lag_us: r.send_lag.as_ref().map(|l| l.summary(1e3)),
         sent_per_second: r.sent_per_second.map(f64::round),
         generator_fell_behind: r.generator_fell_behind(),
+        stamp: r.stamp.as_ref().map(|s| stamp(s, 1e3, "us")),
     })
     .expect("plain values serialize")
+}
+
+/// What a STAMP reflector's replies said, in the tool's unit (`ms` for ping, `us` for
+/// bench): `rtt_less_reflector_<unit>`, `reflector_<unit>`, `forward_<unit>` and
+/// `backward_<unit>` (null unless `one_way` is `exact` or `synchronized`),
+/// `one_way_error_us`, `negative_one_way`, `loss_forward`, `loss_backward`,
+/// `loss_unknown_direction` (null with `loss_direction_unknown_why` when the reflector
+/// cannot tell), `ttl_sent`, `ttl_seen` (`min`, `max`), `tos_sent`, `cos_seen` (`dscp`,
+/// `ecn`, `rp`: null unless the reflector filled RFC 8972's CoS TLV), `remarked`.
+pub fn stamp(s: &StampReport, unit_ns: f64, unit: &str) -> serde_json::Value {
+    let one_way = s.clocks != Clocks::Unsynchronized;
+    let (name, error) = match s.clocks {
+        Clocks::Exact => ("exact", Some(0.0)),
+        Clocks::Synchronized { error_us } => ("synchronized", Some(error_us)),
+        Clocks::Unsynchronized => ("unsynchronized", None),
+    };
+    let mut v = serde_json::json!({
+        format!("rtt_less_reflector_{unit}"): s.net.summary(unit_ns),
+        format!("reflector_{unit}"): s.reflector.summary(unit_ns),
+        format!("forward_{unit}"): one_way.then(|| s.forward.summary(unit_ns)),
+        format!("backward_{unit}"): one_way.then(|| s.backward.summary(unit_ns)),
+        "one_way": name,
+        "one_way_error_us": error,
+        "negative_one_way": s.negative_one_way,
+        "loss_forward": s.loss.forward,
+        "loss_backward": s.loss.backward,
+        "loss_unknown_direction": s.loss.unknown,
+        "ttl_sent": s.sent_ttl,
+        "ttl_seen": s.ttl.map(|(min, max)| serde_json::json!({"min": min, "max": max})),
+        "tos_sent": s.sent_tos,
+        "cos_seen": s.cos,
+        "remarked": s.cos.map(|c| c.dscp != s.sent_tos >> 2 || c.ecn != s.sent_tos & 3),
+    });
+    if let Some(why) = s.loss.why_not {
+        v["loss_direction_unknown_why"] = why.into();
+    }
+    v
 }
 
 /// The server's counters: `event` (`stats` or `summary`), `seconds` since it started,
@@ -169,6 +213,7 @@ mod tests {
             "bytes_in",
             "bytes_out",
             "kernel_drops",
+            "malformed",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use udpkit::addr as net;
+use udpkit::load::engine::Requests;
+use udpkit::wire::Protocol;
 use udpkit::{
     Backoff, Client, ClientEvent, Error, RateLimit, Server, ServerConfig, Stop, bench, ping, relay,
 };
@@ -62,8 +64,40 @@ fn output(source: io::Error) -> Error {
     Error::Callback { source }
 }
 
+/// The server's address (on the protocol's port unless one is given) and what the
+/// requests speak and carry.
+fn aim(to: &TargetArgs) -> Result<(std::net::SocketAddr, Requests), Error> {
+    let port = to.port.unwrap_or(to.protocol.default_port());
+    let requests = Requests {
+        protocol: to.protocol,
+        tos: to.marking.tos(),
+        ttl: to.marking.ttl,
+    };
+    Ok((net::resolve(&to.host, port)?, requests))
+}
+
+/// The size of each request: as asked, or the protocol's default; a STAMP packet is at
+/// least 44 bytes.
+fn request_size(protocol: Protocol, asked: Option<u16>) -> Result<usize, Error> {
+    let size = asked.map_or(protocol.default_size(), usize::from);
+    if size < protocol.min_size() {
+        return Err(Error::Invalid(format!(
+            "a {protocol} request is at least {} bytes: give -s {} or more",
+            protocol.min_size(),
+            protocol.min_size()
+        )));
+    }
+    Ok(size)
+}
+
 /// Runs the server until SIGINT or SIGTERM, then prints the summary.
 pub fn server(args: &ServerArgs) -> Result<(), Error> {
+    if args.stateful && args.protocol != Protocol::Stamp {
+        return Err(Error::Invalid(
+            "--stateful is for a STAMP reflector: add --protocol stamp".into(),
+        ));
+    }
+    let port = args.port.unwrap_or(args.protocol.default_port());
     let server = Server::with_config(ServerConfig {
         threads: usize::from(args.threads),
         drop_rate: args.drop_rate,
@@ -71,7 +105,9 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
         gso: !args.no_gso,
         gro: !args.no_gro,
-        ..ServerConfig::new(net::resolve(&args.host, args.port)?)
+        protocol: args.protocol,
+        stateful: args.stateful,
+        ..ServerConfig::new(net::resolve(&args.host, port)?)
     })?;
     let mut out = io::stdout();
     write_ready(
@@ -80,6 +116,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             "event": "ready",
             "tool": "server",
             "address": net::shown(server.local_addr()).to_string(),
+            "protocol": args.protocol.as_str(),
         }),
     )?;
     writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
@@ -179,13 +216,14 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
 
 /// Pings until COUNT or Ctrl-C; fails (exit 1) when no reply came at all.
 pub fn ping(args: &PingArgs) -> Result<bool, Error> {
-    let target = net::resolve(&args.host, args.port)?;
+    let (target, requests) = aim(&args.to)?;
     let config = ping::Config {
         target,
         count: args.count,
         interval: args.interval,
-        size: usize::from(args.size),
+        size: request_size(requests.protocol, args.size)?,
         timeout: args.timeout,
+        requests,
     };
     let shown = net::shown(target);
     let mut out = io::stdout();
@@ -209,9 +247,34 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 late,
                 duplicate,
                 verified,
+                stamp,
                 ..
             } => {
                 let mut mark = String::new();
+                if let Some(s) = stamp {
+                    let ms = |nanos: i64| nanos as f64 / 1e6;
+                    let rtt_ns = rtt.as_nanos() as i64;
+                    mark.push_str(&format!(
+                        " net={:.3} ms",
+                        ms(rtt_ns - s.reflector_nanos().max(0))
+                    ));
+                    // One-way delays only where they mean something.
+                    if target.ip().is_loopback()
+                        || (s.reflector_error.synchronized && s.sender_error.synchronized)
+                    {
+                        mark.push_str(&format!(
+                            " there={:.3} ms back={:.3} ms",
+                            ms(s.forward_nanos()),
+                            ms(s.backward_nanos())
+                        ));
+                    }
+                    if s.ttl != 0 {
+                        mark.push_str(&format!(" ttl={}", s.ttl));
+                    }
+                    if let Some(cos) = s.cos {
+                        mark.push_str(&format!(" dscp={}", cos.dscp));
+                    }
+                }
                 if duplicate {
                     mark.push_str(" (DUP!)");
                 } else if late {
@@ -257,8 +320,9 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
 
 /// Loads the server and prints the report; fails (exit 1) when no reply came at all.
 pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
+    let (target, requests) = aim(&args.to)?;
     let config = bench::Config {
-        target: net::resolve(&args.host, args.port)?,
+        target,
         flows: usize::from(args.flows),
         window: args.window as usize,
         duration: match (args.duration, args.count) {
@@ -267,8 +331,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         },
         count: args.count,
         rate: args.rate,
-        size: usize::from(args.size),
+        size: request_size(requests.protocol, args.size)?,
         timeout: args.timeout,
+        requests,
         offload: udpkit::load::engine::Offload {
             gso: !args.no_gso,
             gro: !args.no_gro,
@@ -401,8 +466,11 @@ pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
 
 /// Finds the path MTU to a server and prints it.
 pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
-    let target = net::resolve(&args.host, args.port)?;
-    let report = udpkit::mtu::mtu_until(target, args.wait, &stop_on_signals())?;
+    let target = net::resolve(
+        &args.host,
+        args.port.unwrap_or(args.protocol.default_port()),
+    )?;
+    let report = udpkit::mtu::mtu_until(target, args.protocol, args.wait, &stop_on_signals())?;
     let text = if args.json {
         json::mtu(&report) + "\n"
     } else {

@@ -6,6 +6,8 @@
 
 use udpkit::addr;
 
+use udpkit::load::flow::Matching;
+use udpkit::load::stamp::{Clocks, StampReport};
 use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
 
 /// ping's summary: three or four lines, as ping's.
@@ -48,11 +50,126 @@ pub fn ping_summary(r: &ping::Report) -> String {
         ));
     }
     if r.tally.unverified > 0 {
+        text.push_str(&unverified_note(r.tally.unverified, r.matching));
+    }
+    if let Some(stamp) = &r.stamp {
+        text.push_str(&stamp_summary(stamp, 1e6, "ms", 3));
+    }
+    text
+}
+
+/// Why some replies cannot be authenticated.
+fn unverified_note(n: u64, matching: Matching) -> String {
+    if matching == Matching::Sequence {
+        format!(
+            "{n} replies were matched by the STAMP sequence number and timestamp they echo, \
+             without udpkit's nonce (requests under 64 bytes, or a reflector that does not \
+             echo TLVs): none can be authenticated\n"
+        )
+    } else {
+        format!(
+            "{n} replies carried no request ID: each was matched by the length it names, \
+             and none can be authenticated\n"
+        )
+    }
+}
+
+/// What a STAMP reflector's replies said, in `unit` (`unit_ns` nanoseconds) with
+/// `digits` decimals: a few lines.
+pub fn stamp_summary(s: &StampReport, unit_ns: f64, unit: &str, digits: usize) -> String {
+    let mut text = String::new();
+    if s.net.count() == 0 {
+        return text;
+    }
+    let f = |v: f64| format!("{v:.digits$}");
+    let n = s.net.summary(unit_ns);
+    let refl = s.reflector.summary(unit_ns);
+    text.push_str(&format!(
+        "rtt less the reflector's time min/p50/max = {}/{}/{} {unit} (the reflector held each \
+         request {} {unit} at the median)\n",
+        f(n.min),
+        f(n.p50),
+        f(n.max),
+        f(refl.p50)
+    ));
+    let way = |l: &udpkit::load::latency::Latency| {
+        let x = l.summary(unit_ns);
+        format!("{}/{}/{}", f(x.min), f(x.p50), f(x.max))
+    };
+    match s.clocks {
+        Clocks::Exact => text.push_str(&format!(
+            "one way min/p50/max: there {}, back {} {unit} (exact: the reflector is this host, one clock)\n",
+            way(&s.forward),
+            way(&s.backward)
+        )),
+        Clocks::Synchronized { error_us } => text.push_str(&format!(
+            "one way min/p50/max: there {}, back {} {unit} (both clocks say they are synchronized: \
+             right within {error_us:.1} µs)\n",
+            way(&s.forward),
+            way(&s.backward)
+        )),
+        Clocks::Unsynchronized => text.push_str(
+            "one-way delays: not given: the clocks are not both known to be synchronized (see \
+             each side's Error Estimate)\n",
+        ),
+    }
+    if s.negative_one_way > 0 && s.clocks != Clocks::Unsynchronized {
         text.push_str(&format!(
-            "{} replies carried no request ID: each was matched by the length it names, \
-                 and none can be authenticated\n",
-            r.tally.unverified
+            "{} replies showed a negative one-way delay: the clocks disagree more than they say\n",
+            s.negative_one_way
         ));
+    }
+    let l = s.loss;
+    match (l.forward, l.backward, l.unknown) {
+        (Some(0), Some(0), Some(0)) => {}
+        (Some(fwd), Some(back), Some(unknown)) => text.push_str(&format!(
+            "loss by direction: {fwd} on the way there, {back} on the way back, {unknown} after \
+             the last reply the reflector counted (direction unknown)\n"
+        )),
+        _ => text.push_str(&format!(
+            "loss by direction: unknown: {}\n",
+            l.why_not.unwrap_or("the reflector did not say")
+        )),
+    }
+    let mut seen = Vec::new();
+    if let Some((lo, hi)) = s.ttl {
+        let range = if lo == hi {
+            format!("TTL {lo}")
+        } else {
+            format!("TTL {lo} to {hi}")
+        };
+        match s.sent_ttl {
+            Some(sent) if sent >= hi => {
+                let hops = |t: u8| sent - t;
+                let h = if lo == hi {
+                    format!("{}", hops(lo))
+                } else {
+                    format!("{} to {}", hops(hi), hops(lo))
+                };
+                seen.push(format!(
+                    "{range} (sent with {sent}: {h} routers on the way)"
+                ));
+            }
+            _ => seen.push(range),
+        }
+    }
+    if let Some(cos) = s.cos {
+        let (dscp, ecn) = (s.sent_tos >> 2, s.sent_tos & 3);
+        let mut line = format!("DSCP {} ECN {}", cos.dscp, cos.ecn);
+        if cos.dscp != dscp || cos.ecn != ecn {
+            line.push_str(&format!(
+                " (sent DSCP {dscp} ECN {ecn}: re-marked on the way there)"
+            ));
+        } else {
+            line.push_str(" (as sent)");
+        }
+        if s.cos_varied {
+            line.push_str(", not the same for every request");
+        }
+        seen.push(line);
+    }
+    if !seen.is_empty() {
+        text.push_str(&format!("requests arrived with {}\n", seen.join("; ")));
     }
     text
 }
@@ -152,11 +269,10 @@ pub fn bench_summary(r: &bench::Report) -> String {
         ));
     }
     if t.unverified > 0 {
-        text.push_str(&format!(
-            "{} replies carried no request ID (the server does not repeat them): each was \
-                 matched by the length it names, and none can be authenticated\n",
-            t.unverified
-        ));
+        text.push_str(&unverified_note(t.unverified, r.matching));
+    }
+    if let Some(stamp) = &r.stamp {
+        text.push_str(&stamp_summary(stamp, 1e3, "µs", 1));
     }
     text
 }
@@ -166,7 +282,7 @@ pub fn server_stats(r: &Stats) -> String {
     format!(
         "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
              ({} simulated, {} rate-limited), {} slipped past the limit, {} failed sends, \
-             {} dropped by the kernel",
+             {} dropped by the kernel, {} malformed",
         r.received,
         r.bytes_in,
         r.replied,
@@ -177,6 +293,7 @@ pub fn server_stats(r: &Stats) -> String {
         r.slipped,
         r.send_failed,
         r.kernel_drops,
+        r.malformed,
     )
 }
 

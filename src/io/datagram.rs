@@ -44,6 +44,13 @@ pub struct RecvMeta {
     pub source: Option<SocketAddr>,
     /// The address it was sent to, where the socket asked (`socket::reply_from_destination`).
     pub destination: Option<Destination>,
+    /// The TTL or hop limit it arrived with, where the socket asked (`socket::report_arrival`).
+    pub ttl: Option<u8>,
+    /// The TOS or traffic-class byte (DSCP and ECN) it arrived with, where the socket asked.
+    pub tos: Option<u8>,
+    /// When the kernel received it, as the time since the Unix epoch on this host's clock
+    /// (`SO_TIMESTAMPNS`), where the socket asked.
+    pub received: Option<std::time::Duration>,
 }
 
 impl RecvMeta {
@@ -182,6 +189,13 @@ impl RecvBatch {
         (m, &self.data[start..start + m.len])
     }
 
+    /// Datagram `i` of the last receive, to write a reply over it in place.
+    pub fn get_mut(&mut self, i: usize) -> (RecvMeta, &mut [u8]) {
+        let m = self.meta[i];
+        let start = i * self.room;
+        (m, &mut self.data[start..start + m.len])
+    }
+
     /// The kernel's running count of datagrams it dropped because this socket's receive
     /// buffer was full, as last reported with a received datagram (`SO_RXQ_OVFL`).
     pub fn kernel_drops(&self) -> Option<u32> {
@@ -201,7 +215,7 @@ impl RecvBatch {
                         stride: len,
                         truncated: false,
                         source: Some(source),
-                        destination: None,
+                        ..RecvMeta::default()
                     };
                     n += 1;
                 }
@@ -293,9 +307,10 @@ mod linux {
     use super::{BATCH, RecvBatch, RecvMeta, SendTotals, Sender, Transmit};
 
     /// Room for the control messages of one datagram: `SO_RXQ_OVFL` (24 bytes with its
-    /// header), `IP_PKTINFO` (32) or `IPV6_PKTINFO` (40), `UDP_GRO` or `UDP_SEGMENT` (24);
+    /// header), `IP_PKTINFO` (32) or `IPV6_PKTINFO` (40), `UDP_GRO` or `UDP_SEGMENT` (24),
+    /// a TTL or hop limit (24), a TOS or traffic class (24), `SO_TIMESTAMPNS` (32);
     /// 8-byte aligned.
-    const CONTROL: usize = 128;
+    const CONTROL: usize = 208;
 
     /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
     /// goes out from it (a server bound to a wildcard address).
@@ -371,11 +386,12 @@ mod linux {
                 .unwrap_or(n as usize);
             for i in 0..n {
                 let hdr = &h.msgs[i].msg_hdr;
-                let (drops, local, stride) = if hdr.msg_controllen > 0 {
+                let c = if hdr.msg_controllen > 0 {
                     read_control(hdr)
                 } else {
-                    (None, None, None)
+                    Said::default()
                 };
+                let (drops, local, stride) = (c.drops, c.local, c.stride);
                 let len = h.msgs[i].msg_len as usize;
                 if let Some(drops) = drops {
                     self.kernel_drops = Some(self.kernel_drops.map_or(drops, |d| d.max(drops)));
@@ -390,6 +406,9 @@ mod linux {
                         None
                     },
                     destination: local.map(super::Destination),
+                    ttl: c.ttl,
+                    tos: c.tos,
+                    received: c.received,
                 };
             }
             Ok(n)
@@ -523,31 +542,54 @@ mod linux {
         }
     }
 
-    /// The drop counter (`SO_RXQ_OVFL`) and the destination (`IP_PKTINFO`,
-    /// `IPV6_PKTINFO`) in a received datagram's control messages, where present.
-    fn read_control(msg: &libc::msghdr) -> (Option<u32>, Option<Local>, Option<usize>) {
-        let (mut drops, mut local, mut stride) = (None, None, None);
+    /// What a received datagram's control messages said.
+    #[derive(Default)]
+    struct Said {
+        drops: Option<u32>,
+        local: Option<Local>,
+        stride: Option<usize>,
+        ttl: Option<u8>,
+        tos: Option<u8>,
+        received: Option<std::time::Duration>,
+    }
+
+    /// The drop counter (`SO_RXQ_OVFL`), the destination (`IP_PKTINFO`, `IPV6_PKTINFO`),
+    /// the GRO segment size, the TTL, TOS and kernel timestamp in a received datagram's
+    /// control messages, where present.
+    fn read_control(msg: &libc::msghdr) -> Said {
+        let mut c = Said::default();
         // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
-        // msg_controllen; each message's data has the size its type says.
+        // msg_controllen; each message's data has the size its type says (IP_TOS one
+        // byte; IP_TTL, IPV6_HOPLIMIT, IPV6_TCLASS an int).
         unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(msg);
             while !cmsg.is_null() {
                 let data = libc::CMSG_DATA(cmsg);
+                let int = || std::ptr::read_unaligned(data.cast::<libc::c_int>());
                 match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
                     (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                        drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                        c.drops = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                    }
+                    (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS) => {
+                        let t = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                        c.received = u64::try_from(t.tv_sec)
+                            .ok()
+                            .map(|s| std::time::Duration::new(s, t.tv_nsec as u32));
                     }
                     (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                         let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
-                        local = Some(Local::V4(info.ipi_spec_dst.s_addr.to_ne_bytes()));
+                        c.local = Some(Local::V4(info.ipi_spec_dst.s_addr.to_ne_bytes()));
                     }
+                    (libc::IPPROTO_IP, libc::IP_TTL) => c.ttl = u8::try_from(int()).ok(),
+                    (libc::IPPROTO_IP, libc::IP_TOS) => c.tos = Some(*data),
+                    (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => c.ttl = u8::try_from(int()).ok(),
+                    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => c.tos = u8::try_from(int()).ok(),
                     (libc::SOL_UDP, libc::UDP_GRO) => {
-                        let size = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                        stride = usize::try_from(size).ok();
+                        c.stride = usize::try_from(int()).ok();
                     }
-                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if local.is_none() => {
+                    (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if c.local.is_none() => {
                         let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                        local = Some(Local::V6 {
+                        c.local = Some(Local::V6 {
                             addr: info.ipi6_addr.s6_addr,
                             ifindex: info.ipi6_ifindex,
                         });
@@ -557,7 +599,7 @@ mod linux {
                 cmsg = libc::CMSG_NXTHDR(msg, cmsg);
             }
         }
-        (drops, local, stride)
+        c
     }
 
     /// Appends one control message to those already in the buffer `m.msg_control` points

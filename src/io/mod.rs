@@ -1,8 +1,9 @@
 //! The socket layer: every socket is set up here (`socket`), datagrams go in and out in
-//! batches with their metadata (`datagram`), every wait goes through one poller (`wait`), and
-//! ICMP errors are told apart (`icmp`). All the
-//! platform code and `unsafe` of udpkit live in this folder.
+//! batches with their metadata (`datagram`), every wait goes through one poller (`wait`),
+//! ICMP errors are told apart (`icmp`), and the host's clock says how good it is (`clock`).
+//! All the platform code and `unsafe` of udpkit live in this folder.
 
+pub mod clock;
 pub(crate) mod datagram;
 pub mod icmp;
 pub(crate) mod socket;

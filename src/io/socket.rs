@@ -143,6 +143,55 @@ pub fn reply_from_destination(socket: &UdpSocket, bound: SocketAddr) {
     let _ = (socket, bound);
 }
 
+/// Asks the kernel to say, with each datagram, the TTL (hop limit) and TOS (traffic
+/// class) it arrived with and when it arrived (`SO_TIMESTAMPNS`): what a STAMP reflector
+/// reports. Best effort: a kernel that refuses leaves those unknown (`RecvMeta`).
+pub fn report_arrival(socket: &UdpSocket, ipv6: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
+        let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+        let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
+        if ipv6 {
+            let _ = set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1);
+            let _ = set_int_option(socket, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, ipv6);
+}
+
+/// Sets the TOS byte (IPv4) or traffic class (IPv6) of every datagram `socket` sends:
+/// DSCP in the high six bits, ECN in the low two.
+pub fn set_tos(socket: &UdpSocket, peer: SocketAddr, tos: u8) -> Result<(), Error> {
+    let sock = socket2::SockRef::from(socket);
+    let result = match peer {
+        SocketAddr::V4(_) => sock.set_tos_v4(u32::from(tos)),
+        SocketAddr::V6(_) => sock.set_tclass_v6(u32::from(tos)),
+    };
+    result.map_err(|e| Error::io(format!("cannot set the TOS byte to {tos}"), e))
+}
+
+/// The TTL (IPv4) or unicast hop limit (IPv6) `socket` sends with, if the kernel says.
+pub fn ttl(socket: &UdpSocket, peer: SocketAddr) -> Option<u8> {
+    let sock = socket2::SockRef::from(socket);
+    let ttl = match peer {
+        SocketAddr::V4(_) => sock.ttl_v4().ok()?,
+        SocketAddr::V6(_) => sock.unicast_hops_v6().ok()?,
+    };
+    u8::try_from(ttl).ok()
+}
+
+/// Sets the TTL (IPv4) or unicast hop limit (IPv6) of every datagram `socket` sends.
+pub fn set_ttl(socket: &UdpSocket, peer: SocketAddr, ttl: u8) -> Result<(), Error> {
+    let sock = socket2::SockRef::from(socket);
+    let result = match peer {
+        SocketAddr::V4(_) => sock.set_ttl_v4(u32::from(ttl)),
+        SocketAddr::V6(_) => sock.set_unicast_hops_v6(u32::from(ttl)),
+    };
+    result.map_err(|e| Error::io(format!("cannot set the TTL to {ttl}"), e))
+}
+
 /// How many datagrams one send may carry with `UDP_SEGMENT` (GSO) on `socket`: 64 where
 /// the kernel has it (Linux 4.18 and later), 1 where it does not. A kernel that has it
 /// may still refuse a segmented send (`EIO` or `EINVAL`, a device without checksum

@@ -49,9 +49,10 @@ use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::{Blocking, Poller, Token};
-use crate::load::flow::{Flow, Matching, Outcome, Tally};
+use crate::load::flow::{Flow, Matching, Outcome, StampSample, Tally};
 use crate::load::latency::Latency;
-use crate::wire::{MAX_REPLY, parse_reply};
+use crate::load::stamp::{StampReport, StampStats};
+use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, parse_reply};
 use crate::{Error, Stop};
 
 /// When requests go.
@@ -91,6 +92,17 @@ impl Pace {
 pub struct Offload {
     pub gso: bool,
     pub gro: bool,
+}
+
+/// What the requests speak, and how their IP headers are marked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub protocol: Protocol,
+    /// The TOS byte (IPv4) or traffic class (IPv6): DSCP in the high six bits, ECN in the
+    /// low two; with STAMP also asked of the reflector for its replies (CoS TLV).
+    pub tos: Option<u8>,
+    /// The TTL (IPv4) or hop limit (IPv6).
+    pub ttl: Option<u8>,
 }
 
 /// One stretch of requests at one pace.
@@ -140,6 +152,8 @@ pub enum Event {
         duplicate: bool,
         /// False for a reply matched by its length alone (no request ID).
         verified: bool,
+        /// STAMP: the reflector's timestamps and what it saw (first replies only).
+        stamp: Option<StampSample>,
     },
     /// An ICMP error came back (or was forged), noticed after request `seq` went.
     Unreachable { seq: u64, kind: IcmpError },
@@ -174,6 +188,8 @@ pub struct Report {
     /// Open loop: how late each request was handed to the kernel against the time it was
     /// meant to go (empty for the other paces).
     pub send_lag: Latency,
+    /// STAMP: what the reflector's replies said beyond the round trip.
+    pub stamp: Option<StampReport>,
 }
 
 /// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
@@ -217,6 +233,8 @@ pub struct Engine {
     said_unverified: bool,
     /// Replies are received coalesced (`UDP_GRO` granted on every flow).
     gro: bool,
+    protocol: Protocol,
+    stamp: Option<StampStats>,
     started: Option<Instant>,
     send_end: Option<Instant>,
     last_reply: Option<Instant>,
@@ -328,6 +346,8 @@ impl Engine {
             sent: 0,
             said_unverified: false,
             gro,
+            protocol: Protocol::Seed,
+            stamp: None,
             started: None,
             send_end: None,
             last_reply: None,
@@ -337,6 +357,55 @@ impl Engine {
     /// Flow `i`'s socket (for options such as forbidding fragmentation).
     pub fn socket(&self, i: usize) -> &UdpSocket {
         &self.flows[i].socket
+    }
+
+    /// Every flow's socket (for options such as the TOS byte or the TTL).
+    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        self.flows.iter().map(|f| &f.socket)
+    }
+
+    /// Speaks `requests.protocol` and marks every datagram as `requests` says, from the
+    /// first request on (call before running a phase).
+    pub fn prepare(&mut self, requests: &Requests) -> Result<(), Error> {
+        let tos = requests.tos.unwrap_or(0);
+        self.set_protocol(requests.protocol, (tos >> 2, tos & 3));
+        for f in &self.flows {
+            if let Some(tos) = requests.tos {
+                net::set_tos(&f.socket, self.target, tos)?;
+            }
+            if let Some(ttl) = requests.ttl {
+                net::set_ttl(&f.socket, self.target, ttl)?;
+            }
+        }
+        let ttl = net::ttl(&self.flows[0].socket, self.target);
+        if let Some(stats) = &mut self.stamp {
+            stats.set_sent(tos, ttl);
+        }
+        Ok(())
+    }
+
+    /// Speaks `protocol` from the first request on (call before running a phase); with
+    /// STAMP, asks the reflector to send back DSCP and ECN `cos`. Echo and STAMP replies
+    /// are as long as their requests: the receive buffers grow to take any datagram.
+    pub fn set_protocol(&mut self, protocol: Protocol, cos: (u8, u8)) {
+        self.protocol = protocol;
+        for f in &mut self.flows {
+            f.flow.set_protocol(protocol, cos);
+        }
+        if protocol != Protocol::Seed {
+            self.replies = RecvBatch::with_slots(self.replies.slots(), RECV_BUFFER);
+        }
+        self.stamp = (protocol == Protocol::Stamp).then(|| {
+            let same_host = self.flows[0]
+                .socket
+                .local_addr()
+                .is_ok_and(|local| local.ip() == self.target.ip());
+            StampStats::new(self.flows.len(), same_host)
+        });
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The size of every flow's requests from now on (flows made by [`Engine::exact`]).
@@ -625,7 +694,11 @@ impl Engine {
                                     rtt,
                                     late,
                                     verified,
+                                    stamp,
                                 } => {
+                                    if let (Some(stats), Some(sample)) = (&mut self.stamp, &stamp) {
+                                        stats.observe(i, seq, rtt, sample);
+                                    }
                                     if !verified && !self.said_unverified {
                                         self.said_unverified = true;
                                         if emit(Event::Unverified)? {
@@ -640,6 +713,7 @@ impl Engine {
                                         late,
                                         duplicate: false,
                                         verified,
+                                        stamp,
                                     }
                                 }
                                 Outcome::Duplicate { seq, rtt } => Event::Reply {
@@ -650,6 +724,7 @@ impl Engine {
                                     late: false,
                                     duplicate: true,
                                     verified: f.flow.matching() == Matching::Ids,
+                                    stamp: None,
                                 },
                                 Outcome::Forged => Event::Forged,
                                 Outcome::Bad | Outcome::Unmatched => Event::Bad {
@@ -713,6 +788,15 @@ impl Engine {
                 .saturating_duration_since(started),
             latency,
             send_lag: self.out.lag.clone(),
+            stamp: self.stamp.as_ref().map(|s| {
+                let sent: Vec<u64> = self.flows.iter().map(|f| f.flow.sent()).collect();
+                let received: Vec<u64> = self
+                    .flows
+                    .iter()
+                    .map(|f| f.latency.count() + f.unverified.count())
+                    .collect();
+                s.report(&sent, &received)
+            }),
         }
     }
 }

@@ -10,14 +10,25 @@
 //! only to the one request of that length, never to an older one after a loss. Such replies
 //! are *unverified*: when proof of IDs arrives they are revoked ([`Flow::take_revoked`]) and
 //! their requests wait again. Memory is fixed at creation.
+//!
+//! With echo ([`Protocol::Echo`]) a reply is the request itself: the ID it carries names
+//! its request from the first reply on. With STAMP a reply echoes the request's sequence
+//! number and timestamp, which name it exactly; it is proven genuine by udpkit's nonce in
+//! the Extra Padding TLV, which a reflector that echoes TLVs sends back (RFC 8972), and until
+//! such a reply comes (or against a reflector that does not echo TLVs) a reply is
+//! unverified, as above.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::io::clock;
 use crate::io::icmp::{IcmpCounts, IcmpError};
 use crate::load::latency::Latency;
-use crate::wire::{ID_LEN, MAX_IPV4_PAYLOAD, RequestId, emit_request, parse_reply};
+use crate::wire::stamp::{self, CosSeen, ErrorEstimate, NtpTime, Reflected, TestPacket};
+use crate::wire::{
+    ID_LEN, MAX_IPV4_PAYLOAD, Protocol, RequestId, emit_request, parse_echo, parse_reply,
+};
 
 /// How replies are matched to requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +40,9 @@ pub enum Matching {
     Ids,
     /// Requests too small to carry an ID: replies are matched by length only.
     Length,
+    /// STAMP requests too small for udpkit's nonce: replies are matched by the sequence
+    /// number and timestamp they echo, and cannot be authenticated.
+    Sequence,
 }
 
 impl Matching {
@@ -37,21 +51,26 @@ impl Matching {
         match self {
             Matching::Ids => "ids",
             Matching::Length => "length",
+            Matching::Sequence => "sequence",
             Matching::Unknown => "unknown",
         }
     }
 
     /// How a run's flows together matched: `ids` only if every flow proved IDs; otherwise
-    /// `length` when any unverified reply was accepted.
+    /// `length` (`sequence` for STAMP) when any unverified reply was accepted.
     pub fn settled(flows: impl IntoIterator<Item = Matching>, unverified: u64) -> Matching {
         let mut all_ids = true;
         let mut any = false;
+        let mut sequence = false;
         for m in flows {
             any = true;
             all_ids &= m == Matching::Ids;
+            sequence |= m == Matching::Sequence;
         }
         if any && all_ids {
             Matching::Ids
+        } else if sequence && unverified > 0 {
+            Matching::Sequence
         } else if unverified > 0 {
             Matching::Length
         } else {
@@ -70,6 +89,8 @@ pub enum Outcome {
         rtt: Duration,
         late: bool,
         verified: bool,
+        /// STAMP: what the reflector said beyond the round trip.
+        stamp: Option<StampSample>,
     },
     /// Another reply to a request already answered.
     Duplicate { seq: u64, rtt: Duration },
@@ -186,6 +207,49 @@ impl Tally {
     }
 }
 
+/// What one STAMP reply says beyond its round trip: the four timestamps (t1 the request
+/// left, t2 it reached the reflector, t3 the reply left, t4 it came back; t1 and t4 on
+/// this host's clock, t2 and t3 on the reflector's), the reflector's sequence number, the
+/// TTL and CoS it saw, and how good its clock says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StampSample {
+    pub t1: NtpTime,
+    pub t2: NtpTime,
+    pub t3: NtpTime,
+    pub t4: NtpTime,
+    pub reflector_seq: u32,
+    pub reflector_error: ErrorEstimate,
+    /// The error estimate this host sent with the request.
+    pub sender_error: ErrorEstimate,
+    /// 0: the reflector did not say.
+    pub ttl: u8,
+    pub cos: Option<CosSeen>,
+}
+
+impl StampSample {
+    /// The reflector's time between receiving and replying (t3 - t2), in nanoseconds.
+    pub fn reflector_nanos(&self) -> i64 {
+        self.t3.nanos_since(self.t2)
+    }
+    /// The way there (t2 - t1); meaningful only when both clocks agree.
+    pub fn forward_nanos(&self) -> i64 {
+        self.t2.nanos_since(self.t1)
+    }
+    /// The way back (t4 - t3); meaningful only when both clocks agree.
+    pub fn backward_nanos(&self) -> i64 {
+        self.t4.nanos_since(self.t3)
+    }
+}
+
+/// A STAMP flow's own: its Session-Sender Identifier, the DSCP and ECN it asks the
+/// reflector for, and its clock's error estimate (read when the flow is made).
+#[derive(Clone, Copy, Debug)]
+struct StampSender {
+    ssid: u16,
+    cos: (u8, u8),
+    error: ErrorEstimate,
+}
+
 /// Unverified answers taken back when the server proved that it repeats IDs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Revoked {
@@ -212,6 +276,8 @@ struct Slot {
     unverified: bool,
     /// That answer came after the timeout.
     late: bool,
+    /// STAMP: the request's own timestamp, which its reply must echo.
+    t1: NtpTime,
 }
 
 /// The most distinct lengths a flow uses: requests stay within 1 KiB of the size asked,
@@ -236,6 +302,8 @@ pub struct Flow {
     waiting: usize,
     matching: Matching,
     revoked: Revoked,
+    protocol: Protocol,
+    stamp: StampSender,
 }
 
 impl Flow {
@@ -260,6 +328,7 @@ impl Flow {
             state: State::Free,
             unverified: false,
             late: false,
+            t1: NtpTime::default(),
         };
         Flow {
             nonce: fastrand::u64(..),
@@ -277,7 +346,63 @@ impl Flow {
                 Matching::Length
             },
             revoked: Revoked::default(),
+            protocol: Protocol::Seed,
+            stamp: StampSender {
+                ssid: 0,
+                cos: (0, 0),
+                error: ErrorEstimate::for_error(1.0, false),
+            },
         }
+    }
+
+    /// Speaks `protocol` from the first request on (call before any is sent); with STAMP,
+    /// asks the reflector to send back DSCP and ECN `cos` (RFC 8972's CoS TLV). Echo and
+    /// STAMP requests are all `size` bytes: their replies name their request without the
+    /// seed's distinct lengths. STAMP requests shorter than its 44-byte packet are made
+    /// 44 bytes long.
+    pub fn set_protocol(&mut self, protocol: Protocol, cos: (u8, u8)) {
+        debug_assert_eq!(self.next_seq, 0, "the protocol is chosen before sending");
+        self.protocol = protocol;
+        match protocol {
+            Protocol::Seed => {}
+            Protocol::Echo => {
+                if self.with_ids {
+                    self.matching = Matching::Ids;
+                    self.base = self.size;
+                    self.lengths = 1;
+                }
+            }
+            Protocol::Stamp => {
+                self.size = self.size.max(stamp::BASE_LEN);
+                self.base = self.size;
+                self.lengths = 1;
+                self.with_ids = true;
+                self.matching = self.stamp_matching();
+                self.stamp = StampSender {
+                    // Never 0: RFC 8762 reflectors leave the field zero.
+                    ssid: fastrand::u16(1..),
+                    cos,
+                    error: clock::error_estimate(),
+                };
+            }
+        }
+    }
+
+    fn stamp_matching(&self) -> Matching {
+        if stamp::Layout::for_size(self.size).nonce.is_some() {
+            Matching::Unknown
+        } else {
+            Matching::Sequence
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// STAMP: the Session-Sender Identifier this flow sends.
+    pub fn ssid(&self) -> u16 {
+        self.stamp.ssid
     }
 
     /// A flow whose requests are all exactly `size` bytes, even before the server proves
@@ -296,7 +421,16 @@ impl Flow {
         debug_assert_eq!(self.lengths, 1, "only an exact flow changes its size");
         self.size = size;
         self.base = size;
-        self.with_ids = size >= ID_LEN;
+        match self.protocol {
+            Protocol::Stamp => {
+                self.size = size.max(stamp::BASE_LEN);
+                self.base = self.size;
+                if self.matching != Matching::Ids {
+                    self.matching = self.stamp_matching();
+                }
+            }
+            _ => self.with_ids = size >= ID_LEN,
+        }
     }
 
     pub fn matching(&self) -> Matching {
@@ -352,7 +486,17 @@ impl Flow {
             nonce: self.nonce,
             seq,
         };
-        if !(self.with_ids && emit_request(buf, id, len)) {
+        let mut t1 = NtpTime::default();
+        if self.protocol == Protocol::Stamp {
+            t1 = NtpTime::now();
+            let packet = TestPacket {
+                seq: seq as u32,
+                timestamp: t1,
+                error: self.stamp.error,
+                ssid: self.stamp.ssid,
+            };
+            stamp::emit_test_packet(buf, &packet, len, self.stamp.cos, self.nonce, seq);
+        } else if !(self.with_ids && emit_request(buf, id, len)) {
             buf.clear();
             buf.resize(len, b'x');
         }
@@ -369,6 +513,7 @@ impl Flow {
             state: State::Waiting,
             unverified: false,
             late: false,
+            t1,
         };
         self.waiting += 1;
         seq
@@ -447,6 +592,99 @@ impl Flow {
 
     /// Classifies `data`, received from the server at `now`.
     pub fn on_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
+        match self.protocol {
+            Protocol::Seed => self.on_seed_reply(data, now),
+            Protocol::Echo => self.on_echo_reply(data, now),
+            Protocol::Stamp => self.on_stamp_reply(data, now),
+        }
+    }
+
+    /// An echo: the request itself. Its ID names it; without one (a request too small),
+    /// its length does.
+    fn on_echo_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
+        match parse_echo(data) {
+            None => Outcome::Bad,
+            Some(Some(id)) => {
+                if !self.with_ids || id.nonce != self.nonce || id.seq >= self.next_seq {
+                    return Outcome::Forged;
+                }
+                self.credit(id.seq, data.len(), now, true)
+            }
+            Some(None) if self.matching == Matching::Ids => Outcome::Forged,
+            Some(None) => match self.by_length(data.len()) {
+                Ok(seq) => self.credit(seq, data.len(), now, false),
+                Err(outcome) => outcome,
+            },
+        }
+    }
+
+    /// A STAMP reflector's reply: the sequence number and timestamp it echoes name the
+    /// request; udpkit's nonce, where the reflector echoed it, proves it genuine.
+    fn on_stamp_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
+        let t4 = NtpTime::now();
+        let Some(r) = Reflected::parse(data) else {
+            return Outcome::Bad;
+        };
+        // The request's full sequence number: the latest sent with these low 32 bits.
+        let Some(last) = self.next_seq.checked_sub(1) else {
+            return Outcome::Forged;
+        };
+        let low = u64::from(r.sender_seq);
+        let seq = (last & !0xffff_ffff) | low;
+        let Some(seq) = (if seq > last {
+            seq.checked_sub(1 << 32)
+        } else {
+            Some(seq)
+        }) else {
+            return Outcome::Forged;
+        };
+        let slot = self.slots[self.index(seq)];
+        if slot.seq != seq || slot.state == State::Free {
+            return Outcome::Unmatched;
+        }
+        // A reflector that knows SSIDs repeats ours; an RFC 8762 one leaves zero.
+        if slot.t1 != r.sender_timestamp || (r.ssid != self.stamp.ssid && r.ssid != 0) {
+            return Outcome::Forged;
+        }
+        let verified = match stamp::reply_nonce(data) {
+            Some((nonce, id_seq)) if nonce == self.nonce && id_seq == seq => true,
+            _ if self.matching == Matching::Ids => return Outcome::Forged,
+            _ => false,
+        };
+        if verified && self.matching == Matching::Unknown {
+            self.prove_ids();
+        }
+        let outcome = self.credit(seq, data.len(), now, verified);
+        let sample = StampSample {
+            t1: slot.t1,
+            t2: r.receive,
+            t3: r.timestamp,
+            t4,
+            reflector_seq: r.seq,
+            reflector_error: r.error,
+            sender_error: self.stamp.error,
+            ttl: r.sender_ttl,
+            cos: stamp::reply_cos(data),
+        };
+        match outcome {
+            Outcome::Answer {
+                seq,
+                rtt,
+                late,
+                verified,
+                ..
+            } => Outcome::Answer {
+                seq,
+                rtt,
+                late,
+                verified,
+                stamp: Some(sample),
+            },
+            other => other,
+        }
+    }
+
+    fn on_seed_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
         let Some(reply) = parse_reply(data) else {
             return if self.matching == Matching::Ids {
                 Outcome::Forged
@@ -541,6 +779,7 @@ impl Flow {
                     rtt,
                     late,
                     verified,
+                    stamp: None,
                 }
             }
             State::Answered => Outcome::Duplicate { seq, rtt },
@@ -589,7 +828,8 @@ mod tests {
                 seq: 1,
                 rtt: ms(5),
                 late: false,
-                verified: true
+                verified: true,
+                stamp: None,
             }
         );
         assert_eq!(flow.matching(), Matching::Ids);
@@ -602,6 +842,134 @@ mod tests {
             Outcome::Duplicate { seq: 0, .. }
         ));
         assert_eq!(flow.waiting(), 0);
+    }
+
+    #[test]
+    fn an_echo_is_matched_by_its_id_and_anything_else_is_not_taken() {
+        let t = Instant::now();
+        let mut flow = Flow::new(38, 64);
+        flow.set_protocol(Protocol::Echo, (0, 0));
+        assert_eq!(
+            flow.matching(),
+            Matching::Ids,
+            "an echo always repeats the ID"
+        );
+        let a = send(&mut flow, t);
+        let b = send(&mut flow, t);
+        assert_eq!(a.len(), 38);
+        assert!(matches!(
+            flow.on_reply(&b, t + ms(2)),
+            Outcome::Answer {
+                seq: 1,
+                verified: true,
+                ..
+            }
+        ));
+        // The seed's sentence is not an echo; another flow's request is a forgery.
+        assert_eq!(flow.on_reply(&seed_answer(&a), t), Outcome::Bad);
+        let mut other = Flow::new(38, 64);
+        other.set_protocol(Protocol::Echo, (0, 0));
+        assert_eq!(flow.on_reply(&send(&mut other, t), t), Outcome::Forged);
+        assert!(matches!(
+            flow.on_reply(&b, t),
+            Outcome::Duplicate { seq: 1, .. }
+        ));
+        // Too small for an ID: matched by length, unverified.
+        let mut small = Flow::new(8, 64);
+        small.set_protocol(Protocol::Echo, (0, 0));
+        let c = send(&mut small, t);
+        assert!(matches!(
+            small.on_reply(&c, t),
+            Outcome::Answer {
+                verified: false,
+                ..
+            }
+        ));
+    }
+
+    fn reflect(request: &[u8], strip_tlvs: bool) -> Vec<u8> {
+        use crate::wire::stamp::{Arrival, ErrorEstimate, NtpTime, reflect};
+        let mut reply = request.to_vec();
+        let at = NtpTime::now();
+        let arrival = Arrival {
+            at,
+            ttl: Some(61),
+            tos: Some(0),
+        };
+        assert!(reflect(
+            &mut reply,
+            &arrival,
+            None,
+            at,
+            ErrorEstimate::for_error(1e-6, false)
+        ));
+        if strip_tlvs {
+            reply[44..].fill(0); // an RFC 8762 reflector: no TLVs echoed
+        }
+        reply
+    }
+
+    #[test]
+    fn a_stamp_reply_names_its_request_and_the_nonce_proves_it() {
+        let t = Instant::now();
+        let mut flow = Flow::new(72, 64);
+        flow.set_protocol(Protocol::Stamp, (10, 0));
+        let a = send(&mut flow, t);
+        let b = send(&mut flow, t);
+        assert_eq!(a.len(), 72);
+        match flow.on_reply(&reflect(&b, false), t + ms(1)) {
+            Outcome::Answer {
+                seq: 1,
+                verified: true,
+                stamp: Some(s),
+                ..
+            } => {
+                assert_eq!(s.ttl, 61);
+                assert_eq!(s.reflector_seq, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(flow.matching(), Matching::Ids);
+        // Without the nonce now: forged. With a timestamp that is not the request's: forged.
+        assert_eq!(flow.on_reply(&reflect(&a, true), t), Outcome::Forged);
+        let mut wrong = reflect(&a, false);
+        wrong[35] ^= 1; // the echoed sender timestamp's last byte
+        assert_eq!(flow.on_reply(&wrong, t), Outcome::Forged);
+        assert!(matches!(
+            flow.on_reply(&reflect(&a, false), t),
+            Outcome::Answer { seq: 0, .. }
+        ));
+        assert_eq!(flow.on_reply(b"short", t), Outcome::Bad);
+    }
+
+    #[test]
+    fn stamp_replies_without_the_nonce_are_matched_by_sequence_unverified() {
+        let t = Instant::now();
+        let mut flow = Flow::new(44, 64);
+        flow.set_protocol(Protocol::Stamp, (0, 0));
+        assert_eq!(flow.matching(), Matching::Sequence);
+        let a = send(&mut flow, t);
+        assert!(matches!(
+            flow.on_reply(&reflect(&a, true), t),
+            Outcome::Answer {
+                seq: 0,
+                verified: false,
+                ..
+            }
+        ));
+        // A reflector that does not echo TLVs, against a request with the nonce.
+        let mut flow = Flow::new(72, 64);
+        flow.set_protocol(Protocol::Stamp, (0, 0));
+        let a = send(&mut flow, t);
+        assert!(matches!(
+            flow.on_reply(&reflect(&a, true), t),
+            Outcome::Answer {
+                seq: 0,
+                verified: false,
+                ..
+            }
+        ));
+        assert_eq!(flow.matching(), Matching::Unknown);
     }
 
     #[test]
@@ -638,7 +1006,8 @@ mod tests {
                 seq: 0,
                 rtt: ms(1),
                 late: false,
-                verified: false
+                verified: false,
+                stamp: None,
             }
         );
         assert_eq!(flow.waiting(), 0);
@@ -650,7 +1019,8 @@ mod tests {
                 seq: 0,
                 rtt: ms(7),
                 late: false,
-                verified: true
+                verified: true,
+                stamp: None,
             }
         );
         assert_eq!(

@@ -1,8 +1,11 @@
-//! Serving: the seed's server at the speed of the kernel (`server`), the per-prefix rate
-//! limit that keeps it from being an amplifier (`ratelimit`), and its counters (`stats`).
+//! Serving: the seed's server at the speed of the kernel (`server`), speaking the seed's
+//! protocol, echo or STAMP, the per-prefix rate limit that keeps it from being an
+//! amplifier (`ratelimit`), a stateful STAMP reflector's sessions (`sessions`), and its
+//! counters (`stats`).
 
 pub(crate) mod ratelimit;
 mod server;
+pub mod sessions;
 mod stats;
 
 pub use ratelimit::Prefix;

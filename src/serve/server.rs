@@ -1,9 +1,13 @@
 //! The seed's server, at the speed of the kernel: answers every datagram with `Your data
-//! was N bytes long`, in batches, on one or more threads.
+//! was N bytes long`, in batches, on one or more threads; or, with another [`Protocol`],
+//! echoes it (RFC 862) or reflects it as a STAMP Session-Reflector (RFC 8762/8972).
 //!
 //! Promise: no datagram and no failed reply stops the server; it stops only when told to
 //! (a [`Stop`] handle, set by the CLI on SIGINT/SIGTERM) or when its [`Observer`] fails. Its
-//! loop allocates nothing per datagram and publishes its [`Stats`] once per batch.
+//! loop allocates nothing per datagram (a stateful reflector's session table excepted,
+//! bounded) and publishes its [`Stats`] once per batch. An echo or STAMP reply is written
+//! over its request, in place, and is exactly as long: no reply is longer than its request
+//! but the seed's sentence, which the rate limit weighs.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -12,12 +16,15 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::impair::{Impairer, Settings};
+use crate::io::clock;
 use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::socket as net;
 use crate::io::wait::Blocking;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
+use crate::serve::sessions::{self, Sessions};
 use crate::serve::stats::{Counters, Stats};
-use crate::wire::{MAX_REPLY, RECV_BUFFER, emit_reply, request_id};
+use crate::wire::stamp::{self, Arrival, NtpTime};
+use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, emit_reply, request_id};
 use crate::{Error, Stop};
 
 /// Hears what the server does, as it does it; every method has a silent default. The CLI
@@ -78,6 +85,11 @@ pub struct Config {
     pub gso: bool,
     /// Receive a client's requests of one size together (`UDP_GRO`) where the kernel can.
     pub gro: bool,
+    /// What the server answers: the seed's sentence, an echo, or a STAMP reflection.
+    pub protocol: Protocol,
+    /// STAMP: keep each session's own sequence numbers (RFC 8972's stateful reflector)
+    /// instead of repeating the sender's.
+    pub stateful: bool,
 }
 
 impl Config {
@@ -90,6 +102,8 @@ impl Config {
             rate_limit: RateLimit::Auto,
             gso: true,
             gro: true,
+            protocol: Protocol::Seed,
+            stateful: false,
         }
     }
 
@@ -141,6 +155,9 @@ impl Server {
             net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
             net::count_kernel_drops(socket);
             net::reply_from_destination(socket, local);
+            if config.protocol == Protocol::Stamp {
+                net::report_arrival(socket, local.is_ipv6());
+            }
             if config.gro {
                 net::enable_gro(socket);
             }
@@ -218,6 +235,11 @@ impl Server {
                         } else {
                             1
                         },
+                        protocol: self.config.protocol,
+                        sessions: (self.config.protocol == Protocol::Stamp && self.config.stateful)
+                            .then(|| {
+                                Sessions::new(sessions::DEFAULT_CAPACITY, sessions::DEFAULT_IDLE)
+                            }),
                     };
                     let mut observer = observer();
                     scope.spawn(move || {
@@ -268,6 +290,9 @@ struct Worker<'a> {
     limiter: Option<&'a Mutex<RateLimiter>>,
     /// Replies one send may carry (`UDP_SEGMENT`); 1: no GSO.
     gso: usize,
+    protocol: Protocol,
+    /// A stateful STAMP reflector's sessions.
+    sessions: Option<Sessions>,
 }
 
 /// The most datagrams one coalesced receive is answered for: the kernel's cap on a
@@ -289,12 +314,13 @@ fn segments(t: &Transmit) -> u64 {
         .map_or(1, |size| t.contents.len().div_ceil(size.max(1)) as u64)
 }
 
-/// One send to make: replies `start..end` of the reply buffer, to the sender of receive
-/// `datagram`, segmented when more than one.
+/// One send to make: replies `start..end` of the reply buffer (or of the receive's own,
+/// `in_place`), to the sender of receive `datagram`, segmented when more than one.
 struct Planned {
     datagram: usize,
     start: usize,
     end: usize,
+    in_place: bool,
     segment_size: Option<usize>,
 }
 
@@ -303,9 +329,11 @@ struct Planned {
 struct Answer {
     /// The receive it answers (for the addresses).
     datagram: usize,
-    /// Where its bytes are in the reply buffer.
+    /// Where its bytes are: in the reply buffer, or (`in_place`) in the receive's own
+    /// buffer, written over the request.
     start: usize,
     len: usize,
+    in_place: bool,
 }
 
 impl Worker<'_> {
@@ -321,6 +349,8 @@ impl Worker<'_> {
         // Under load every receive finds datagrams queued and nothing waits.
         let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
+        let mut clock_read: Option<Instant> = None;
+        let mut clock_error = clock::error_estimate();
         while !stop.is_stopped() {
             if let Err(e) = waiter.recv(self.socket, &mut batch, None) {
                 if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
@@ -336,12 +366,22 @@ impl Worker<'_> {
             let mut tally = Stats::default();
             let mut answered = 0;
             let mut used = 0;
+            // STAMP: the reflector's clock, read once a batch (t3, and t2 where the kernel
+            // gave no receive time), and its error estimate, once a second.
+            let wall = NtpTime::now();
+            if self.protocol == Protocol::Stamp
+                && clock_read.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
+            {
+                clock_read = Some(now);
+                clock_error = clock::error_estimate();
+            }
             for i in 0..batch.len() {
-                let (meta, buffer) = batch.get(i);
+                let (meta, buffer) = batch.get_mut(i);
                 let Some(peer) = meta.source else { continue };
                 // Each datagram the kernel coalesced is a request of its own.
-                let whole = meta.len.div_ceil(meta.stride.max(1)).max(1);
-                for (k, data) in meta.segments(buffer).enumerate() {
+                let stride = meta.stride.max(1);
+                let whole = meta.len.div_ceil(stride).max(1);
+                for k in 0..whole {
                     // A datagram cut short by the buffer (a coalesced receive larger than
                     // 64 KiB) would be answered with a length it did not have, and one past
                     // MAX_SEGMENTS (a kernel allowing more) has no room: neither is.
@@ -349,6 +389,8 @@ impl Worker<'_> {
                         tally.received += 1;
                         continue;
                     }
+                    let start = (k * stride).min(meta.len);
+                    let data = &mut buffer[start..(start + stride).min(meta.len)];
                     let len = data.len();
                     tally.received += 1;
                     tally.bytes_in += len as u64;
@@ -360,14 +402,60 @@ impl Worker<'_> {
                         continue;
                     }
                     observer.datagram(peer, data).map_err(output)?;
-                    // The reply is written first, in place: the rate limiter weighs its real
-                    // length (a refused one is written over by the next).
-                    let slot = (&mut replies[used..used + MAX_REPLY])
-                        .try_into()
-                        .expect("room for MAX_REQUESTS replies");
-                    let reply_len = emit_reply(slot, len, request_id(data));
+                    // The reply is written first (the rate limiter weighs its real length);
+                    // the seed's into the reply buffer (a refused one is written over by the
+                    // next), an echo or STAMP reply over the request itself.
+                    let answer = match self.protocol {
+                        Protocol::Seed => {
+                            let slot = (&mut replies[used..used + MAX_REPLY])
+                                .try_into()
+                                .expect("room for MAX_REQUESTS replies");
+                            let reply_len = emit_reply(slot, len, request_id(data));
+                            Answer {
+                                datagram: i,
+                                start: used,
+                                len: reply_len,
+                                in_place: false,
+                            }
+                        }
+                        Protocol::Echo => Answer {
+                            datagram: i,
+                            start,
+                            len,
+                            in_place: true,
+                        },
+                        Protocol::Stamp => {
+                            let arrival = Arrival {
+                                at: meta.received.map_or(wall, NtpTime::from_unix),
+                                ttl: meta.ttl,
+                                tos: meta.tos,
+                            };
+                            let seq = match (&mut self.sessions, stamp::TestPacket::parse(data)) {
+                                (Some(sessions), Some(request)) => {
+                                    sessions.next_seq(peer, request.ssid, now)
+                                }
+                                _ => None,
+                            };
+                            // Sent no earlier than received, whichever clock said when.
+                            let sent = if wall.nanos_since(arrival.at) > 0 {
+                                wall
+                            } else {
+                                arrival.at
+                            };
+                            if !stamp::reflect(data, &arrival, seq, sent, clock_error) {
+                                tally.malformed += 1;
+                                continue;
+                            }
+                            Answer {
+                                datagram: i,
+                                start,
+                                len,
+                                in_place: true,
+                            }
+                        }
+                    };
                     if let Some(limiter) = limiter.as_mut() {
-                        match limiter.decide(peer.ip(), now, len, reply_len) {
+                        match limiter.decide(peer.ip(), now, len, answer.len) {
                             Decision::Answer => {}
                             Decision::Slip => {
                                 tally.slipped += 1;
@@ -380,12 +468,10 @@ impl Worker<'_> {
                             }
                         }
                     }
-                    answers[answered] = Answer {
-                        datagram: i,
-                        start: used,
-                        len: reply_len,
-                    };
-                    used += reply_len;
+                    if !answer.in_place {
+                        used += answer.len;
+                    }
+                    answers[answered] = answer;
                     answered += 1;
                 }
             }
@@ -399,10 +485,14 @@ impl Worker<'_> {
             while k < answered {
                 let first = answers[k];
                 let mut n = 1;
+                // Back to back: the same receive, the same buffer, the same size, each
+                // starting where the one before ended.
                 while n < self.gso
                     && k + n < answered
                     && answers[k + n].len == first.len
                     && answers[k + n].datagram == first.datagram
+                    && answers[k + n].in_place == first.in_place
+                    && answers[k + n].start == answers[k + n - 1].start + first.len
                 {
                     n += 1;
                 }
@@ -411,6 +501,7 @@ impl Worker<'_> {
                     datagram: first.datagram,
                     start: first.start,
                     end: last.start + last.len,
+                    in_place: first.in_place,
                     segment_size: (n > 1).then_some(first.len),
                 });
                 k += n;
@@ -419,11 +510,12 @@ impl Worker<'_> {
             for chunk in plan.chunks(BATCH) {
                 let mut transmits = [Transmit::EMPTY; BATCH];
                 for (t, p) in transmits.iter_mut().zip(chunk) {
-                    let meta = batch.get(p.datagram).0;
+                    let (meta, request) = batch.get(p.datagram);
+                    let from = if p.in_place { request } else { &replies[..] };
                     *t = Transmit {
                         destination: meta.source,
                         source: meta.destination,
-                        contents: &replies[p.start..p.end],
+                        contents: &from[p.start..p.end],
                         segment_size: p.segment_size,
                     };
                 }

@@ -20,6 +20,7 @@ pub struct Counters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     kernel_drops: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// A snapshot of the counters, or the increments of one batch.
@@ -43,6 +44,9 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Datagrams the kernel dropped because a receive buffer was full (`SO_RXQ_OVFL`).
     pub kernel_drops: u64,
+    /// Datagrams not answered because they were not requests of the server's protocol (a
+    /// STAMP packet shorter than 44 bytes).
+    pub malformed: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -63,6 +67,7 @@ impl Counters {
         bump(&self.send_failed, batch.send_failed);
         bump(&self.bytes_in, batch.bytes_in);
         bump(&self.bytes_out, batch.bytes_out);
+        bump(&self.malformed, batch.malformed);
         if let Some(total) = kernel_drops {
             self.kernel_drops
                 .fetch_max(u64::from(total), Ordering::Relaxed);
@@ -81,6 +86,7 @@ impl Counters {
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
             kernel_drops: get(&self.kernel_drops),
+            malformed: get(&self.malformed),
         }
     }
 }
@@ -103,6 +109,7 @@ impl Stats {
             bytes_in: a.bytes_in + b.bytes_in,
             bytes_out: a.bytes_out + b.bytes_out,
             kernel_drops: a.kernel_drops + b.kernel_drops,
+            malformed: a.malformed + b.malformed,
         })
     }
 }

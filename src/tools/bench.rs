@@ -15,9 +15,10 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::load::engine::{Engine, Event, Offload, Pace, Phase};
+use crate::load::engine::{Engine, Event, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
 use crate::load::latency::Latency;
+use crate::load::stamp::StampReport;
 use crate::{Error, Stop};
 
 pub use crate::load::engine::{MAX_REMEMBERED, Progress};
@@ -45,6 +46,8 @@ pub struct Config {
     /// Threads to spread the flows over (each thread at least one flow; more flows than
     /// asked if need be), each with its own engine; their figures are merged.
     pub threads: usize,
+    /// The protocol and the marking of every request.
+    pub requests: Requests,
 }
 
 impl Config {
@@ -72,6 +75,8 @@ pub struct Report {
     pub send_lag: Option<Latency>,
     /// Open loop: requests a second the generator actually sent, over the time it sent.
     pub sent_per_second: Option<f64>,
+    /// STAMP: what the reflector's replies said beyond the round trip.
+    pub stamp: Option<StampReport>,
 }
 
 impl Report {
@@ -179,6 +184,7 @@ pub fn bench(
         },
         send_lag: config.rate.map(|_| Latency::new()),
         sent_per_second: config.rate.map(|_| 0.0),
+        stamp: None,
     };
     for r in &runs {
         report.tally.merge(&r.tally);
@@ -188,6 +194,11 @@ pub fn bench(
         }
         if let (Some(all), Some(rate)) = (report.sent_per_second.as_mut(), r.sent_per_second) {
             *all += rate;
+        }
+        match (report.stamp.as_mut(), r.stamp.as_ref()) {
+            (Some(all), Some(s)) => all.merge(s),
+            (None, Some(s)) => report.stamp = Some(s.clone()),
+            _ => {}
         }
     }
     Ok(report)
@@ -209,6 +220,7 @@ fn run_one(
         stop,
         config.offload,
     )?;
+    engine.prepare(&config.requests)?;
     let phase = Phase {
         pace,
         count: config.count,
@@ -234,5 +246,6 @@ fn run_one(
         matching: run.matching,
         elapsed: run.elapsed,
         latency: run.latency,
+        stamp: run.stamp,
     })
 }

@@ -22,7 +22,7 @@ use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::load::engine::{Engine, Event, NotSent, Pace, Phase};
 use crate::load::flow::Matching;
-use crate::wire::ID_LEN;
+use crate::wire::{ID_LEN, Protocol};
 use crate::{Error, Stop};
 
 /// The chance, per size declared too big, that it was in fact answered-able and only
@@ -118,15 +118,23 @@ pub fn tries_to_fail(answered: u32, tries: u32) -> Option<u32> {
     (k <= MAX_TRIES).then_some(k)
 }
 
-/// Searches the path to `target`; each try of a size waits `wait` for its answer.
+/// Searches the path to `target`, a server of the seed's protocol; each try of a size
+/// waits `wait` for its answer.
 pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
-    mtu_until(target, wait, &Stop::new())
+    mtu_until(target, Protocol::Seed, wait, &Stop::new())
 }
 
-/// [`mtu`], ending early (with an error) when `stop` is set.
-pub fn mtu_until(target: SocketAddr, wait: Duration, stop: &Stop) -> Result<Report, Error> {
+/// [`mtu`] against a server of `protocol` (an echo or STAMP reply is as large as its
+/// probe), ending early (with an error) when `stop` is set.
+pub fn mtu_until(
+    target: SocketAddr,
+    protocol: Protocol,
+    wait: Duration,
+    stop: &Stop,
+) -> Result<Report, Error> {
     let pace = Pace::Interval(wait);
     let mut engine = Engine::exact(target, ID_LEN, pace, wait, stop)?;
+    engine.set_protocol(protocol, (0, 0));
     forbid_fragments(engine.socket(0), target)?;
     let overhead = if target.is_ipv4() { 28 } else { 48 };
     let largest = if target.is_ipv4() { 65_507 } else { 65_527 };

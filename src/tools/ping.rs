@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use crate::load::engine::{Engine, Offload, Pace, Phase};
+use crate::load::engine::{Engine, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
 use crate::load::latency::Latency;
+use crate::load::stamp::StampReport;
 use crate::{Error, Stop};
 
 pub use crate::load::engine::{Event, NotSent};
@@ -33,6 +34,8 @@ pub struct Config {
     pub size: usize,
     /// How long to wait for each reply before counting it lost.
     pub timeout: Duration,
+    /// The protocol and the marking of every request.
+    pub requests: Requests,
 }
 
 impl Config {
@@ -57,6 +60,8 @@ pub struct Report {
     pub matching: Matching,
     pub elapsed: Duration,
     pub latency: Latency,
+    /// STAMP: what the reflector's replies said beyond the round trip.
+    pub stamp: Option<StampReport>,
 }
 
 /// Pings until `config.count` requests are settled or `stop` is set; `on_event` hears of
@@ -78,6 +83,7 @@ pub fn ping(
         stop,
         offload,
     )?;
+    engine.prepare(&config.requests)?;
     let phase = Phase {
         pace,
         count: config.count,
@@ -96,5 +102,6 @@ pub fn ping(
         matching: run.matching,
         elapsed: run.elapsed,
         latency: run.latency,
+        stamp: run.stamp,
     })
 }

@@ -1,11 +1,17 @@
 //! The bytes on the wire and around them: the seed's reply and udpkit's request-ID
-//! extension (`seed`), the seed client's message (`timestamp`), and the safe display of
-//! whatever a peer sent (`quote`). Nothing here touches a socket.
+//! extension (`seed`), echo (`echo`, RFC 862), STAMP (`stamp`, RFC 8762/8972), which of
+//! them is spoken (`protocol`), the seed client's message (`timestamp`), and the safe
+//! display of whatever a peer sent (`quote`). Nothing here touches a socket.
 
+mod echo;
+mod protocol;
 mod quote;
 mod seed;
+pub mod stamp;
 mod timestamp;
 
+pub use echo::parse_echo;
+pub use protocol::Protocol;
 pub use quote::{repr, repr_into};
 pub use seed::*;
 pub use timestamp::time_message;

@@ -1,0 +1,638 @@
+//! STAMP, the IETF's Simple Two-way Active Measurement Protocol (RFC 8762), in its
+//! unauthenticated mode, with RFC 8972's Session-Sender Identifier (SSID) and TLVs: the
+//! Session-Sender's test packet, the Session-Reflector's reply, their NTP timestamps and
+//! Error Estimates (RFC 4656 §4.1.2), and the two TLVs udpkit writes (Extra Padding,
+//! Class of Service). docs/PROTOCOL.md shows the layouts.
+//!
+//! Promise: every `parse_*` reads only within the datagram, never panics, and accepts what
+//! the matching `emit_*` writes; [`reflect`] writes a reply exactly as long as the request
+//! (never longer: a reflector is no amplifier) and refuses requests shorter than
+//! [`BASE_LEN`].
+
+use std::time::Duration;
+
+/// STAMP's well-known port (RFC 8762 §4.1).
+pub const PORT: u16 = 862;
+
+/// The length of a test packet without TLVs, sender's and reflector's alike.
+pub const BASE_LEN: usize = 44;
+
+/// TLV flag U: the receiver did not recognise the TLV. A sender sets it; a reflector that
+/// knows the type clears it (RFC 8972 §4).
+pub const FLAG_U: u8 = 0x80;
+/// TLV flag M: the TLV is malformed (its length runs past the packet, or is wrong for its
+/// type).
+pub const FLAG_M: u8 = 0x40;
+
+/// TLV types (IANA "STAMP TLV Types").
+pub const TLV_EXTRA_PADDING: u8 = 1;
+pub const TLV_CLASS_OF_SERVICE: u8 = 4;
+
+/// A TLV's header: flags, type, length.
+pub const TLV_HEADER: usize = 4;
+/// A Class of Service TLV's value (RFC 8972 §4.4 with erratum 8199): DSCP1 (6 bits, asked
+/// for the reply), DSCP2 (6, what the request arrived with), EC2 (2, its ECN), RP (2, set
+/// by a reflector that did not use DSCP1), then EC1 (2, the ECN asked for), RPE (2) and
+/// reserved bits.
+pub const COS_LEN: usize = 4;
+/// The Extra Padding value udpkit fills with its flow's nonce and the request's sequence
+/// number, so that a reflector that echoes TLVs proves each reply genuine.
+pub const NONCE_LEN: usize = 16;
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// A 64-bit NTP timestamp: seconds since 1900 in the high 32 bits, fraction in the low.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NtpTime(pub u64);
+
+impl NtpTime {
+    /// The timestamp of a time given as the duration since the Unix epoch.
+    pub fn from_unix(since_epoch: Duration) -> NtpTime {
+        let seconds = since_epoch.as_secs().wrapping_add(NTP_UNIX_OFFSET) & 0xffff_ffff;
+        let fraction = (u64::from(since_epoch.subsec_nanos()) << 32) / 1_000_000_000;
+        NtpTime(seconds << 32 | fraction)
+    }
+
+    /// This host's wall clock now.
+    pub fn now() -> NtpTime {
+        NtpTime::from_unix(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Nanoseconds from `earlier` to `self`, negative when `self` is earlier; right across
+    /// the 2036 wrap for times less than 68 years apart.
+    pub fn nanos_since(self, earlier: NtpTime) -> i64 {
+        let units = self.0.wrapping_sub(earlier.0) as i64;
+        // Rounded to the nearest nanosecond (a unit is about 0.23 ns).
+        ((i128::from(units) * 1_000_000_000 + (1 << 31)) >> 32) as i64
+    }
+
+    /// `self` moved by `nanos` nanoseconds (either way).
+    pub fn plus_nanos(self, nanos: i64) -> NtpTime {
+        let units = ((i128::from(nanos) << 32) + 500_000_000).div_euclid(1_000_000_000);
+        NtpTime(self.0.wrapping_add(units as i64 as u64))
+    }
+}
+
+/// How good a timestamp is (RFC 4656 §4.1.2): whether the clock is synchronised to UTC,
+/// whether the timestamp is PTP rather than NTP format, and the error bound
+/// `multiplier * 2^(scale - 32)` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorEstimate {
+    pub synchronized: bool,
+    pub ptp: bool,
+    pub scale: u8,
+    pub multiplier: u8,
+}
+
+impl ErrorEstimate {
+    /// The estimate for an error of `seconds`, rounded up to what the format can say (a
+    /// multiplier of at least 1, as the RFC requires).
+    pub fn for_error(seconds: f64, synchronized: bool) -> ErrorEstimate {
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            f64::MAX
+        };
+        let mut scale = 0u8;
+        loop {
+            let units = (seconds * 2f64.powi(32 - i32::from(scale))).ceil();
+            if units <= 255.0 || scale == 63 {
+                return ErrorEstimate {
+                    synchronized,
+                    ptp: false,
+                    scale,
+                    multiplier: units.clamp(1.0, 255.0) as u8,
+                };
+            }
+            scale += 1;
+        }
+    }
+
+    /// The bound on the timestamp's error, in seconds.
+    pub fn seconds(self) -> f64 {
+        f64::from(self.multiplier) * 2f64.powi(i32::from(self.scale) - 32)
+    }
+
+    pub fn to_bits(self) -> u16 {
+        u16::from(self.synchronized) << 15
+            | u16::from(self.ptp) << 14
+            | u16::from(self.scale & 0x3f) << 8
+            | u16::from(self.multiplier)
+    }
+
+    pub fn from_bits(bits: u16) -> ErrorEstimate {
+        ErrorEstimate {
+            synchronized: bits & 0x8000 != 0,
+            ptp: bits & 0x4000 != 0,
+            scale: ((bits >> 8) & 0x3f) as u8,
+            multiplier: bits as u8,
+        }
+    }
+}
+
+/// What a Session-Sender's test packet says (RFC 8972 §3 layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestPacket {
+    pub seq: u32,
+    pub timestamp: NtpTime,
+    pub error: ErrorEstimate,
+    pub ssid: u16,
+}
+
+/// What a Session-Reflector's reply says (RFC 8762 §4.3.1, with RFC 8972's SSID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reflected {
+    /// The reflector's own sequence number: the sender's (stateless reflector), or its
+    /// count of this session's packets (stateful).
+    pub seq: u32,
+    /// When the reply left (t3).
+    pub timestamp: NtpTime,
+    pub error: ErrorEstimate,
+    pub ssid: u16,
+    /// When the request arrived (t2).
+    pub receive: NtpTime,
+    pub sender_seq: u32,
+    /// The request's own timestamp (t1), copied.
+    pub sender_timestamp: NtpTime,
+    pub sender_error: ErrorEstimate,
+    /// The TTL or hop limit the request arrived with; 0 when the reflector did not know.
+    pub sender_ttl: u8,
+}
+
+fn u16_at(data: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([data[at], data[at + 1]])
+}
+
+fn u32_at(data: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(data: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(data[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl TestPacket {
+    /// Writes the packet's first [`BASE_LEN`] bytes (MBZ fields zero); the caller owns the
+    /// rest. `buf` must hold at least [`BASE_LEN`] bytes.
+    pub fn emit(&self, buf: &mut [u8]) {
+        let head = &mut buf[..BASE_LEN];
+        head.fill(0);
+        head[0..4].copy_from_slice(&self.seq.to_be_bytes());
+        head[4..12].copy_from_slice(&self.timestamp.0.to_be_bytes());
+        head[12..14].copy_from_slice(&self.error.to_bits().to_be_bytes());
+        head[14..16].copy_from_slice(&self.ssid.to_be_bytes());
+    }
+
+    /// Reads a test packet; `None` when shorter than [`BASE_LEN`]. MBZ fields are ignored
+    /// on receipt, as RFC 8762 says.
+    pub fn parse(data: &[u8]) -> Option<TestPacket> {
+        if data.len() < BASE_LEN {
+            return None;
+        }
+        Some(TestPacket {
+            seq: u32_at(data, 0),
+            timestamp: NtpTime(u64_at(data, 4)),
+            error: ErrorEstimate::from_bits(u16_at(data, 12)),
+            ssid: u16_at(data, 14),
+        })
+    }
+}
+
+impl Reflected {
+    /// Writes the reply's first [`BASE_LEN`] bytes (MBZ fields zero): its first 16 bytes
+    /// are laid out as a test packet's.
+    pub fn emit(&self, buf: &mut [u8]) {
+        TestPacket {
+            seq: self.seq,
+            timestamp: self.timestamp,
+            error: self.error,
+            ssid: self.ssid,
+        }
+        .emit(buf);
+        let head = &mut buf[..BASE_LEN];
+        head[16..24].copy_from_slice(&self.receive.0.to_be_bytes());
+        head[24..28].copy_from_slice(&self.sender_seq.to_be_bytes());
+        head[28..36].copy_from_slice(&self.sender_timestamp.0.to_be_bytes());
+        head[36..38].copy_from_slice(&self.sender_error.to_bits().to_be_bytes());
+        head[40] = self.sender_ttl;
+    }
+
+    /// Reads a reflector's reply; `None` when shorter than [`BASE_LEN`].
+    pub fn parse(data: &[u8]) -> Option<Reflected> {
+        let head = TestPacket::parse(data)?;
+        Some(Reflected {
+            seq: head.seq,
+            timestamp: head.timestamp,
+            error: head.error,
+            ssid: head.ssid,
+            receive: NtpTime(u64_at(data, 16)),
+            sender_seq: u32_at(data, 24),
+            sender_timestamp: NtpTime(u64_at(data, 28)),
+            sender_error: ErrorEstimate::from_bits(u16_at(data, 36)),
+            sender_ttl: data[40],
+        })
+    }
+}
+
+/// One TLV found after the base packet: where its header starts, its flags, type and
+/// value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tlv<'a> {
+    pub at: usize,
+    pub flags: u8,
+    pub kind: u8,
+    pub value: &'a [u8],
+}
+
+/// The TLVs after the base packet, in order, up to the first that runs past the end (a
+/// malformed one ends the walk; what follows it cannot be read as TLVs). Bytes too few
+/// for a TLV header at the end are ignored.
+pub fn tlvs(data: &[u8]) -> impl Iterator<Item = Tlv<'_>> {
+    let mut at = BASE_LEN;
+    std::iter::from_fn(move || {
+        let header = data.get(at..at + TLV_HEADER)?;
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let value = data.get(at + TLV_HEADER..at + TLV_HEADER + len)?;
+        let tlv = Tlv {
+            at,
+            flags: header[0],
+            kind: header[1],
+            value,
+        };
+        at += TLV_HEADER + len;
+        Some(tlv)
+    })
+}
+
+/// Writes a TLV header at `buf[at..]` (flags with U set, as a sender sends it).
+fn emit_tlv_header(buf: &mut [u8], at: usize, kind: u8, len: usize) {
+    buf[at] = FLAG_U;
+    buf[at + 1] = kind;
+    buf[at + 2..at + 4].copy_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// Where a sender's TLVs sit in a packet of `size` bytes: the Class of Service TLV first
+/// (if there is room for it and the padding), then one Extra Padding TLV to the end,
+/// whose first 16 bytes are the nonce. Smaller packets carry what fits, in that order of
+/// giving up: the CoS TLV first, then the nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset of the CoS TLV's header.
+    pub cos: Option<usize>,
+    /// Offset of the Extra Padding TLV's value (the nonce).
+    pub nonce: Option<usize>,
+}
+
+impl Layout {
+    pub fn for_size(size: usize) -> Layout {
+        let padding = TLV_HEADER + NONCE_LEN;
+        let cos = TLV_HEADER + COS_LEN;
+        if size >= BASE_LEN + cos + padding {
+            Layout {
+                cos: Some(BASE_LEN),
+                nonce: Some(BASE_LEN + cos + TLV_HEADER),
+            }
+        } else if size >= BASE_LEN + padding {
+            Layout {
+                cos: None,
+                nonce: Some(BASE_LEN + TLV_HEADER),
+            }
+        } else {
+            Layout {
+                cos: None,
+                nonce: None,
+            }
+        }
+    }
+
+    /// The smallest packet that carries both TLVs.
+    pub const FULL: usize = BASE_LEN + TLV_HEADER + COS_LEN + TLV_HEADER + NONCE_LEN;
+}
+
+/// Writes a sender's test packet of exactly `size` bytes (at least [`BASE_LEN`]) into
+/// `buf`: the base packet, then the TLVs [`Layout::for_size`] has room for: a CoS TLV
+/// asking for `dscp` and `ecn` back, and Extra Padding carrying `nonce` and `id_seq`.
+pub fn emit_test_packet(
+    buf: &mut Vec<u8>,
+    packet: &TestPacket,
+    size: usize,
+    cos: (u8, u8),
+    nonce: u64,
+    id_seq: u64,
+) {
+    buf.clear();
+    buf.resize(size.max(BASE_LEN), 0);
+    packet.emit(buf);
+    let layout = Layout::for_size(size);
+    if let Some(at) = layout.cos {
+        emit_tlv_header(buf, at, TLV_CLASS_OF_SERVICE, COS_LEN);
+        buf[at + TLV_HEADER] = (cos.0 & 0x3f) << 2;
+        buf[at + TLV_HEADER + 2] = (cos.1 & 3) << 6;
+    }
+    if let Some(value) = layout.nonce {
+        let at = value - TLV_HEADER;
+        emit_tlv_header(buf, at, TLV_EXTRA_PADDING, size - value);
+        buf[value..value + 8].copy_from_slice(&nonce.to_be_bytes());
+        buf[value + 8..value + 16].copy_from_slice(&id_seq.to_be_bytes());
+    }
+}
+
+/// The nonce and sequence number a reply carries in the Extra Padding TLV where
+/// [`emit_test_packet`] put it, if it is there, whole and of the right type.
+pub fn reply_nonce(data: &[u8]) -> Option<(u64, u64)> {
+    let value = Layout::for_size(data.len()).nonce?;
+    let header = data.get(value - TLV_HEADER..value)?;
+    if header[1] != TLV_EXTRA_PADDING
+        || usize::from(u16::from_be_bytes([header[2], header[3]])) != data.len() - value
+    {
+        return None;
+    }
+    Some((u64_at(data, value), u64_at(data, value + 8)))
+}
+
+/// What a reflector's Class of Service TLV says: the DSCP and ECN the request arrived
+/// with (DSCP2, EC2) and RP (the reflector could not use the DSCP asked for on its reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CosSeen {
+    pub dscp: u8,
+    pub ecn: u8,
+    pub rp: u8,
+}
+
+/// The Class of Service TLV of a reply, if the reflector recognised it (U clear) and
+/// filled it.
+pub fn reply_cos(data: &[u8]) -> Option<CosSeen> {
+    let tlv = tlvs(data).find(|t| t.kind == TLV_CLASS_OF_SERVICE)?;
+    if tlv.flags & (FLAG_U | FLAG_M) != 0 || tlv.value.len() != COS_LEN {
+        return None;
+    }
+    let v = tlv.value;
+    Some(CosSeen {
+        dscp: (v[0] & 3) << 4 | v[1] >> 4,
+        ecn: (v[1] >> 2) & 3,
+        rp: v[1] & 3,
+    })
+}
+
+/// What the reflector knows of a request besides its bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// When it arrived (t2).
+    pub at: NtpTime,
+    /// The TTL or hop limit it arrived with, if the kernel said.
+    pub ttl: Option<u8>,
+    /// The TOS or traffic class byte it arrived with (DSCP and ECN), if the kernel said.
+    pub tos: Option<u8>,
+}
+
+/// Turns the request in `packet` into the Session-Reflector's reply, in place and of the
+/// same length: the base reply over the first [`BASE_LEN`] bytes, the TLVs kept with
+/// their flags set as RFC 8972 says (U cleared on the types udpkit knows and set on the
+/// others, M on a malformed one) and the CoS TLV filled with what the request arrived
+/// with. `seq` is the reflector's sequence number; `sent` (t3) and `error` describe the
+/// reflector's clock. Returns `false`, changing nothing, when `packet` is too short to be
+/// a test packet.
+pub fn reflect(
+    packet: &mut [u8],
+    arrival: &Arrival,
+    seq: Option<u32>,
+    sent: NtpTime,
+    error: ErrorEstimate,
+) -> bool {
+    let Some(request) = TestPacket::parse(packet) else {
+        return false;
+    };
+    let reply = Reflected {
+        seq: seq.unwrap_or(request.seq),
+        timestamp: sent,
+        error,
+        ssid: request.ssid,
+        receive: arrival.at,
+        sender_seq: request.seq,
+        sender_timestamp: request.timestamp,
+        sender_error: request.error,
+        sender_ttl: arrival.ttl.unwrap_or(0),
+    };
+    reply.emit(packet);
+    let mut at = BASE_LEN;
+    while let Some(header) = packet.get(at..at + TLV_HEADER) {
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let kind = header[1];
+        let end = at + TLV_HEADER + len;
+        if end > packet.len() {
+            packet[at] |= FLAG_M;
+            break;
+        }
+        match kind {
+            TLV_EXTRA_PADDING => packet[at] &= !FLAG_U,
+            TLV_CLASS_OF_SERVICE if len == COS_LEN => {
+                packet[at] &= !FLAG_U;
+                let value = &mut packet[at + TLV_HEADER..end];
+                let tos = arrival.tos.unwrap_or(0);
+                let (dscp2, ec2) = (tos >> 2, tos & 3);
+                value[0] = (value[0] & 0xfc) | dscp2 >> 4;
+                // RP = 1: the reply keeps the socket's DSCP, not the one asked for.
+                value[1] = (dscp2 & 0x0f) << 4 | ec2 << 2 | 1;
+                // EC1 kept; RPE and the reserved bits zero.
+                value[2] &= 0xc0;
+                value[3] = 0;
+            }
+            TLV_CLASS_OF_SERVICE => packet[at] |= FLAG_M,
+            _ => packet[at] |= FLAG_U,
+        }
+        at = end;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(seq: u32) -> TestPacket {
+        TestPacket {
+            seq,
+            timestamp: NtpTime(0xe8f1_2345_8000_0000),
+            error: ErrorEstimate::for_error(1e-6, true),
+            ssid: 0xbeef,
+        }
+    }
+
+    #[test]
+    fn ntp_time_of_the_unix_epoch_and_back() {
+        assert_eq!(NtpTime::from_unix(Duration::ZERO).0, NTP_UNIX_OFFSET << 32);
+        let t = NtpTime::from_unix(Duration::new(1_700_000_000, 500_000_000));
+        assert_eq!(t.0 & 0xffff_ffff, 1 << 31);
+        let later = t.plus_nanos(1_500);
+        assert_eq!(later.nanos_since(t), 1_500);
+        assert_eq!(t.nanos_since(later), -1_500);
+        // Across the 2036 wrap of the seconds field.
+        let before = NtpTime(0xffff_ffff_8000_0000);
+        let after = before.plus_nanos(1_000_000_000);
+        assert_eq!(after.nanos_since(before), 1_000_000_000);
+    }
+
+    #[test]
+    fn error_estimates_round_up_and_never_say_zero() {
+        let e = ErrorEstimate::for_error(0.0, false);
+        assert_eq!((e.scale, e.multiplier), (0, 1));
+        let e = ErrorEstimate::for_error(1e-6, true);
+        assert!(
+            e.seconds() >= 1e-6 && e.seconds() < 1.01e-6,
+            "{e:?} {}",
+            e.seconds()
+        );
+        let e = ErrorEstimate::for_error(16.0, false);
+        assert!(e.seconds() >= 16.0 && e.seconds() < 16.1);
+        assert_eq!(ErrorEstimate::from_bits(e.to_bits()), e);
+        assert!(ErrorEstimate::for_error(f64::INFINITY, false).seconds() > 1e9);
+    }
+
+    #[test]
+    fn a_request_reflected_in_place_keeps_its_length_and_echoes_the_sender() {
+        let mut buf = Vec::new();
+        emit_test_packet(&mut buf, &sample(7), Layout::FULL, (46, 1), 0x1122, 7);
+        assert_eq!(buf.len(), 72);
+        assert_eq!(TestPacket::parse(&buf), Some(sample(7)));
+        let arrival = Arrival {
+            at: NtpTime(0xe8f1_2345_9000_0000),
+            ttl: Some(63),
+            tos: Some(10 << 2 | 2),
+        };
+        let error = ErrorEstimate::for_error(2e-6, false);
+        let sent = arrival.at.plus_nanos(3_000);
+        assert!(reflect(&mut buf, &arrival, Some(3), sent, error));
+        assert_eq!(buf.len(), 72);
+        let r = Reflected::parse(&buf).unwrap();
+        assert_eq!(
+            r,
+            Reflected {
+                seq: 3,
+                timestamp: sent,
+                error,
+                ssid: 0xbeef,
+                receive: arrival.at,
+                sender_seq: 7,
+                sender_timestamp: sample(7).timestamp,
+                sender_error: sample(7).error,
+                sender_ttl: 63,
+            }
+        );
+        assert_eq!(reply_nonce(&buf), Some((0x1122, 7)));
+        assert_eq!(
+            reply_cos(&buf),
+            Some(CosSeen {
+                dscp: 10,
+                ecn: 2,
+                rp: 1
+            })
+        );
+        let flags: Vec<u8> = tlvs(&buf).map(|t| t.flags).collect();
+        assert_eq!(flags, [0, 0]);
+    }
+
+    #[test]
+    fn small_packets_give_up_the_cos_tlv_then_the_nonce() {
+        assert_eq!(
+            Layout::for_size(44),
+            Layout {
+                cos: None,
+                nonce: None
+            }
+        );
+        assert_eq!(Layout::for_size(63).nonce, None);
+        assert_eq!(
+            Layout::for_size(64),
+            Layout {
+                cos: None,
+                nonce: Some(48)
+            }
+        );
+        assert_eq!(Layout::for_size(71).cos, None);
+        assert_eq!(Layout::for_size(72).cos, Some(44));
+        for size in [44, 50, 63, 64, 71, 72, 1000] {
+            let mut buf = Vec::new();
+            emit_test_packet(&mut buf, &sample(1), size, (0, 0), 9, 1);
+            assert_eq!(buf.len(), size);
+            assert_eq!(reply_nonce(&buf).is_some(), size >= 64);
+        }
+    }
+
+    #[test]
+    fn unknown_and_malformed_tlvs_are_flagged_and_short_packets_refused() {
+        let mut buf = Vec::new();
+        emit_test_packet(&mut buf, &sample(1), 44, (0, 0), 0, 0);
+        // An unknown TLV (type 200, 4 bytes), then one whose length runs past the end.
+        buf.extend_from_slice(&[0, 200, 0, 4, 1, 2, 3, 4, 0, 1, 0, 99, 5]);
+        let arrival = Arrival::default();
+        let e = ErrorEstimate::for_error(1.0, false);
+        assert!(reflect(&mut buf, &arrival, None, NtpTime(1), e));
+        assert_eq!(buf[44], FLAG_U);
+        assert_eq!(buf[52], FLAG_M);
+        assert_eq!(
+            Reflected::parse(&buf).unwrap().seq,
+            1,
+            "stateless: the sender's"
+        );
+        let mut short = vec![0u8; 43];
+        assert!(!reflect(&mut short, &arrival, None, NtpTime(1), e));
+        assert_eq!(short, vec![0u8; 43]);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = TestPacket::parse(&data);
+            let _ = Reflected::parse(&data);
+            let _ = reply_nonce(&data);
+            let _ = reply_cos(&data);
+            let _ = tlvs(&data).count();
+        }
+
+        #[test]
+        fn reflecting_anything_never_panics_nor_changes_its_length(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            ttl in proptest::option::of(any::<u8>()),
+            tos in proptest::option::of(any::<u8>()),
+        ) {
+            let mut packet = data.clone();
+            let arrival = Arrival { at: NtpTime(5), ttl, tos };
+            let e = ErrorEstimate::for_error(1e-3, false);
+            let ok = reflect(&mut packet, &arrival, None, NtpTime(6), e);
+            prop_assert_eq!(packet.len(), data.len());
+            prop_assert_eq!(ok, data.len() >= BASE_LEN);
+            if ok {
+                let r = Reflected::parse(&packet).unwrap();
+                let s = TestPacket::parse(&data).unwrap();
+                prop_assert_eq!(r.sender_seq, s.seq);
+                prop_assert_eq!(r.sender_timestamp, s.timestamp);
+                prop_assert_eq!(r.ssid, s.ssid);
+            }
+        }
+
+        #[test]
+        fn test_packets_round_trip(
+            seq in any::<u32>(), t in any::<u64>(), bits in any::<u16>(), ssid in any::<u16>(),
+            size in BASE_LEN..400usize, nonce in any::<u64>(), id in any::<u64>(),
+        ) {
+            let packet = TestPacket { seq, timestamp: NtpTime(t), error: ErrorEstimate::from_bits(bits & 0xbfff), ssid };
+            let mut buf = Vec::new();
+            emit_test_packet(&mut buf, &packet, size, (1, 1), nonce, id);
+            prop_assert_eq!(buf.len(), size);
+            prop_assert_eq!(TestPacket::parse(&buf), Some(packet));
+            prop_assert_eq!(reply_nonce(&buf), (size >= 64).then_some((nonce, id)));
+        }
+
+        #[test]
+        fn nanoseconds_round_trip(t in any::<u64>(), nanos in -4_000_000_000_000i64..4_000_000_000_000) {
+            let moved = NtpTime(t).plus_nanos(nanos);
+            prop_assert_eq!(moved.nanos_since(NtpTime(t)), nanos);
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Echo (RFC 862) and STAMP (RFC 8762/8972) against peers udpkit did not write: a Python
+//! echo server, socat's, and the `stamp-suite` crate's Session-Sender and
+//! Session-Reflector, in both directions; and udpkit's own echo server and reflector
+//! against bad input and the book's lossy peer.
+//!
+//! A peer that is not installed makes its test say so and skip, except under CI
+//! (`CI=true`), whose `.ci/run` installs them all: there a missing peer fails the test.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A peer's program, or `None` (said) where it is not installed; a failure under CI.
+fn peer(name: &str, env: &str, test: &str) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os(env)
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin").join(name));
+    }
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        let why = format!("skipped {test}: {name} is not installed (set {env} to its path)");
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+        println!("{why}");
+    }
+    found
+}
+
+/// A Python echo server on a port of the kernel's choosing, with its address.
+fn python_echo() -> (Running, SocketAddr) {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-u",
+        "-c",
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('127.0.0.1', 0))\n\
+         print(s.getsockname()[1])\n\
+         while True:\n\
+         \x20   data, peer = s.recvfrom(65535)\n\
+         \x20   s.sendto(data, peer)\n",
+    ]);
+    let mut proc = Running::start(cmd);
+    let port: u16 = proc.line().trim().parse().expect("a port");
+    (proc, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// socat echoing through a pipe (`socat UDP-LISTEN:PORT,fork PIPE`), as a user would.
+fn socat_echo(test: &str) -> Option<(Running, SocketAddr)> {
+    let socat = peer("socat", "UDPKIT_SOCAT", test)?;
+    let port = free_port();
+    let mut cmd = Command::new(socat);
+    cmd.args([
+        "-b",
+        "65536",
+        &format!("UDP4-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+        "PIPE",
+    ]);
+    let proc = Running::start(cmd);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready once it echoes.
+    let socket = test_socket("127.0.0.1:0");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for _ in 0..100 {
+        let _ = socket.send_to(b"ready?", addr);
+        let mut buf = [0u8; 16];
+        if socket.recv_from(&mut buf).is_ok() {
+            return Some((proc, addr));
+        }
+    }
+    panic!("socat did not start echoing on {addr}");
+}
+
+fn ping_bench_mtu_speak_echo(addr: SocketAddr, window: &str) {
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &["--protocol", "echo", "-c", "5", "-i", "0.02"],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 5, "{v}");
+    assert_eq!(v["authenticated"], true, "an echo repeats the ID: {v}");
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &["--protocol", "echo", "-n", "300", "--window", window],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 300, "{v}");
+    assert_eq!(
+        (v["bad"].as_u64(), v["forged"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    let (code, v) = json_to("mtu", addr, &["--protocol", "echo", "-W", "0.2"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["payload"], 65507,
+        "loopback carries the largest datagram: {v}"
+    );
+}
+
+#[test]
+fn ping_bench_and_mtu_speak_echo_to_a_python_echo_server() {
+    let (_server, addr) = python_echo();
+    ping_bench_mtu_speak_echo(addr, "16");
+    // The seed's protocol against an echo server: every reply is bad, none is credited.
+    let (code, v) = json_to("ping", addr, &["-c", "2", "-i", "0.02", "-W", "0.2"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["received"], 0, "{v}");
+    assert_eq!(v["bad"], 2, "{v}");
+}
+
+#[test]
+fn ping_bench_and_mtu_speak_echo_to_socat() {
+    let test = "ping_bench_and_mtu_speak_echo_to_socat";
+    let Some((_server, addr)) = socat_echo(test) else {
+        return;
+    };
+    // socat echoes through a byte pipe, which joins datagrams that wait in it together:
+    // one request at a time.
+    ping_bench_mtu_speak_echo(addr, "1");
+}
+
+#[test]
+fn udpkit_echoes_every_datagram_unchanged_and_counts_it() {
+    let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "echo"]);
+    let socket = test_socket("127.0.0.1:0");
+    for data in [&b""[..], b"x", b"The time is now", &[0u8, 255, 10, 13][..]] {
+        assert_eq!(ask(&socket, addr, data), data);
+    }
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &[
+            "--protocol",
+            "echo",
+            "-n",
+            "5000",
+            "--window",
+            "64",
+            "-s",
+            "1000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 5000, "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    let s = json_summary(&mut server);
+    assert_eq!(s["replied"], s["received"], "{s}");
+    assert_eq!(
+        s["bytes_out"], s["bytes_in"],
+        "an echo is never longer: {s}"
+    );
+}
+
+/// stamp-suite's last line of JSON output: its summary.
+fn stamp_suite_summary(out: &std::process::Output) -> serde_json::Value {
+    let text = stdout(out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"summary\""))
+        .unwrap_or_else(|| panic!("no summary from stamp-suite: {text}; {}", stderr(out)));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn stamp_suites_sender_measures_udpkits_reflector_and_both_agree() {
+    let test = "stamp_suites_sender_measures_udpkits_reflector_and_both_agree";
+    let Some(stamp_suite) = peer("stamp-suite", "UDPKIT_STAMP_SUITE", test) else {
+        return;
+    };
+    for stateful in [false, true] {
+        let mut args = vec![
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-q",
+            "--json",
+            "--protocol",
+            "stamp",
+        ];
+        if stateful {
+            args.push("--stateful");
+        }
+        let (mut server, addr) = udpkit_server(&args);
+        let mut cmd = Command::new(&stamp_suite);
+        cmd.args(["-r", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-c", "20", "-d", "5", "-L", "2", "--output-format", "json"])
+            .args(["--ssid", "77", "--cos", "--dscp", "10"]);
+        let out = run_for(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v = stamp_suite_summary(&out);
+        assert_eq!(v["packets_sent"], 20, "{v}");
+        assert_eq!(v["packets_received"], 20, "{v}");
+        let m = &v["measurements"];
+        // Stateless: the sender's own numbers back (0..19 either way); stateful: ours.
+        assert_eq!(m["last_reflector_sequence"], 19, "{v}");
+        assert_eq!(m["tlv_validation"]["rejected_replies"], 0, "{v}");
+        assert_eq!(m["tlv_validation"]["flags"]["unrecognized"], 0, "{v}");
+        // One host, one clock: the one-way delays are real, so never negative.
+        assert!(v["owd"]["forward_min_ms"].as_f64().unwrap() >= 0.0, "{v}");
+        assert!(v["owd"]["reverse_min_ms"].as_f64().unwrap() >= 0.0, "{v}");
+        let s = json_summary(&mut server);
+        assert_eq!(s["received"], 20, "{s}");
+        assert_eq!(s["replied"], 20, "both sides count the same 20: {s}");
+        assert_eq!(
+            s["bytes_out"], s["bytes_in"],
+            "never longer than the request: {s}"
+        );
+    }
+}
+
+#[test]
+fn udpkit_pings_stamp_suites_reflector_and_both_agree() {
+    let test = "udpkit_pings_stamp_suites_reflector_and_both_agree";
+    let Some(stamp_suite) = peer("stamp-suite", "UDPKIT_STAMP_SUITE", test) else {
+        return;
+    };
+    let port = free_port();
+    let mut cmd = Command::new(&stamp_suite);
+    cmd.args([
+        "-i",
+        "-S",
+        "127.0.0.1",
+        "-o",
+        &port.to_string(),
+        "--stateful-reflector",
+    ]);
+    let mut reflector = Running::start(cmd);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready once it reflects.
+    let mut ready = false;
+    for _ in 0..50 {
+        let (_, v) = json_to(
+            "ping",
+            addr,
+            &["--protocol", "stamp", "-c", "1", "-W", "0.1"],
+        );
+        if v["received"] == 1 {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "stamp-suite's reflector never answered");
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "-c",
+            "20",
+            "-i",
+            "0.01",
+            "--ttl",
+            "33",
+            "--dscp",
+            "10",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 20, "{v}");
+    // stamp-suite echoes TLVs: udpkit's nonce came back, every reply is authenticated.
+    assert_eq!(v["authenticated"], true, "{v}");
+    let s = &v["stamp"];
+    assert_eq!(s["ttl_sent"], 33, "{v}");
+    assert_eq!(s["ttl_seen"]["min"], 33, "the reflector saw our TTL: {v}");
+    assert_eq!(s["cos_seen"]["dscp"], 10, "the reflector saw our DSCP: {v}");
+    assert_eq!(s["cos_seen"]["ecn"], 0, "{v}");
+    assert_eq!(s["remarked"], false, "{v}");
+    assert_eq!(s["one_way"], "exact", "{v}");
+    assert_eq!(s["loss_forward"], 0, "{v}");
+    assert!(s["forward_ms"]["min"].as_f64().unwrap() >= 0.0, "{v}");
+    signal(&reflector, libc::SIGINT);
+    let (_, err) = reflector.wait();
+    let said = reflector
+        .lines_within(Duration::from_millis(200))
+        .join("\n")
+        + &err;
+    // Its count and ours: the readiness probes and the 20.
+    let reflected = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Total packets reflected: "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no count from the reflector: {said}"));
+    // The one readiness probe it answered, then the 20, every one of which udpkit received.
+    assert_eq!(reflected, 21, "{said}");
+}
+
+#[test]
+fn a_stateful_reflector_splits_the_books_lossy_peer_by_direction() {
+    // Requests dropped before the reflector sees them (--drop-rate, udp_remote.py's
+    // habit) are lost on the way there; replies dropped by a relay on the way back are
+    // lost on the way back. udpkit's sender tells them apart.
+    let (_server, addr) = udpkit_server(&[
+        "-p",
+        "0",
+        "-q",
+        "--protocol",
+        "stamp",
+        "--stateful",
+        "--drop-rate",
+        "0.3",
+        "--seed",
+        "5",
+    ]);
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "-c",
+            "60",
+            "-i",
+            "0.005",
+            "-W",
+            "0.3",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    let lost = v["sent"].as_u64().unwrap() - v["received"].as_u64().unwrap();
+    assert!(lost > 5, "{v}");
+    let s = &v["stamp"];
+    let (fwd, back, unknown) = (
+        s["loss_forward"].as_u64().unwrap(),
+        s["loss_backward"].as_u64().unwrap(),
+        s["loss_unknown_direction"].as_u64().unwrap(),
+    );
+    assert_eq!(back, 0, "nothing was lost on the way back: {v}");
+    assert_eq!(fwd + unknown, lost, "{v}");
+
+    // Both at once, against the counts of those who dropped them: the server's and the
+    // relay's. Requests after the last reply the reflector counted are of unknown way.
+    let (mut server, addr) = udpkit_server(&[
+        "-p",
+        "0",
+        "-q",
+        "--json",
+        "--protocol",
+        "stamp",
+        "--stateful",
+        "--drop-rate",
+        "0.3",
+        "--seed",
+        "7",
+    ]);
+    let (mut relay, via) = udpkit_relay(
+        addr,
+        &[
+            "--drop",
+            "0.3",
+            "--direction",
+            "down",
+            "--seed",
+            "9",
+            "--json",
+        ],
+    );
+    let (_, v) = json_to(
+        "ping",
+        via,
+        &[
+            "--protocol",
+            "stamp",
+            "-c",
+            "80",
+            "-i",
+            "0.005",
+            "-W",
+            "0.3",
+        ],
+    );
+    let lost = v["sent"].as_u64().unwrap() - v["received"].as_u64().unwrap();
+    let s = &v["stamp"];
+    let (fwd, back, unknown) = (
+        s["loss_forward"].as_u64().expect("a split"),
+        s["loss_backward"].as_u64().unwrap(),
+        s["loss_unknown_direction"].as_u64().unwrap(),
+    );
+    assert_eq!(fwd + back + unknown, lost, "{v}");
+    let dropped_there = json_summary(&mut server)["dropped_simulated"]
+        .as_u64()
+        .unwrap();
+    let r = json_summary(&mut relay);
+    let dropped_back = r["down"]["dropped"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        fwd <= dropped_there && dropped_there <= fwd + unknown,
+        "{dropped_there}: {v}"
+    );
+    assert!(
+        back <= dropped_back && dropped_back <= back + unknown,
+        "{dropped_back}: {v}"
+    );
+}
+
+#[test]
+fn a_stateless_reflector_does_not_pretend_to_know_which_way() {
+    let (_server, addr) = udpkit_server(&[
+        "-p",
+        "0",
+        "-q",
+        "--protocol",
+        "stamp",
+        "--drop-rate",
+        "0.3",
+        "--seed",
+        "5",
+    ]);
+    let (_, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "-c",
+            "40",
+            "-i",
+            "0.005",
+            "-W",
+            "0.3",
+        ],
+    );
+    assert!(v["received"].as_u64().unwrap() < 40, "{v}");
+    assert!(v["stamp"]["loss_forward"].is_null(), "{v}");
+    assert!(v["stamp"]["loss_direction_unknown_why"].is_string(), "{v}");
+}
+
+#[test]
+fn short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_goes_on() {
+    let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "stamp"]);
+    let socket = test_socket("127.0.0.1:0");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    for bad in [&b""[..], b"x", &[0u8; 43][..]] {
+        socket.send_to(bad, addr).unwrap();
+    }
+    let mut buf = [0u8; 100];
+    assert!(
+        socket.recv_from(&mut buf).is_err(),
+        "a short packet was answered"
+    );
+    // Garbage of 44 bytes and more is a test packet (RFC 8762 reads any bytes): answered,
+    // same length, with malformed TLVs flagged.
+    let mut garbage = vec![0xffu8; 60];
+    garbage[..4].copy_from_slice(&[0, 0, 0, 1]);
+    assert_eq!(ask(&socket, addr, &garbage).len(), 60);
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &["--protocol", "stamp", "-c", "3", "-i", "0.01"],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 3, "{v}");
+    let s = json_summary(&mut server);
+    assert_eq!(s["malformed"], 3, "{s}");
+    assert_eq!(s["replied"], 4, "{s}");
+}
+
+#[test]
+fn forged_stamp_replies_are_never_counted() {
+    // A forger answers every request first, with the right sequence number, SSID and even
+    // udpkit's nonce, but not the request's exact timestamp; the genuine reply follows.
+    let server = Scripted::start(|socket, peer, request, _| {
+        let mut forged = request.to_vec();
+        forged[4..12].fill(0); // a guessed timestamp
+        let arrival = udpkit::wire::stamp::Arrival::default();
+        let e = udpkit::wire::stamp::ErrorEstimate::for_error(1e-6, true);
+        let now = udpkit::wire::stamp::NtpTime::now();
+        assert!(udpkit::wire::stamp::reflect(
+            &mut forged,
+            &arrival,
+            None,
+            now,
+            e
+        ));
+        socket.send_to(&forged, peer).unwrap();
+        let mut genuine = request.to_vec();
+        udpkit::wire::stamp::reflect(&mut genuine, &arrival, None, now, e);
+        std::thread::sleep(Duration::from_millis(5));
+        socket.send_to(&genuine, peer).unwrap();
+    });
+    let (code, v) = json_to(
+        "ping",
+        server.addr,
+        &["--protocol", "stamp", "-c", "5", "-i", "0.02"],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 5, "{v}");
+    assert_eq!(v["forged"], 5, "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    assert!(
+        v["rtt_ms"]["min"].as_f64().unwrap() >= 4.0,
+        "a forged reply's time counted: {v}"
+    );
+}
+
+#[test]
+fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let out = run(udpkit_to(
+        "ping",
+        addr,
+        &["--protocol", "stamp", "-s", "40", "-c", "1"],
+    ));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at least 44 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run({
+        let mut cmd = udpkit();
+        cmd.args(["server", "-p", "0", "--stateful"]);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--protocol stamp"),
+        "{}",
+        stderr(&out)
+    );
+}
