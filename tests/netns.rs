@@ -596,3 +596,89 @@ fn requests_a_local_firewall_refuses_are_said_and_counted_lost() {
         assert_eq!(v["lost"], v["not_sent"], "{gso:?}: {v}");
     }
 }
+
+#[test]
+fn stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking() {
+    let test = "stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    if !has_nft(test) {
+        return;
+    }
+    let (a, m, b) = lab.in_a_row();
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q", "--protocol", "stamp"]);
+    let ping = |lab: &Lab| {
+        let out = run(lab.udpkit(
+            &a,
+            &[
+                "ping",
+                "203.0.113.2",
+                "-p",
+                &port.to_string(),
+                "--protocol",
+                "stamp",
+                "-c",
+                "3",
+                "-i",
+                "0.05",
+                "--ttl",
+                "20",
+                "--dscp",
+                "46",
+                "--json",
+            ],
+        ));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(v["received"], 3, "{v}");
+        v
+    };
+    // One router on the way: the requests arrive with one less TTL, and their DSCP.
+    let v = ping(&lab);
+    let s = &v["stamp"];
+    assert_eq!(s["ttl_sent"], 20, "{v}");
+    assert_eq!(s["ttl_seen"]["min"], 19, "one router: {v}");
+    assert_eq!(s["ttl_seen"]["max"], 19, "{v}");
+    assert_eq!(s["cos_seen"]["dscp"], 46, "{v}");
+    assert_eq!(s["remarked"], false, "{v}");
+    // The router now re-marks everything it forwards to best effort's lower class (CS1).
+    lab.nft(
+        &m,
+        "table ip remark {\n\
+           chain forward {\n\
+             type filter hook forward priority 0; policy accept;\n\
+             ip daddr 203.0.113.2 ip dscp set cs1\n\
+           }\n\
+         }\n",
+    )
+    .unwrap();
+    let v = ping(&lab);
+    let s = &v["stamp"];
+    assert_eq!(s["cos_seen"]["dscp"], 8, "re-marked to CS1: {v}");
+    assert_eq!(s["remarked"], true, "{v}");
+    let text = stdout(&run(lab.udpkit(
+        &a,
+        &[
+            "ping",
+            "203.0.113.2",
+            "-p",
+            &port.to_string(),
+            "--protocol",
+            "stamp",
+            "-c",
+            "2",
+            "-i",
+            "0.05",
+            "--ttl",
+            "20",
+            "--dscp",
+            "46",
+        ],
+    )));
+    assert!(
+        text.contains("TTL 19 (sent with 20: 1 router on the way)")
+            && text.contains("DSCP 8 ECN 0 (sent DSCP 46 ECN 0: re-marked on the way there)"),
+        "{text}"
+    );
+}

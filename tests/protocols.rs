@@ -24,6 +24,9 @@ fn peer(name: &str, env: &str, test: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     }
+    if let Some(cargo) = std::env::var_os("CARGO_HOME") {
+        candidates.push(PathBuf::from(cargo).join("bin").join(name));
+    }
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(PathBuf::from(home).join(".cargo/bin").join(name));
     }

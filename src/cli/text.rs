@@ -147,7 +147,8 @@ pub fn stamp_summary(s: &StampReport, unit_ns: f64, unit: &str, digits: usize) -
                     format!("{} to {}", hops(hi), hops(lo))
                 };
                 seen.push(format!(
-                    "{range} (sent with {sent}: {h} routers on the way)"
+                    "{range} (sent with {sent}: {h} router{} on the way)",
+                    if h == "1" { "" } else { "s" }
                 ));
             }
             _ => seen.push(range),
@@ -277,12 +278,13 @@ pub fn bench_summary(r: &bench::Report) -> String {
     text
 }
 
-/// The server's counters as one sentence.
+/// The server's counters as one sentence (requests not of the server's protocol, only
+/// when there were some).
 pub fn server_stats(r: &Stats) -> String {
-    format!(
+    let mut text = format!(
         "{} received ({} bytes), {} replied ({} bytes), {} dropped on purpose \
              ({} simulated, {} rate-limited), {} slipped past the limit, {} failed sends, \
-             {} dropped by the kernel, {} malformed",
+             {} dropped by the kernel",
         r.received,
         r.bytes_in,
         r.replied,
@@ -293,8 +295,11 @@ pub fn server_stats(r: &Stats) -> String {
         r.slipped,
         r.send_failed,
         r.kernel_drops,
-        r.malformed,
-    )
+    );
+    if r.malformed > 0 {
+        text.push_str(&format!(", {} malformed (not answered)", r.malformed));
+    }
+    text
 }
 
 /// The relay's counters as one line.

@@ -368,7 +368,11 @@ impl Worker<'_> {
             let mut used = 0;
             // STAMP: the reflector's clock, read once a batch (t3, and t2 where the kernel
             // gave no receive time), and its error estimate, once a second.
-            let wall = NtpTime::now();
+            let wall = if self.protocol == Protocol::Stamp {
+                NtpTime::now()
+            } else {
+                NtpTime::default()
+            };
             if self.protocol == Protocol::Stamp
                 && clock_read.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
             {
