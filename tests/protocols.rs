@@ -542,3 +542,78 @@ fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
         stderr(&out)
     );
 }
+
+#[test]
+fn stamp_over_ipv6_reports_the_hop_limit_and_traffic_class_that_arrived() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        println!("skipped: no IPv6 loopback here");
+        return;
+    }
+    for host in ["::1", "::"] {
+        let (_server, addr) = udpkit_server(&[host, "-p", "0", "-q", "--protocol", "stamp"]);
+        let to = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()));
+        let (code, v) = json_to(
+            "ping",
+            to,
+            &[
+                "--protocol",
+                "stamp",
+                "-c",
+                "3",
+                "-i",
+                "0.01",
+                "--hop-limit",
+                "7",
+                "--tos",
+                "41",
+            ],
+        );
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(v["received"], 3, "{v}");
+        assert_eq!(v["authenticated"], true, "{v}");
+        let s = &v["stamp"];
+        assert_eq!(s["ttl_seen"]["min"], 7, "bound to {host}: {v}");
+        // TOS 41: DSCP 10, ECN 1 (ECT(1)).
+        assert_eq!(s["cos_seen"]["dscp"], 10, "bound to {host}: {v}");
+        assert_eq!(s["cos_seen"]["ecn"], 1, "bound to {host}: {v}");
+        assert_eq!(s["one_way"], "exact", "{v}");
+    }
+}
+
+#[test]
+fn mtu_and_bench_speak_stamp_without_a_single_false_forgery() {
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp", "--stateful"]);
+    let (code, v) = json_to("mtu", addr, &["--protocol", "stamp", "-W", "0.2"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["payload"], 65507, "{v}");
+    assert_eq!(
+        v["forged"], 0,
+        "probes too small for the nonce are not forgeries: {v}"
+    );
+    assert_eq!(v["authenticated"], true, "{v}");
+    let (code, v) = json_to(
+        "bench",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "-n",
+            "4000",
+            "--flows",
+            "4",
+            "--threads",
+            "2",
+            "--window",
+            "16",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 4000, "{v}");
+    assert_eq!(
+        (v["forged"].as_u64(), v["bad"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["stamp"]["loss_forward"], 0, "{v}");
+    assert_eq!(v["stamp"]["one_way"], "exact", "{v}");
+}

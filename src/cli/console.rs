@@ -14,10 +14,46 @@ use std::collections::HashMap;
 use udpkit::addr as net;
 use udpkit::serve::{Observer, Prefix};
 use udpkit::wire as quote;
+use udpkit::wire::{Protocol, stamp};
 
 /// `Listening at 127.0.0.1:1060`
 pub fn listening(addr: SocketAddr) -> String {
     format!("Listening at {}", net::shown(addr))
+}
+
+/// `Listening at 127.0.0.1:862 (STAMP Session-Reflector, stateful)`: the seed's line,
+/// with the protocol after it when it is not the seed's.
+pub fn listening_speaking(addr: SocketAddr, protocol: Protocol, stateful: bool) -> String {
+    let what = match (protocol, stateful) {
+        (Protocol::Seed, _) => return listening(addr),
+        (Protocol::Echo, _) => "echo, RFC 862",
+        (Protocol::Stamp, false) => "STAMP Session-Reflector, stateless",
+        (Protocol::Stamp, true) => "STAMP Session-Reflector, stateful",
+    };
+    format!("{} ({what})", listening(addr))
+}
+
+/// `STAMP test packet seq=0 ssid=7 from 127.0.0.1:52616 (72 bytes)`, or why it is none.
+pub fn stamp_packet(line: &mut String, peer: SocketAddr, data: &[u8]) {
+    let peer = net::shown(peer);
+    match stamp::TestPacket::parse(data) {
+        Some(p) => {
+            let _ = write!(
+                line,
+                "STAMP test packet seq={} ssid={} from {peer} ({} bytes)",
+                p.seq,
+                p.ssid,
+                data.len()
+            );
+        }
+        None => {
+            let _ = write!(
+                line,
+                "{} bytes from {peer}: too short for a STAMP test packet (44), not answered",
+                data.len()
+            );
+        }
+    }
 }
 
 /// `The client at 127.0.0.1:52616 says 'The time is ...'`
@@ -67,6 +103,8 @@ pub struct Console<O: Write, E: Write> {
     unreported: u64,
     /// Prefixes told of being rate-limited, and when (bounded by `NOTICES`).
     limited: HashMap<Prefix, Instant>,
+    /// What the server speaks: a STAMP packet gets a line of its own, not its bytes.
+    protocol: Protocol,
 }
 
 /// A rate-limited prefix is told of on stderr at most once in this long.
@@ -96,7 +134,14 @@ impl<O: Write, E: Write> Console<O, E> {
             last_failure: None,
             unreported: 0,
             limited: HashMap::new(),
+            protocol: Protocol::Seed,
         }
+    }
+
+    /// Lines for a server speaking `protocol`.
+    pub fn speaking(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     fn emit(&mut self, format: impl FnOnce(&mut String)) -> io::Result<()> {
@@ -119,6 +164,9 @@ impl<O: Write, E: Write> Console<O, E> {
 
 impl<O: Write, E: Write> Observer for Console<O, E> {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        if self.protocol == Protocol::Stamp {
+            return self.emit(|line| stamp_packet(line, peer, data));
+        }
         self.emit(|line| client_says(line, peer, data))
     }
 

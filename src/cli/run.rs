@@ -119,7 +119,12 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             "protocol": args.protocol.as_str(),
         }),
     )?;
-    writeln!(out, "{}", console::listening(server.local_addr())).map_err(output)?;
+    writeln!(
+        out,
+        "{}",
+        console::listening_speaking(server.local_addr(), args.protocol, args.stateful)
+    )
+    .map_err(output)?;
     out.flush().map_err(output)?;
     if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
         eprintln!(
@@ -155,6 +160,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         let worker = scope.spawn(|| {
             server.run(&stop, || {
                 Console::new(io::stdout(), io::stderr(), args.quiet, line_by_line)
+                    .speaking(args.protocol)
             })
         });
         let mut next = args.stats.map(|period| (started + period, period));

@@ -646,9 +646,12 @@ impl Flow {
         if slot.t1 != r.sender_timestamp || (r.ssid != self.stamp.ssid && r.ssid != 0) {
             return Outcome::Forged;
         }
+        // Only a request with room for the nonce carries one: a reply to a smaller one is
+        // unverified whatever the reflector has proved.
+        let carries_nonce = stamp::Layout::for_size(slot.len).nonce.is_some();
         let verified = match stamp::reply_nonce(data) {
             Some((nonce, id_seq)) if nonce == self.nonce && id_seq == seq => true,
-            _ if self.matching == Matching::Ids => return Outcome::Forged,
+            _ if carries_nonce && self.matching == Matching::Ids => return Outcome::Forged,
             _ => false,
         };
         if verified && self.matching == Matching::Unknown {
@@ -714,8 +717,12 @@ impl Flow {
     /// length alone is revoked, its request waiting (or timed out) again.
     fn prove_ids(&mut self) {
         self.matching = Matching::Ids;
+        let stamp = self.protocol == Protocol::Stamp;
         for slot in self.slots.iter_mut() {
-            if slot.state == State::Answered && slot.unverified {
+            // A STAMP request too small for the nonce could not have had it echoed: its
+            // answer stays unverified rather than being called forged.
+            let could_prove = !stamp || stamp::Layout::for_size(slot.len).nonce.is_some();
+            if slot.state == State::Answered && slot.unverified && could_prove {
                 self.revoked.answers += 1;
                 self.revoked.late += u64::from(slot.late);
                 slot.unverified = false;
@@ -940,6 +947,42 @@ mod tests {
             Outcome::Answer { seq: 0, .. }
         ));
         assert_eq!(flow.on_reply(b"short", t), Outcome::Bad);
+    }
+
+    #[test]
+    fn a_small_stamp_probe_answered_before_the_nonce_is_proven_is_not_called_forged() {
+        // mtu's way: an exact flow whose probes change size.
+        let t = Instant::now();
+        let mut flow = Flow::exact(44, 64);
+        flow.set_protocol(Protocol::Stamp, (0, 0));
+        let small = send(&mut flow, t);
+        assert!(matches!(
+            flow.on_reply(&reflect(&small, false), t),
+            Outcome::Answer {
+                verified: false,
+                ..
+            }
+        ));
+        flow.set_size(100);
+        let big = send(&mut flow, t);
+        assert!(matches!(
+            flow.on_reply(&reflect(&big, false), t),
+            Outcome::Answer { verified: true, .. }
+        ));
+        assert_eq!(
+            flow.take_revoked(),
+            Revoked::default(),
+            "nothing to take back"
+        );
+        flow.set_size(50);
+        let small = send(&mut flow, t);
+        assert!(matches!(
+            flow.on_reply(&reflect(&small, false), t),
+            Outcome::Answer {
+                verified: false,
+                ..
+            }
+        ));
     }
 
     #[test]
