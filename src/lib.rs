@@ -33,7 +33,7 @@
 //! ```
 //!
 //! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
-//! [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
+//! [`stream::stream`], [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
 //! and report, and the load engine under ping, bench and mtu is [`load::engine`];
 //! ARCHITECTURE.md in the repository says where everything lives.
 //!
@@ -57,4 +57,4 @@ pub use io::icmp::{IcmpCounts, IcmpError};
 pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
 pub use stop::Stop;
 pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
-pub use tools::{bench, client, discover, mtu, ping, relay};
+pub use tools::{bench, client, discover, mtu, ping, relay, stream};

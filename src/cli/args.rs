@@ -36,6 +36,9 @@ pub enum Command {
     Ping(PingArgs),
     /// Load a server: requests per second, loss and latency percentiles
     Bench(BenchArgs),
+    /// Send a one-way stream at a rate (or, --reverse, have the server send one): how much
+    /// gets through, loss, duplicates, reordering, jitter, as iperf3 -u does, over UDP alone
+    Stream(StreamArgs),
     /// Find the servers on the local network: one request to a broadcast address
     Discover(DiscoverArgs),
     /// Find the largest datagram that reaches a server unfragmented (path MTU)
@@ -212,6 +215,53 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// The server's address or host name (`udpkit server`, any --protocol)
+    pub host: String,
+    /// The server's UDP port
+    #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Bits a second of UDP payload, with K, M or G (1000s): 100M, 1.5G
+    #[arg(short = 'b', long = "rate", value_name = "BITS[KMG]", value_parser = bits_per_second, conflicts_with = "pps", default_value = "1M")]
+    pub rate: f64,
+    /// Datagrams a second, instead of --rate
+    #[arg(long = "pps", value_name = "N", value_parser = per_second)]
+    pub pps: Option<f64>,
+    /// Bytes of UDP payload in each datagram (34 to 65507)
+    #[arg(short = 's', value_name = "SIZE", default_value_t = 1400,
+          value_parser = clap::value_parser!(u16).range(34..=65507))]
+    pub size: u16,
+    /// Seconds to send for (default 10, unless -n is given)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = seconds, conflicts_with = "count")]
+    pub duration: Option<Duration>,
+    /// Datagrams to send in all
+    #[arg(short = 'n', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// The server sends, to this client's own address and port (works from behind NAT)
+    #[arg(short = 'R', long = "reverse")]
+    pub reverse: bool,
+    /// Seconds between interval reports
+    #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub interval: Duration,
+    /// The TOS byte of every datagram this client sends (DSCP times 4 plus ECN)
+    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp")]
+    pub tos: Option<u8>,
+    /// The DSCP of every datagram this client sends, 0 to 63
+    #[arg(long = "dscp", value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
+    pub dscp: Option<u8>,
+    /// Send one datagram a system call, without UDP segmentation offload (and receive
+    /// without GRO)
+    #[arg(long = "no-gso")]
+    pub no_gso: bool,
+    /// Print the summary as one JSON object (with every interval)
+    #[arg(long = "json", conflicts_with = "json_lines")]
+    pub json: bool,
+    /// Print one JSON object per interval as it ends, then the summary's
+    #[arg(long = "json-lines")]
+    pub json_lines: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RelayArgs {
     /// Address to listen on for clients, HOST:PORT (port 0: a free one, printed)
     #[arg(long = "listen", value_name = "ADDR:PORT")]
@@ -240,6 +290,10 @@ pub struct RelayArgs {
     /// Seed for the random choices, for a reproducible run
     #[arg(long = "seed", value_name = "N")]
     pub seed: Option<u64>,
+    /// Impair only datagrams of at least this many bytes: smaller ones (a protocol's
+    /// control messages, acknowledgements) pass untouched and uncounted
+    #[arg(long = "impair-from", value_name = "BYTES", default_value_t = 0)]
+    pub impair_from: usize,
     /// Impair requests (up), replies (down) or both
     #[arg(long = "direction", value_name = "up|down|both", default_value = "both", value_parser = direction)]
     pub direction: relay::Direction,
@@ -372,6 +426,27 @@ fn direction(text: &str) -> Result<relay::Direction, String> {
         "down" => Ok(relay::Direction::Down),
         "both" => Ok(relay::Direction::Both),
         _ => Err(format!("'{text}' is not up, down or both")),
+    }
+}
+
+/// Bits a second: a number with an optional K, M or G (powers of 1000).
+fn bits_per_second(text: &str) -> Result<f64, String> {
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, ' '),
+    };
+    let scale = match unit {
+        ' ' => 1.0,
+        'K' => 1e3,
+        'M' => 1e6,
+        'G' => 1e9,
+        _ => return Err(format!("'{text}': the unit is K, M or G (as in 100M)")),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n > 0.0 && n * scale <= 1e12 => Ok(n * scale),
+        _ => Err(format!(
+            "'{text}' is not a rate in bits a second above zero (try 100M or 1.5G)"
+        )),
     }
 }
 

@@ -192,6 +192,56 @@ pub fn mtu(report: &udpkit::mtu::Report) -> String {
     serde_json::to_string(report).expect("plain values serialize")
 }
 
+/// One interval of a stream: `event` (`interval`), and the figures (`start`, `end`,
+/// `sent`, `received`, `lost`, `lost_percent`, `duplicates`, `reordered`, `bytes`,
+/// `bits_per_second`, `jitter_ms`).
+pub fn stream_interval(f: &udpkit::stream::Figures) -> String {
+    let mut v = serde_json::to_value(f).expect("plain values serialize");
+    v["event"] = "interval".into();
+    v.to_string()
+}
+
+/// A stream's report: the whole run's figures (`sent`, `received`, `lost`, `lost_percent`,
+/// `duplicates`, `reordered`, `reorder_max`, `too_late`, `jitter_ms`, `pdv_ms`,
+/// `bits_per_second`, `bytes`, `seconds`), `complete` and `incomplete` (why not), the
+/// settings, and (without `lines`) every interval; with `lines`, `event: "summary"`.
+pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
+    let t = &r.total;
+    let c = &r.receiver;
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mut v = serde_json::json!({
+        "target": addr::shown(r.config.target).to_string(),
+        "reverse": r.config.reverse,
+        "size": r.config.size,
+        "pps": r.config.pps,
+        "seconds": t.end,
+        "sent": t.sent,
+        "received": t.received,
+        "lost": t.lost,
+        "lost_percent": t.lost_percent,
+        "duplicates": c.duplicates,
+        "reordered": c.reordered,
+        "reorder_max": c.reorder_max,
+        "too_late": c.too_late,
+        "malformed": c.malformed,
+        "jitter_ms": t.jitter_ms,
+        "pdv_ms": {
+            "p50": ms(c.pdv_p50_ns), "p90": ms(c.pdv_p90_ns), "p99": ms(c.pdv_p99_ns),
+            "p999": ms(c.pdv_p999_ns), "max": ms(c.pdv_max_ns),
+        },
+        "bytes": t.bytes,
+        "bits_per_second": t.bits_per_second,
+        "complete": r.complete,
+        "incomplete": r.incomplete,
+    });
+    if lines {
+        v["event"] = "summary".into();
+    } else {
+        v["intervals"] = serde_json::to_value(&r.intervals).expect("plain values serialize");
+    }
+    v.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

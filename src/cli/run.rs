@@ -409,6 +409,50 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     Ok(report.tally.received > 0)
 }
 
+/// Streams and prints iperf3's lines; fails (exit 1) when nothing got through or the
+/// figures are incomplete.
+pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
+    let target = net::resolve(&args.host, args.port)?;
+    let size = usize::from(args.size);
+    let pps = args.pps.unwrap_or(args.rate / (size as f64 * 8.0));
+    let config = udpkit::stream::Config {
+        target,
+        pps,
+        size,
+        duration: match (args.duration, args.count) {
+            (None, None) => Some(Duration::from_secs(10)),
+            (d, _) => d,
+        },
+        count: args.count,
+        reverse: args.reverse,
+        interval: args.interval,
+        tos: args.tos.or(args.dscp.map(|d| d << 2)),
+        offload: !args.no_gso,
+    };
+    let mut out = io::stdout();
+    if !args.json && !args.json_lines {
+        write!(out, "{}", text::stream_header(&config)).map_err(output)?;
+    }
+    let stop = stop_on_signals();
+    let report = udpkit::stream::stream(&config, &stop, |f| {
+        let line = if args.json_lines {
+            json::stream_interval(f)
+        } else if args.json {
+            return;
+        } else {
+            text::stream_line(f, "")
+        };
+        let _ = writeln!(io::stdout(), "{line}");
+    })?;
+    let text = if args.json || args.json_lines {
+        json::stream(&report, args.json_lines) + "\n"
+    } else {
+        text::stream_summary(&report)
+    };
+    out.write_all(text.as_bytes()).map_err(output)?;
+    Ok(report.complete && report.total.received > 0)
+}
+
 /// Relays until SIGINT or SIGTERM, then prints the counters.
 pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     let relay = relay::Relay::bind(relay::Config {
@@ -427,6 +471,7 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
         idle: args.idle,
         queue_bytes: args.queue_limit as usize * (1 << 20),
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
+        impair_from: args.impair_from,
     })?;
     let to = net::resolve_host_port(&args.to)?;
     let mut out = io::stdout();

@@ -429,6 +429,130 @@ pub fn not_sent(why: ping::NotSent) -> String {
     }
 }
 
+/// `1.16 GBytes`, as iperf3 writes bytes (powers of 1024).
+fn bytes_iperf(n: u64) -> String {
+    let n = n as f64;
+    for (unit, scale) in [
+        ("GBytes", 1u64 << 30),
+        ("MBytes", 1 << 20),
+        ("KBytes", 1 << 10),
+    ] {
+        if n >= scale as f64 * 0.99995 {
+            let v = n / scale as f64;
+            return if v < 10.0 {
+                format!("{v:.2} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{n:.0} Bytes")
+}
+
+/// `1.00 Gbits/sec`, as iperf3 writes rates (powers of 1000).
+fn bits_iperf(bps: f64) -> String {
+    for (unit, scale) in [("Gbits/sec", 1e9), ("Mbits/sec", 1e6), ("Kbits/sec", 1e3)] {
+        // 999.96 of a unit is written 1.00 of the next, not 1000.0.
+        if bps >= scale * 0.99995 {
+            let v = bps / scale;
+            return if v < 10.0 {
+                format!("{v:.2} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+    }
+    format!("{bps:.0} bits/sec")
+}
+
+/// The lines before a stream's intervals, as iperf3 starts.
+pub fn stream_header(c: &udpkit::stream::Config) -> String {
+    format!(
+        "Connecting to host {}, port {}{}\n\
+         [ ID] Interval           Transfer     Bitrate         Jitter    Lost/Total Datagrams\n",
+        c.target.ip(),
+        c.target.port(),
+        if c.reverse {
+            " (reverse: the server sends)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// One interval's line, as iperf3's receiver writes it; `who` is `sender`, `receiver` or
+/// empty.
+pub fn stream_line(f: &udpkit::stream::Figures, who: &str) -> String {
+    let total = f.received + f.lost;
+    let lost = if total == 0 {
+        "0%".to_string()
+    } else {
+        percent(100.0 * f.lost as f64 / total as f64)
+    };
+    format!(
+        "[  1] {:6.2}-{:<6.2} sec  {:>11}  {:>15}  {:.3} ms  {}/{} ({lost})  {who}",
+        f.start,
+        f.end,
+        bytes_iperf(f.bytes),
+        bits_iperf(f.bits_per_second),
+        f.jitter_ms,
+        f.lost,
+        total,
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// The end of a stream: the whole run's line, then what iperf3 does not say.
+pub fn stream_summary(r: &udpkit::stream::Report) -> String {
+    let t = &r.total;
+    let c = &r.receiver;
+    let mut text = String::from(
+        "- - - - - - - - - - - - - - - - - - - - - - - - -\n\
+         [ ID] Interval           Transfer     Bitrate         Jitter    Lost/Total Datagrams\n",
+    );
+    let sent = udpkit::stream::Figures {
+        received: t.sent,
+        lost: 0,
+        bytes: t.sent * r.config.size as u64,
+        bits_per_second: (t.sent * r.config.size as u64) as f64 * 8.0 / t.end.max(1e-9),
+        jitter_ms: 0.0,
+        ..*t
+    };
+    text.push_str(&stream_line(&sent, "sender"));
+    text.push('\n');
+    let received = udpkit::stream::Figures {
+        lost: t.sent.saturating_sub(t.received),
+        ..*t
+    };
+    // Lost/Total: total is what was sent.
+    let total_line = stream_line(&received, "receiver");
+    text.push_str(&total_line);
+    text.push('\n');
+    text.push_str(&format!(
+        "{} duplicates, {} reordered (at most {} places late), {} too late to tell; delay \
+         variation (PDV) p50/p90/p99/max = {:.3}/{:.3}/{:.3}/{:.3} ms\n",
+        c.duplicates,
+        c.reordered,
+        c.reorder_max,
+        c.too_late,
+        c.pdv_p50_ns as f64 / 1e6,
+        c.pdv_p90_ns as f64 / 1e6,
+        c.pdv_p99_ns as f64 / 1e6,
+        c.pdv_max_ns as f64 / 1e6,
+    ));
+    if c.malformed > 0 {
+        text.push_str(&format!(
+            "{} malformed stream datagrams were ignored\n",
+            c.malformed
+        ));
+    }
+    if let Some(why) = &r.incomplete {
+        text.push_str(&format!("Incomplete: {why}\n"));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::percent;

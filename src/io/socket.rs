@@ -143,13 +143,22 @@ pub fn reply_from_destination(socket: &UdpSocket, bound: SocketAddr) {
     let _ = (socket, bound);
 }
 
+/// Asks the kernel to say, with each datagram, when it arrived (`SO_TIMESTAMPNS`, this
+/// host's clock): for STAMP's receive timestamp and a stream's jitter. Best effort.
+pub fn timestamp_arrivals(socket: &UdpSocket) {
+    #[cfg(target_os = "linux")]
+    let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
 /// Asks the kernel to say, with each datagram, the TTL (hop limit) and TOS (traffic
-/// class) it arrived with and when it arrived (`SO_TIMESTAMPNS`): what a STAMP reflector
-/// reports. Best effort: a kernel that refuses leaves those unknown (`RecvMeta`).
+/// class) it arrived with and when it arrived: what a STAMP reflector reports. Best
+/// effort: a kernel that refuses leaves those unknown (`RecvMeta`).
 pub fn report_arrival(socket: &UdpSocket, ipv6: bool) {
+    timestamp_arrivals(socket);
     #[cfg(target_os = "linux")]
     {
-        let _ = set_int_option(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1);
         let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
         let _ = set_int_option(socket, libc::IPPROTO_IP, libc::IP_RECVTOS, 1);
         if ipv6 {
@@ -190,6 +199,15 @@ pub fn set_ttl(socket: &UdpSocket, peer: SocketAddr, ttl: u8) -> Result<(), Erro
         SocketAddr::V6(_) => sock.set_unicast_hops_v6(u32::from(ttl)),
     };
     result.map_err(|e| Error::io(format!("cannot set the TTL to {ttl}"), e))
+}
+
+/// The most bytes one segmented send carries in all (an IP packet's limit, before the
+/// kernel cuts it): more fails with `EMSGSIZE`.
+pub const MAX_GSO_BYTES: usize = crate::wire::MAX_IPV4_PAYLOAD;
+
+/// How many datagrams of `size` bytes one segmented send may carry, at most `segments`.
+pub fn gso_fit(segments: usize, size: usize) -> usize {
+    segments.min(MAX_GSO_BYTES / size.max(1)).max(1)
 }
 
 /// How many datagrams one send may carry with `UDP_SEGMENT` (GSO) on `socket`: 64 where

@@ -888,7 +888,11 @@ impl Outbox {
     ) -> bool {
         let queued = &self.bufs[..self.queued];
         let size = queued[0].len();
-        if self.gso < 2 || self.queued < 2 || queued.iter().any(|b| b.len() != size) {
+        if self.gso < 2
+            || self.queued < 2
+            || size * self.queued > net::MAX_GSO_BYTES
+            || queued.iter().any(|b| b.len() != size)
+        {
             return false;
         }
         self.packed.clear();

@@ -23,7 +23,9 @@ use crate::io::wait::Blocking;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::sessions::{self, Sessions};
 use crate::serve::stats::{Counters, Stats};
+use crate::serve::streams::{self, Streams};
 use crate::wire::stamp::{self, Arrival, NtpTime};
+use crate::wire::stream;
 use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, emit_reply, request_id};
 use crate::{Error, Stop};
 
@@ -155,6 +157,8 @@ impl Server {
             net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
             net::count_kernel_drops(socket);
             net::reply_from_destination(socket, local);
+            // Receive times: STAMP's t2, a stream's jitter.
+            net::timestamp_arrivals(socket);
             if config.protocol == Protocol::Stamp {
                 net::report_arrival(socket, local.is_ipv6());
             }
@@ -240,6 +244,7 @@ impl Server {
                             .then(|| {
                                 Sessions::new(sessions::DEFAULT_CAPACITY, sessions::DEFAULT_IDLE)
                             }),
+                        streams: Streams::new(),
                     };
                     let mut observer = observer();
                     scope.spawn(move || {
@@ -293,6 +298,8 @@ struct Worker<'a> {
     protocol: Protocol,
     /// A stateful STAMP reflector's sessions.
     sessions: Option<Sessions>,
+    /// `udpkit stream`'s streams, whatever the protocol.
+    streams: Streams,
 }
 
 /// The most datagrams one coalesced receive is answered for: the kernel's cap on a
@@ -373,6 +380,7 @@ impl Worker<'_> {
             } else {
                 NtpTime::default()
             };
+            let mut wall_ns = None;
             if self.protocol == Protocol::Stamp
                 && clock_read.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
             {
@@ -405,12 +413,33 @@ impl Worker<'_> {
                         observer.pretend_drop(peer).map_err(output)?;
                         continue;
                     }
-                    observer.datagram(peer, data).map_err(output)?;
+                    // A stream's datagrams, whatever the protocol: counted, data never
+                    // answered, a start or query answered in place.
+                    let answer = if stream::is_stream(data) {
+                        let arrived = meta.received.map_or_else(
+                            || *wall_ns.get_or_insert_with(streams::wall_ns),
+                            |d| d.as_nanos() as u64,
+                        );
+                        let socket = self.socket;
+                        match self.streams.handle(peer, data, now, arrived, socket, stop) {
+                            Some(len) => Some(Answer {
+                                datagram: i,
+                                start,
+                                len,
+                                in_place: true,
+                            }),
+                            None => continue,
+                        }
+                    } else {
+                        observer.datagram(peer, data).map_err(output)?;
+                        None
+                    };
                     // The reply is written first (the rate limiter weighs its real length);
                     // the seed's into the reply buffer (a refused one is written over by the
                     // next), an echo or STAMP reply over the request itself.
-                    let answer = match self.protocol {
-                        Protocol::Seed => {
+                    let answer = match (answer, self.protocol) {
+                        (Some(answer), _) => answer,
+                        (None, Protocol::Seed) => {
                             let slot = (&mut replies[used..used + MAX_REPLY])
                                 .try_into()
                                 .expect("room for MAX_REQUESTS replies");
@@ -422,13 +451,13 @@ impl Worker<'_> {
                                 in_place: false,
                             }
                         }
-                        Protocol::Echo => Answer {
+                        (None, Protocol::Echo) => Answer {
                             datagram: i,
                             start,
                             len,
                             in_place: true,
                         },
-                        Protocol::Stamp => {
+                        (None, Protocol::Stamp) => {
                             let arrival = Arrival {
                                 at: meta.received.map_or(wall, NtpTime::from_unix),
                                 ttl: meta.ttl,
@@ -491,7 +520,7 @@ impl Worker<'_> {
                 let mut n = 1;
                 // Back to back: the same receive, the same buffer, the same size, each
                 // starting where the one before ended.
-                while n < self.gso
+                while n < net::gso_fit(self.gso, first.len)
                     && k + n < answered
                     && answers[k + n].len == first.len
                     && answers[k + n].datagram == first.datagram

@@ -1,5 +1,5 @@
 //! The tools, each built from the layers below: the seed's `client`, `ping`, `bench`,
-//! `discover`, `mtu` and the impairment `relay`.
+//! `discover`, `mtu`, the one-way `stream` and the impairment `relay`.
 
 pub mod bench;
 pub mod client;
@@ -7,3 +7,4 @@ pub mod discover;
 pub mod mtu;
 pub mod ping;
 pub mod relay;
+pub mod stream;

@@ -55,6 +55,9 @@ pub struct Config {
     /// Datagrams a second sent to each client prefix (as the server's `--rate-limit`): by
     /// default on beyond loopback.
     pub rate_limit: RateLimit,
+    /// Impair only datagrams of at least this many bytes; smaller ones pass clean and
+    /// uncounted by the impairments (0: all are impaired).
+    pub impair_from: usize,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             idle: Duration::from_secs(60),
             queue_bytes: DEFAULT_QUEUE_BYTES,
             rate_limit: RateLimit::Auto,
+            impair_from: 0,
         }
     }
 }
@@ -464,7 +468,7 @@ impl State<'_> {
     /// Passes a datagram through one direction's stage and sends what comes out now.
     fn impair(&mut self, up: bool, client: SocketAddr, data: &[u8]) {
         let stage = if up { &mut self.up } else { &mut self.down };
-        if stage.is_clean() {
+        if stage.is_clean() || data.len() < self.relay.config.impair_from {
             self.send(up, client, data);
             return;
         }

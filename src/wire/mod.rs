@@ -1,6 +1,6 @@
 //! The bytes on the wire and around them: the seed's reply and udpkit's request-ID
 //! extension (`seed`), echo (`echo`, RFC 862), STAMP (`stamp`, RFC 8762/8972), which of
-//! them is spoken (`protocol`), the seed client's message (`timestamp`), and the safe
+//! them is spoken (`protocol`), `udpkit stream`'s datagrams (`stream`), the seed client's message (`timestamp`), and the safe
 //! display of whatever a peer sent (`quote`). Nothing here touches a socket.
 
 mod echo;
@@ -8,6 +8,7 @@ mod protocol;
 mod quote;
 mod seed;
 pub mod stamp;
+pub mod stream;
 mod timestamp;
 
 pub use echo::parse_echo;

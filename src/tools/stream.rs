@@ -1,0 +1,625 @@
+//! `udpkit stream`: how much of a one-way UDP stream gets through at a rate, and how badly
+//! (loss, duplicates, reordering, jitter, delay variation), as iperf3 `-u` measures it,
+//! over UDP alone: the start, the queries and the reports travel on the stream's own port,
+//! with retransmission; `reverse` has the server send to the client's own address and
+//! port, so it works from behind NAT.
+//!
+//! Promise: the run ends by itself within a bounded time whatever the server does (a
+//! restart, a lost report, silence): with its figures if the last report came, or with
+//! what it knows and why it is incomplete. Counters are 64-bit; `sent = received + lost`
+//! for the whole run (datagrams too late to tell counted apart, `too_late`); nothing is
+//! allocated per datagram.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
+use crate::io::socket as net;
+use crate::load::arrivals::Arrivals;
+use crate::serve::streams::wall_ns;
+use crate::wire::stream::{self, Counters, Message, Plan};
+use crate::{Error, Stop};
+
+/// How to stream.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub target: SocketAddr,
+    /// Datagrams a second.
+    pub pps: f64,
+    /// Bytes in each datagram (UDP payload), at least `wire::stream::DATA_MIN`.
+    pub size: usize,
+    /// Send for this long...
+    pub duration: Option<Duration>,
+    /// ...or this many datagrams.
+    pub count: Option<u64>,
+    /// The server sends, this client receives.
+    pub reverse: bool,
+    /// A report every this long.
+    pub interval: Duration,
+    /// The TOS byte of every datagram this client sends.
+    pub tos: Option<u8>,
+    /// Segmented sends and coalesced receives where the kernel has them.
+    pub offload: bool,
+}
+
+/// The figures of one interval (or, in [`Report::total`], of the whole run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Figures {
+    /// Seconds since the stream started.
+    pub start: f64,
+    pub end: f64,
+    /// Datagrams sent in the interval (as the sender counts them).
+    pub sent: u64,
+    pub received: u64,
+    /// Sequence numbers the receiver has not seen, of those up to the newest it saw (for the
+    /// whole run: sent but never received).
+    pub lost: u64,
+    pub lost_percent: f64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub bytes: u64,
+    pub bits_per_second: f64,
+    /// RFC 3550 jitter at the end of the interval, milliseconds.
+    pub jitter_ms: f64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub config: Config,
+    pub intervals: Vec<Figures>,
+    pub total: Figures,
+    /// The receiver's final counters (PDV percentiles, reordering distance, ...).
+    pub receiver: Counters,
+    /// The receiver's last report came after the sending ended: the figures are final.
+    pub complete: bool,
+    /// Why they are not, when they are not.
+    pub incomplete: Option<String>,
+    /// Datagrams this host refused to send (a local firewall, too big for the route):
+    /// counted as sent, and so as lost.
+    pub refused_here: u64,
+    /// Datagrams to this client's port that were not its stream's.
+    pub foreign: u64,
+}
+
+/// Tries of the start and of the final query, and the first wait (doubling).
+const TRIES: u32 = 6;
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+
+/// A reverse stream with nothing from the server this long has ended.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// After the last datagram is sent (or the server says it has sent its last), this long
+/// for those still on their way before the final figures.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Streams to `config.target` until the count or duration, or `stop`; `on_interval`
+/// hears each interval's figures as they come.
+pub fn stream(
+    config: &Config,
+    stop: &Stop,
+    mut on_interval: impl FnMut(&Figures),
+) -> Result<Report, Error> {
+    if config.size < stream::DATA_MIN || config.size > crate::wire::MAX_IPV4_PAYLOAD {
+        return Err(Error::Invalid(format!(
+            "a stream datagram is {} to {} bytes: give -s within that",
+            stream::DATA_MIN,
+            crate::wire::MAX_IPV4_PAYLOAD
+        )));
+    }
+    if !(config.pps.is_finite() && config.pps > 0.0) {
+        return Err(Error::Invalid("the rate must be above zero".into()));
+    }
+    let socket = net::connect(config.target)?;
+    if let Some(tos) = config.tos {
+        net::set_tos(&socket, config.target, tos)?;
+    }
+    net::grow_receive_buffer(&socket, 8 << 20);
+    net::grow_send_buffer(&socket, 4 << 20);
+    net::timestamp_arrivals(&socket);
+    let gro = config.offload && config.reverse && net::enable_gro(&socket);
+    let id = fastrand::u64(..);
+    let plan = Plan {
+        reverse: config.reverse,
+        milli_pps: (config.pps * 1000.0).round() as u64,
+        size: config.size as u32,
+        count: config.count.unwrap_or(0),
+        duration_ms: config.duration.map_or(0, |d| d.as_millis() as u64),
+    };
+    let cookie = handshake(&socket, config.target, id, plan, stop)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain prctl on this thread: wake-ups on time for the pacing.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let run = Run {
+        socket: &socket,
+        id,
+        cookie,
+        started: Instant::now(),
+        replies: RecvBatch::with_slots(
+            BATCH,
+            if gro {
+                65_536
+            } else {
+                config.size.max(stream::REPORT_LEN) + 1
+            },
+        ),
+        query: vec![0u8; stream::QUERY_LEN],
+        last: None,
+        intervals: Vec::new(),
+        arrivals: Arrivals::new(),
+        foreign: 0,
+        refused: 0,
+        serial: 0,
+    };
+    if config.reverse {
+        run.receive(config, stop, &mut on_interval)
+    } else {
+        run.send(config, stop, &mut on_interval)
+    }
+}
+
+/// The start, and the start again with the server's cookie; the cookie once the stream
+/// exists.
+fn handshake(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    id: u64,
+    plan: Plan,
+    stop: &Stop,
+) -> Result<u64, Error> {
+    let mut buf = vec![0u8; stream::REPORT_LEN.max(stream::START_LEN) + 64];
+    let mut cookie = 0;
+    let mut wait = FIRST_WAIT;
+    let mut waited = Duration::ZERO;
+    let mut tries = 0;
+    while tries < TRIES && !stop.is_stopped() {
+        tries += 1;
+        let n = Message::Start { id, cookie, plan }.emit(&mut buf, stream::START_LEN);
+        match socket.send(&buf[..n]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                return Err(Error::Refused { server });
+            }
+            Err(e) => return Err(Error::io(format!("cannot send to {server}"), e)),
+        }
+        let deadline = Instant::now() + wait;
+        waited += wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|e| Error::io("cannot wait for the server", e))?;
+            let got = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::Refused { server });
+                }
+                Err(_) => break,
+            };
+            match Message::parse(&buf[..got]) {
+                Some(Message::Accept {
+                    id: got_id,
+                    cookie: c,
+                    started,
+                }) if got_id == id => {
+                    if started {
+                        return Ok(c);
+                    }
+                    if cookie == c {
+                        // The server knows this cookie and did not start: it is full, or
+                        // refuses the plan.
+                        return Err(Error::Invalid(format!(
+                            "{server} refused the stream: it runs too many already, or the \
+                             rate or duration asked is beyond what it allows"
+                        )));
+                    }
+                    cookie = c;
+                    tries -= 1; // the cookie round trip is not a retransmission
+                    wait = FIRST_WAIT;
+                    break;
+                }
+                _ => {} // anything else is not the answer
+            }
+        }
+        if cookie == 0 {
+            wait *= 2;
+        }
+    }
+    Err(Error::NoReply {
+        server,
+        tries,
+        waited,
+    })
+}
+
+/// A running stream, either way.
+struct Run<'a> {
+    socket: &'a UdpSocket,
+    id: u64,
+    cookie: u64,
+    started: Instant,
+    replies: RecvBatch,
+    query: Vec<u8>,
+    /// The server's last report, and when it came.
+    last: Option<(Counters, Instant)>,
+    intervals: Vec<Figures>,
+    /// Reverse: what arrives here.
+    arrivals: Arrivals,
+    /// Datagrams that were neither this stream's data nor its reports.
+    foreign: u64,
+    /// Datagrams this host refused to send (counted sent, and lost).
+    refused: u64,
+    /// The latest query's serial.
+    serial: u64,
+}
+
+impl Run<'_> {
+    fn secs(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.started).as_secs_f64()
+    }
+
+    /// Asks for the receiver's figures; the reports to this query (or a later one) are
+    /// the ones taken from now on.
+    fn send_query(&mut self, sent: u64) {
+        self.serial += 1;
+        let n = Message::Query {
+            id: self.id,
+            cookie: self.cookie,
+            sent,
+            serial: self.serial,
+        }
+        .emit(&mut self.query, stream::QUERY_LEN);
+        let _ = self.socket.send(&self.query[..n]);
+    }
+
+    /// The same query again (a retransmission): its report is as good.
+    fn resend_query(&mut self, sent: u64) {
+        self.serial -= 1;
+        self.send_query(sent);
+    }
+
+    /// Takes what has arrived: reports (kept) and, reverse, data (counted). True if any
+    /// report came.
+    fn drain(&mut self) -> bool {
+        let mut reported = false;
+        loop {
+            let n = match self.replies.recv(self.socket) {
+                Ok(n) if n > 0 => n,
+                _ => return reported,
+            };
+            let now = Instant::now();
+            for k in 0..n {
+                let (meta, buffer) = self.replies.get(k);
+                let arrived = meta.received.map_or_else(wall_ns, |d| d.as_nanos() as u64);
+                for data in meta.segments(buffer) {
+                    match Message::parse(data) {
+                        Some(Message::Data { id, seq, sent_ns }) if id == self.id => {
+                            self.arrivals.arrive(seq, data.len(), sent_ns, arrived);
+                        }
+                        // Only the answer to the latest query: an older one, late, would
+                        // miss what came since.
+                        Some(Message::Report {
+                            id,
+                            serial,
+                            counters,
+                        }) if id == self.id && serial == self.serial => {
+                            self.last = Some((counters, now));
+                            reported = true;
+                        }
+                        Some(Message::Report { id, .. }) if id == self.id => {}
+                        _ if stream::is_stream(data) => self.arrivals.malformed(),
+                        _ => self.foreign += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One interval's figures from the counters at its start and end.
+    fn figures(
+        &self,
+        start: f64,
+        end: f64,
+        sent: u64,
+        before: &Counters,
+        now: &Counters,
+    ) -> Figures {
+        let received = now.received - before.received.min(now.received);
+        let expected = now.next_expected.saturating_sub(before.next_expected);
+        let lost = expected.saturating_sub(received);
+        let bytes = now.bytes.saturating_sub(before.bytes);
+        let secs = (end - start).max(1e-9);
+        Figures {
+            start,
+            end,
+            sent,
+            received,
+            lost,
+            lost_percent: if expected == 0 {
+                0.0
+            } else {
+                100.0 * lost as f64 / expected as f64
+            },
+            duplicates: now.duplicates.saturating_sub(before.duplicates),
+            reordered: now.reordered.saturating_sub(before.reordered),
+            bytes,
+            bits_per_second: bytes as f64 * 8.0 / secs,
+            jitter_ms: now.jitter_ns as f64 / 1e6,
+        }
+    }
+
+    fn finish(
+        self,
+        config: &Config,
+        sent: u64,
+        end: f64,
+        receiver: Counters,
+        incomplete: Option<String>,
+    ) -> Report {
+        let lost = sent.saturating_sub(receiver.received);
+        let secs = end.max(1e-9);
+        let total = Figures {
+            start: 0.0,
+            end,
+            sent,
+            received: receiver.received,
+            lost,
+            lost_percent: if sent == 0 {
+                0.0
+            } else {
+                100.0 * lost as f64 / sent as f64
+            },
+            duplicates: receiver.duplicates,
+            reordered: receiver.reordered,
+            bytes: receiver.bytes,
+            bits_per_second: receiver.bytes as f64 * 8.0 / secs,
+            jitter_ms: receiver.jitter_ns as f64 / 1e6,
+        };
+        Report {
+            config: config.clone(),
+            intervals: self.intervals.clone(),
+            total,
+            receiver,
+            complete: incomplete.is_none(),
+            incomplete,
+            refused_here: self.refused,
+            foreign: self.foreign,
+        }
+    }
+
+    /// Forward: this client sends, paced, and asks the server for its counts at each
+    /// interval and at the end.
+    fn send(
+        mut self,
+        config: &Config,
+        stop: &Stop,
+        on_interval: &mut impl FnMut(&Figures),
+    ) -> Result<Report, Error> {
+        let size = config.size;
+        let gso = if config.offload {
+            net::gso_fit(net::gso_segments(self.socket).min(BATCH), size)
+        } else {
+            1
+        };
+        let mut segmented = gso > 1;
+        let mut sender = Sender::new();
+        let mut packed = vec![0u8; size * gso];
+        let until = config.duration.map(|d| self.started + d);
+        let limit = config.count.unwrap_or(u64::MAX);
+        let mut sent = 0u64;
+        let mut next_interval = self.started + config.interval;
+        // (counters, sent, seconds) at the start of the current interval.
+        let mut mark = (Counters::default(), 0u64, 0.0f64);
+        let mut asked: Option<(u64, f64)> = None;
+        loop {
+            let now = Instant::now();
+            if stop.is_stopped() || sent >= limit || until.is_some_and(|t| now >= t) {
+                break;
+            }
+            if now >= next_interval {
+                self.send_query(sent);
+                asked = Some((sent, self.secs(now)));
+                next_interval += config.interval;
+            }
+            if self.drain()
+                && let (Some((at_sent, at)), Some((counters, _))) = (asked.take(), self.last)
+            {
+                let f = self.figures(mark.2, at, at_sent - mark.1, &mark.0, &counters);
+                on_interval(&f);
+                self.intervals.push(f);
+                mark = (counters, at_sent, at);
+            }
+            let due = ((now - self.started).as_secs_f64() * config.pps) as u64;
+            let due = due.min(limit);
+            if due <= sent {
+                let next = self.started + Duration::from_secs_f64((sent + 1) as f64 / config.pps);
+                let wake = next.min(next_interval);
+                let wait = wake.saturating_duration_since(Instant::now());
+                std::thread::sleep(wait.min(Duration::from_millis(2)));
+                continue;
+            }
+            let n = ((due - sent) as usize).min(if segmented { gso } else { 1 });
+            let at = wall_ns();
+            for k in 0..n {
+                Message::Data {
+                    id: self.id,
+                    seq: sent + k as u64,
+                    sent_ns: at,
+                }
+                .emit(&mut packed[k * size..(k + 1) * size], size);
+            }
+            let transmit = Transmit {
+                destination: None,
+                source: None,
+                contents: &packed[..n * size],
+                segment_size: (n > 1).then_some(size),
+            };
+            let mut refused = false;
+            let mut busy = false;
+            let mut fatal = None;
+            let totals = sender.send(self.socket, &[transmit], |_, e| {
+                if n > 1 && net::gso_refused(e) {
+                    refused = true;
+                } else if e.kind() == io::ErrorKind::ConnectionRefused {
+                    fatal = Some(Error::Refused {
+                        server: config.target,
+                    });
+                } else {
+                    busy = e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::ENOBUFS);
+                }
+            });
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            if refused {
+                segmented = false;
+                continue;
+            }
+            if totals.sent > 0 {
+                sent += n as u64;
+            } else if busy {
+                // A full buffer: the datagrams go on the next turn, a little later.
+                std::thread::sleep(Duration::from_micros(20));
+            } else {
+                // Refused by this host (a firewall, too big for the route): sent and lost
+                // here, so the run still ends and says so.
+                sent += n as u64;
+                self.refused += n as u64;
+            }
+        }
+        let end = self.secs(Instant::now());
+        // The last datagrams reach the server; then its final counts, asked until they come.
+        std::thread::sleep(SETTLE);
+        let mut wait = FIRST_WAIT;
+        for attempt in 0..TRIES {
+            self.last = None;
+            if attempt == 0 {
+                self.send_query(sent);
+            } else {
+                self.resend_query(sent);
+            }
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline {
+                if self.drain() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some((counters, _)) = self.last {
+                let f = self.figures(mark.2, end, sent - mark.1, &mark.0, &counters);
+                if f.end > f.start && (f.bytes > 0 || f.sent > 0) {
+                    on_interval(&f);
+                    self.intervals.push(f);
+                }
+                return Ok(self.finish(config, sent, end, counters, None));
+            }
+            wait *= 2;
+        }
+        let why = format!(
+            "the server did not answer the final query ({TRIES} tries): it may have restarted \
+             or the path lost the answers; the receiver's figures are those of its last report, \
+             at {:.2} s",
+            mark.2
+        );
+        Ok(self.finish(config, sent, end, mark.0, Some(why)))
+    }
+
+    /// Reverse: the server sends; this client counts what arrives, keeps the stream alive
+    /// with a query each interval, and learns from the reports how much was sent.
+    fn receive(
+        mut self,
+        config: &Config,
+        stop: &Stop,
+        on_interval: &mut impl FnMut(&Figures),
+    ) -> Result<Report, Error> {
+        let mut next_interval = self.started;
+        let mut mark = (Counters::default(), 0u64, 0.0f64);
+        let mut heard = Instant::now();
+        let mut done_at: Option<Instant> = None;
+        let mut sender_sent = 0u64;
+        let incomplete = loop {
+            let now = Instant::now();
+            if stop.is_stopped() {
+                break Some("stopped before the server had sent its last".to_string());
+            }
+            if now >= next_interval {
+                self.send_query(0);
+                // Once the sending should be over, ask often: its end comes sooner.
+                let over = config.duration.is_some_and(|d| now >= self.started + d);
+                let every = if over {
+                    Duration::from_millis(100)
+                } else {
+                    config.interval.min(Duration::from_secs(1))
+                };
+                next_interval = now + every;
+            }
+            let before = (self.arrivals.counters().received, self.last.map(|l| l.1));
+            let reported = self.drain();
+            if self.arrivals.counters().received != before.0 || reported {
+                heard = Instant::now();
+            }
+            if reported && let Some((counters, _)) = self.last {
+                sender_sent = counters.sender_sent;
+                if counters.sender_done != 0 && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+            }
+            // An interval's figures once it has passed (the sender's count from the last
+            // report).
+            let t = self.secs(now);
+            if t - mark.2 >= config.interval.as_secs_f64() {
+                let local = self.arrivals.counters();
+                let f = self.figures(
+                    mark.2,
+                    t,
+                    sender_sent.saturating_sub(mark.1),
+                    &mark.0,
+                    &local,
+                );
+                on_interval(&f);
+                self.intervals.push(f);
+                mark = (local, sender_sent, t);
+            }
+            if done_at.is_some_and(|d| now.saturating_duration_since(d) >= SETTLE) {
+                break None;
+            }
+            if now.saturating_duration_since(heard) >= SILENCE {
+                break Some(format!(
+                    "nothing came from the server for {} s: it may have restarted, or stopped \
+                     sending for lack of our queries; figures as received",
+                    SILENCE.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let end = self.secs(Instant::now());
+        let local = self.arrivals.counters();
+        let f = self.figures(
+            mark.2,
+            end,
+            sender_sent.saturating_sub(mark.1),
+            &mark.0,
+            &local,
+        );
+        if f.bytes > 0 {
+            on_interval(&f);
+            self.intervals.push(f);
+        }
+        let sent = sender_sent.max(local.next_expected);
+        let mut receiver = local;
+        receiver.sender_sent = sender_sent;
+        Ok(self.finish(config, sent, end, receiver, incomplete))
+    }
+}
