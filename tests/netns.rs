@@ -682,3 +682,54 @@ fn stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking() {
         "{text}"
     );
 }
+
+#[test]
+fn stream_works_both_ways_from_behind_a_nat() {
+    let test = "stream_works_both_ways_from_behind_a_nat";
+    let Some(mut lab) = Lab::new(test) else {
+        return;
+    };
+    if !has_nft(test) {
+        return;
+    }
+    let (a, m, b) = lab.in_a_row();
+    // The server's host has no route back to the client's network: only the router's
+    // masquerading (source NAT to its own 203.0.113.1) lets anything come back.
+    lab.run(&b, &["route", "del", "default"]);
+    lab.nft(
+        &m,
+        "table ip nat {\n\
+           chain post {\n\
+             type nat hook postrouting priority 100; policy accept;\n\
+             oifname \"eth1\" masquerade\n\
+           }\n\
+         }\n",
+    )
+    .unwrap();
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let port_s = port.to_string();
+    for reverse in [false, true] {
+        let mut args = vec![
+            "stream",
+            "203.0.113.2",
+            "-p",
+            &port_s,
+            "--pps",
+            "5000",
+            "-s",
+            "1000",
+            "-n",
+            "5000",
+            "--json",
+        ];
+        if reverse {
+            args.push("--reverse");
+        }
+        let out = run(lab.udpkit(&a, &args));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+        assert!(out.status.success(), "reverse {reverse}: {v}");
+        assert_eq!(v["received"], 5000, "reverse {reverse}: {v}");
+        assert_eq!(v["complete"], true, "{v}");
+    }
+}

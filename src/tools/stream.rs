@@ -88,6 +88,8 @@ pub struct Report {
 /// Tries of the start and of the final query, and the first wait (doubling).
 const TRIES: u32 = 6;
 const FIRST_WAIT: Duration = Duration::from_millis(100);
+/// The final query waits at most this long a try (all six: under two seconds).
+const LAST_WAIT: Duration = Duration::from_millis(400);
 
 /// A reverse stream with nothing from the server this long has ended.
 const SILENCE: Duration = Duration::from_secs(3);
@@ -120,7 +122,6 @@ pub fn stream(
     net::grow_receive_buffer(&socket, 8 << 20);
     net::grow_send_buffer(&socket, 4 << 20);
     net::timestamp_arrivals(&socket);
-    let gro = config.offload && config.reverse && net::enable_gro(&socket);
     let id = fastrand::u64(..);
     let plan = Plan {
         reverse: config.reverse,
@@ -129,7 +130,9 @@ pub fn stream(
         count: config.count.unwrap_or(0),
         duration_ms: config.duration.map_or(0, |d| d.as_millis() as u64),
     };
-    let cookie = handshake(&socket, config.target, id, plan, stop)?;
+    let (cookie, early) = handshake(&socket, config.target, id, plan, stop)?;
+    // Coalesced receives only now: the handshake reads one datagram at a time.
+    let gro = config.offload && config.reverse && net::enable_gro(&socket);
     socket
         .set_nonblocking(true)
         .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
@@ -138,7 +141,7 @@ pub fn stream(
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
-    let run = Run {
+    let mut run = Run {
         socket: &socket,
         id,
         cookie,
@@ -159,6 +162,9 @@ pub fn stream(
         refused: 0,
         serial: 0,
     };
+    for (seq, len, sent_ns, arrived) in early {
+        run.arrivals.arrive(seq, len, sent_ns, arrived);
+    }
     if config.reverse {
         run.receive(config, stop, &mut on_interval)
     } else {
@@ -166,16 +172,21 @@ pub fn stream(
     }
 }
 
+/// A data datagram that came during the handshake: sequence number, length, sent and
+/// arrival times.
+type Early = (u64, usize, u64, u64);
+
 /// The start, and the start again with the server's cookie; the cookie once the stream
-/// exists.
+/// exists, and (reverse) the data that overtook the server's answer.
 fn handshake(
     socket: &UdpSocket,
     server: SocketAddr,
     id: u64,
     plan: Plan,
     stop: &Stop,
-) -> Result<u64, Error> {
-    let mut buf = vec![0u8; stream::REPORT_LEN.max(stream::START_LEN) + 64];
+) -> Result<(u64, Vec<Early>), Error> {
+    let mut early = Vec::new();
+    let mut buf = vec![0u8; crate::wire::RECV_BUFFER];
     let mut cookie = 0;
     let mut wait = FIRST_WAIT;
     let mut waited = Duration::ZERO;
@@ -208,13 +219,24 @@ fn handshake(
                 Err(_) => break,
             };
             match Message::parse(&buf[..got]) {
+                // A reverse stream's data may overtake the answer that starts it.
+                Some(Message::Data {
+                    id: got_id,
+                    seq,
+                    sent_ns,
+                }) if got_id == id && cookie != 0 => {
+                    early.push((seq, got, sent_ns, wall_ns()));
+                    if early.len() >= 64 {
+                        return Ok((cookie, early));
+                    }
+                }
                 Some(Message::Accept {
                     id: got_id,
                     cookie: c,
                     started,
                 }) if got_id == id => {
                     if started {
-                        return Ok(c);
+                        return Ok((c, early));
                     }
                     if cookie == c {
                         // The server knows this cookie and did not start: it is full, or
@@ -424,7 +446,15 @@ impl Run<'_> {
         let mut asked: Option<(u64, f64)> = None;
         loop {
             let now = Instant::now();
-            if stop.is_stopped() || sent >= limit || until.is_some_and(|t| now >= t) {
+            // At the end of the duration, what was due by then still goes.
+            let ending = until.is_some_and(|t| now >= t);
+            let limit = match until {
+                Some(t) if ending => {
+                    limit.min(((t - self.started).as_secs_f64() * config.pps) as u64)
+                }
+                _ => limit,
+            };
+            if stop.is_stopped() || sent >= limit {
                 break;
             }
             if now >= next_interval {
@@ -525,7 +555,7 @@ impl Run<'_> {
                 }
                 return Ok(self.finish(config, sent, end, counters, None));
             }
-            wait *= 2;
+            wait = (wait * 2).min(LAST_WAIT);
         }
         let why = format!(
             "the server did not answer the final query ({TRIES} tries): it may have restarted \
