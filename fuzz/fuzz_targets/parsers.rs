@@ -1,5 +1,5 @@
 //! Fuzz target for everything udpkit reads off the wire: replies (with and without a
-//! request ID), request IDs, echoes, STAMP test packets, reflected packets and TLVs, the
+//! request ID), request IDs, echoes, stream datagrams, STAMP test packets, reflected packets and TLVs, the
 //! reflector's in-place reply, and the Python-repr display of any datagram. The promise
 //! checked: no panic, no out-of-bounds read, parse(emit(x)) == x for what parses, and a
 //! STAMP reply exactly as long as its request.
@@ -27,6 +27,11 @@ fuzz_target!(|data: &[u8]| {
     flow.next_request(&mut request, std::time::Instant::now());
     let _ = flow.on_reply(data, std::time::Instant::now());
 
+    if let Some(m) = udpkit::wire::stream::Message::parse(data) {
+        let mut buf = vec![0u8; data.len().max(256)];
+        let n = m.emit(&mut buf, 0);
+        assert_eq!(udpkit::wire::stream::Message::parse(&buf[..n]), Some(m));
+    }
     use udpkit::wire::stamp;
     let _ = udpkit::wire::parse_echo(data);
     let _ = stamp::TestPacket::parse(data);

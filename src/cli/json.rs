@@ -224,6 +224,9 @@ pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
         "reorder_max": c.reorder_max,
         "too_late": c.too_late,
         "malformed": c.malformed,
+        "forged": c.forged,
+        "foreign": r.foreign,
+        "refused_here": r.refused_here,
         "jitter_ms": t.jitter_ms,
         "pdv_ms": {
             "p50": ms(c.pdv_p50_ns), "p90": ms(c.pdv_p90_ns), "p99": ms(c.pdv_p99_ns),

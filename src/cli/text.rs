@@ -541,11 +541,24 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
         c.pdv_p99_ns as f64 / 1e6,
         c.pdv_max_ns as f64 / 1e6,
     ));
-    if c.malformed > 0 {
-        text.push_str(&format!(
-            "{} malformed stream datagrams were ignored\n",
-            c.malformed
-        ));
+    for (n, what) in [
+        (c.malformed, "malformed stream datagrams were ignored"),
+        (
+            c.forged,
+            "datagrams with this stream's ID came from another address and were ignored",
+        ),
+        (
+            r.foreign,
+            "datagrams that were not this stream's were ignored",
+        ),
+        (
+            r.refused_here,
+            "datagrams were refused by this host (a firewall, a route) and count as lost",
+        ),
+    ] {
+        if n > 0 {
+            text.push_str(&format!("{n} {what}\n"));
+        }
     }
     if let Some(why) = &r.incomplete {
         text.push_str(&format!("Incomplete: {why}\n"));

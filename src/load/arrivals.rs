@@ -129,6 +129,11 @@ impl Arrivals {
         self.counters.malformed += 1;
     }
 
+    /// A data datagram with this stream's ID from somewhere else than its sender.
+    pub fn forged(&mut self) {
+        self.counters.forged += 1;
+    }
+
     /// The counters so far, with jitter and PDV percentiles filled in.
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;

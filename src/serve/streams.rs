@@ -156,13 +156,17 @@ impl Streams {
         };
         match message {
             Message::Data { id, seq, sent_ns } => {
-                // Only a known stream, from the address that started it.
+                // Only a known stream, from the address that started it; the same ID
+                // from elsewhere is counted as forged.
                 if let Some(s) = self.table.get_mut(&id)
-                    && s.peer == peer
                     && s.reverse.is_none()
                 {
-                    s.arrivals.arrive(seq, data.len(), sent_ns, arrived_ns);
-                    s.heard = now;
+                    if s.peer == peer {
+                        s.arrivals.arrive(seq, data.len(), sent_ns, arrived_ns);
+                        s.heard = now;
+                    } else {
+                        s.arrivals.forged();
+                    }
                 }
                 None
             }
@@ -382,4 +386,156 @@ fn send_reverse(
     }
     shared.sent.store(sent, Ordering::Relaxed);
     shared.done.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Handles `m` (padded to `len`) from `from`; the answer, parsed.
+    fn ask(s: &mut Streams, from: SocketAddr, m: Message, len: usize) -> Option<Message> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = m.emit(&mut buf, len);
+        let answer = s.handle(
+            from,
+            &mut buf[..n],
+            Instant::now(),
+            1,
+            &socket,
+            &Stop::new(),
+        )?;
+        assert!(answer <= n, "an answer longer than its request");
+        Message::parse(&buf[..answer])
+    }
+
+    /// A start (cookie 0: asking for one) of stream `id` from `from`.
+    fn start(s: &mut Streams, from: SocketAddr, id: u64, cookie: u64) -> Option<Message> {
+        ask(
+            s,
+            from,
+            Message::Start {
+                id,
+                cookie,
+                plan: plan(),
+            },
+            0,
+        )
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            reverse: false,
+            milli_pps: 1000,
+            size: 100,
+            count: 10,
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_stream_exists_only_once_its_client_brings_the_cookie_back() {
+        let mut s = Streams::new();
+        let a = peer(1000);
+        let Some(Message::Accept {
+            cookie,
+            started: false,
+            ..
+        }) = start(&mut s, a, 1, 0)
+        else {
+            panic!("no cookie");
+        };
+        assert!(s.is_empty(), "state before the cookie came back");
+        // The cookie is the client's: from another address it starts nothing.
+        let answer = start(&mut s, peer(1001), 1, cookie);
+        assert!(matches!(
+            answer,
+            Some(Message::Accept { started: false, .. })
+        ));
+        assert!(s.is_empty());
+        let answer = start(&mut s, a, 1, cookie);
+        assert!(matches!(
+            answer,
+            Some(Message::Accept { started: true, .. })
+        ));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn data_with_the_streams_id_from_elsewhere_is_counted_forged_never_received() {
+        let mut s = Streams::new();
+        let a = peer(2000);
+        let Some(Message::Accept { cookie, .. }) = start(&mut s, a, 5, 0) else {
+            panic!()
+        };
+        start(&mut s, a, 5, cookie);
+        assert!(
+            ask(
+                &mut s,
+                a,
+                Message::Data {
+                    id: 5,
+                    seq: 0,
+                    sent_ns: 0
+                },
+                100
+            )
+            .is_none()
+        );
+        ask(
+            &mut s,
+            peer(2001),
+            Message::Data {
+                id: 5,
+                seq: 1,
+                sent_ns: 0,
+            },
+            100,
+        );
+        let query = Message::Query {
+            id: 5,
+            cookie,
+            sent: 1,
+            serial: 3,
+        };
+        let Some(Message::Report {
+            serial, counters, ..
+        }) = ask(&mut s, a, query, crate::wire::stream::QUERY_LEN)
+        else {
+            panic!("no report")
+        };
+        assert_eq!(serial, 3);
+        assert_eq!((counters.received, counters.forged), (1, 1));
+        // A query with the wrong cookie, or from elsewhere: no answer.
+        let bad = Message::Query {
+            id: 5,
+            cookie: cookie ^ 2,
+            sent: 1,
+            serial: 4,
+        };
+        assert!(ask(&mut s, a, bad, crate::wire::stream::QUERY_LEN).is_none());
+        assert!(ask(&mut s, peer(2001), query, crate::wire::stream::QUERY_LEN).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut s = Streams::new();
+        for i in 0..(MAX_STREAMS as u64 + 5) {
+            let a = peer(3000 + i as u16);
+            let Some(Message::Accept { cookie, .. }) = start(&mut s, a, i, 0) else {
+                panic!()
+            };
+            let started = matches!(
+                start(&mut s, a, i, cookie),
+                Some(Message::Accept { started: true, .. })
+            );
+            assert_eq!(started, (i as usize) < MAX_STREAMS);
+        }
+        assert_eq!(s.len(), MAX_STREAMS);
+        assert_eq!(s.refused(), 5);
+    }
 }

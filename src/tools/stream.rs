@@ -446,11 +446,18 @@ impl Run<'_> {
         let mut asked: Option<(u64, f64)> = None;
         loop {
             let now = Instant::now();
-            // At the end of the duration, what was due by then still goes.
+            // At the end of the duration, the last few that were due by then still go
+            // (a rate the sender keeps up with sends exactly its share); a sender behind
+            // its schedule stops there, never catching up past the end.
             let ending = until.is_some_and(|t| now >= t);
             let limit = match until {
                 Some(t) if ending => {
-                    limit.min(((t - self.started).as_secs_f64() * config.pps) as u64)
+                    let due = ((t - self.started).as_secs_f64() * config.pps) as u64;
+                    if due.saturating_sub(sent) > BATCH as u64 {
+                        sent
+                    } else {
+                        limit.min(due)
+                    }
                 }
                 _ => limit,
             };

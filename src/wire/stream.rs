@@ -19,7 +19,7 @@ pub const HEADER: usize = 8 + 1 + 1 + 8;
 pub const DATA_MIN: usize = HEADER + 8 + 8;
 
 /// A report's length: the query's serial, then the counters.
-pub const REPORT_LEN: usize = HEADER + 8 * 17;
+pub const REPORT_LEN: usize = HEADER + 8 * 18;
 
 /// A query's length: padded to a report's, so a report is no amplification.
 pub const QUERY_LEN: usize = REPORT_LEN;
@@ -86,6 +86,9 @@ pub struct Counters {
     pub sender_done: u64,
     /// Datagrams of this stream that were malformed.
     pub malformed: u64,
+    /// Data datagrams with this stream's ID from another address than its client's:
+    /// forged (or from a NAT that changed its mapping), never counted as received.
+    pub forged: u64,
 }
 
 /// One stream datagram, parsed.
@@ -230,6 +233,7 @@ impl Message {
                     c.sender_sent,
                     c.sender_done,
                     c.malformed,
+                    c.forged,
                 ];
                 for (i, v) in fields.into_iter().enumerate() {
                     put(buf, HEADER + 8 * (i + 1), v);
@@ -306,6 +310,7 @@ impl Message {
                     sender_sent: f(14),
                     sender_done: f(15),
                     malformed: f(16),
+                    forged: f(17),
                 },
             },
         })
