@@ -263,3 +263,21 @@ fn a_server_restarted_mid_stream_ends_the_client_in_bounded_time_with_what_it_kn
         assert!(took < Duration::from_secs(12), "took {took:?}");
     }
 }
+
+#[test]
+fn a_stream_shares_the_port_with_every_protocol_and_leaves_its_answers_alone() {
+    for protocol in ["seed", "echo", "stamp"] {
+        let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", protocol]);
+        let (code, v) = stream_json(addr, &["--pps", "5000", "-s", "300", "-n", "2000"]);
+        assert_eq!(code, Some(0), "{protocol}: {v}");
+        assert_eq!(v["received"], 2000, "{protocol}: {v}");
+        // The protocol still answers as before, on the same port.
+        let (code, p) = json_to(
+            "ping",
+            addr,
+            &["--protocol", protocol, "-c", "2", "-i", "0.01"],
+        );
+        assert_eq!(code, Some(0), "{protocol}: {p}");
+        assert_eq!(p["received"], 2, "{protocol}: {p}");
+    }
+}
