@@ -57,4 +57,4 @@ pub use io::icmp::{IcmpCounts, IcmpError};
 pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
 pub use stop::Stop;
 pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
-pub use tools::{bench, client, discover, mtu, ping, relay, stream};
+pub use tools::{bench, client, discover, merge, mtu, ping, relay, stream};

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         cli::Command::Bench(a) => cli::bench(a),
         cli::Command::Relay(a) => cli::relay(a).map(|()| true),
         cli::Command::Stream(a) => cli::stream(a),
+        cli::Command::Merge(a) => cli::merge(a),
         cli::Command::Discover(a) => cli::discover(a),
         cli::Command::Mtu(a) => cli::mtu(a).map(|()| true),
         cli::Command::Completions(a) => cli::completions(a).map(|()| true),

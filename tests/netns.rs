@@ -146,6 +146,24 @@ impl Lab {
         (a, b)
     }
 
+    /// `n` hosts on one bridge (a switch host of their own), 192.0.2.1 to .n, each on its
+    /// `eth0`; returns their names.
+    fn bridged(&mut self, n: usize) -> Vec<String> {
+        let switch = self.host("sw").unwrap();
+        self.run(&switch, &["link", "add", "br0", "type", "bridge"]);
+        self.run(&switch, &["link", "set", "br0", "up"]);
+        let hosts: Vec<String> = (1..=n)
+            .map(|k| self.host(&format!("h{k}")).unwrap())
+            .collect();
+        for (k, host) in hosts.iter().enumerate() {
+            let port = format!("p{k}");
+            let addr = format!("192.0.2.{}/24", k + 1);
+            self.link(host, "eth0", Some(&addr), &switch, &port, None);
+            self.run(&switch, &["link", "set", &port, "master", "br0"]);
+        }
+        hosts
+    }
+
     /// Loads nftables `rules` into `ns`; `Err` (with why) where nft is missing.
     fn nft(&self, ns: &str, rules: &str) -> Result<(), String> {
         let mut child = Command::new("ip")
@@ -307,24 +325,7 @@ fn discover_lists_three_servers_on_a_bridge() {
     let Some(mut lab) = Lab::new("discover_lists_three_servers_on_a_bridge") else {
         return;
     };
-    let switch = lab.host("sw").unwrap();
-    lab.run(&switch, &["link", "add", "br0", "type", "bridge"]);
-    lab.run(&switch, &["link", "set", "br0", "up"]);
-    let hosts: Vec<String> = (1..=4)
-        .map(|n| lab.host(&format!("h{n}")).unwrap())
-        .collect();
-    for (n, host) in hosts.iter().enumerate() {
-        let port = format!("p{n}");
-        lab.link(
-            host,
-            "eth0",
-            Some(&format!("192.0.2.{}/24", n + 1)),
-            &switch,
-            &port,
-            None,
-        );
-        lab.run(&switch, &["link", "set", &port, "master", "br0"]);
-    }
+    let hosts = lab.bridged(4);
     let (first, port) = lab.server(&hosts[0], &["0.0.0.0", "-p", "0", "-q"]);
     let p = port.to_string();
     let others: Vec<_> = hosts[1..3]
@@ -732,4 +733,81 @@ fn stream_works_both_ways_from_behind_a_nat() {
         assert_eq!(v["received"], 5000, "reverse {reverse}: {v}");
         assert_eq!(v["complete"], true, "{v}");
     }
+}
+
+#[test]
+fn three_agent_hosts_load_one_server_and_merge_exactly() {
+    let Some(mut lab) = Lab::new("three_agent_hosts_load_one_server_and_merge_exactly") else {
+        return;
+    };
+    let hosts = lab.bridged(4);
+    let (_server, port) = lab.server(&hosts[0], &["0.0.0.0", "-p", "0", "-q"]);
+    let p = port.to_string();
+    let start = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2)
+    .to_string();
+    let dir = std::env::temp_dir().join(format!("udpkit-agents-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = (1..=3)
+        .map(|i| {
+            dir.join(format!("agent{i}.hlog"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let agents: Vec<Running> = (1..=3)
+        .map(|i| {
+            let segment = format!("{i}/3");
+            Running::start(lab.udpkit(
+                &hosts[i],
+                &[
+                    "bench",
+                    "192.0.2.1",
+                    "-p",
+                    &p,
+                    "--segment",
+                    &segment,
+                    "--start-at",
+                    &start,
+                    "--rate",
+                    "3000",
+                    "-n",
+                    "6000",
+                    "--hlog",
+                    &files[i - 1],
+                    "--json",
+                ],
+            ))
+        })
+        .collect();
+    let mut sent = 0;
+    let mut received = 0;
+    for mut a in agents {
+        let line = a.line();
+        let (status, err) = a.wait();
+        assert!(status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["sent"], 2000, "{v}");
+        sent += v["sent"].as_u64().unwrap();
+        received += v["received"].as_u64().unwrap();
+    }
+    let mut cmd = udpkit();
+    cmd.arg("merge").args(&files).arg("--json");
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(m["sent"].as_u64(), Some(sent), "{m}");
+    assert_eq!(m["received"].as_u64(), Some(received), "{m}");
+    assert_eq!(m["complete"], true, "{m}");
+    let agents = m["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 3, "{m}");
+    // Started together: each within a second of the time given.
+    for a in agents {
+        assert!(a["late_start_s"].as_f64().unwrap() < 1.0, "{m}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -94,6 +94,8 @@ fn start(socket: &UdpSocket, server: SocketAddr, id: u64, plan: Plan) -> u64 {
         socket.send_to(&buf[..n], server).unwrap();
         let (got, _) = socket.recv_from(&mut buf).expect("an answer to the start");
         match Message::parse(&buf[..got]) {
+            // A reverse stream's first data may overtake the accept.
+            Some(Message::Data { .. }) if cookie != 0 => return cookie,
             Some(Message::Accept {
                 cookie: c, started, ..
             }) => {

@@ -47,6 +47,9 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print udpkit's man page (roff) to standard output
     Man,
+    /// Merge the interval logs of a run split over several `bench` agents (--hlog) into
+    /// one exact report
+    Merge(MergeArgs),
     /// Forward UDP between clients and a server, with loss, duplication, reordering,
     /// delay and rate limits applied on purpose (netem without root)
     Relay(RelayArgs),
@@ -212,6 +215,37 @@ pub struct BenchArgs {
     /// over replies of one size together by default, where it has it)
     #[arg(long = "no-gro")]
     pub no_gro: bool,
+    /// This agent's share of a run split over N agents, I/N (I from 1): 1/N of --rate and
+    /// of -n. Without it, taken from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
+    /// --segments N) or from Slurm (SLURM_PROCID and SLURM_NTASKS), and said
+    #[arg(long = "segment", value_name = "I/N", value_parser = segment)]
+    pub segment: Option<(usize, usize)>,
+    /// How many agents share the run, where JOB_COMPLETION_INDEX gives the index (also
+    /// from UDPKIT_SEGMENTS)
+    #[arg(long = "segments", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub segments: Option<u32>,
+    /// Start at TIME, RFC 3339 (2026-11-25T12:00:00Z) or Unix seconds: agents given the
+    /// same time start together; one that starts late says by how much and runs anyway
+    #[arg(long = "start-at", value_name = "TIME", value_parser = start_time)]
+    pub start_at: Option<(std::time::SystemTime, String)>,
+    /// Write the latencies as an HdrHistogram interval log to FILE (one histogram a
+    /// second, with the counters), for `udpkit merge`
+    #[arg(long = "hlog", value_name = "FILE")]
+    pub hlog: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The agents' interval logs (bench --hlog)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// Print the report as one JSON object (the keys of bench --json, with agents and
+    /// per_second)
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Draw the merged latency by percentile as an SVG picture in FILE
+    #[arg(long = "plot", value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +461,44 @@ fn direction(text: &str) -> Result<relay::Direction, String> {
         "both" => Ok(relay::Direction::Both),
         _ => Err(format!("'{text}' is not up, down or both")),
     }
+}
+
+/// `I/N`, 1 <= I <= N.
+fn segment(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text.split_once('/').and_then(|(i, n)| {
+        Some((
+            i.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
+    match parsed {
+        Some((i, n)) if i >= 1 && i <= n => Ok((i, n)),
+        _ => Err(format!(
+            "'{text}' is not a share I/N with 1 <= I <= N (try 2/3)"
+        )),
+    }
+}
+
+/// A wall-clock time: RFC 3339 or Unix seconds; with how it was written, to name the run.
+fn start_time(text: &str) -> Result<(std::time::SystemTime, String), String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok((
+            std::time::UNIX_EPOCH + Duration::from_secs_f64(secs),
+            t.to_string(),
+        ));
+    }
+    let ts: jiff::Timestamp = t.parse().map_err(|e| {
+        format!("'{text}' is neither RFC 3339 (2026-11-25T12:00:00Z) nor Unix seconds ({e})")
+    })?;
+    let since = Duration::new(
+        u64::try_from(ts.as_second()).map_err(|_| format!("'{text}' is before 1970"))?,
+        ts.subsec_nanosecond().max(0) as u32,
+    );
+    Ok((std::time::UNIX_EPOCH + since, t.to_string()))
 }
 
 /// Bits a second: a number with an optional K, M or G (powers of 1000).

@@ -70,6 +70,11 @@ pub fn bench(r: &bench::Report) -> String {
         sent_per_second: Option<f64>,
         /// Open loop: the generator, not the server, set the pace.
         generator_fell_behind: bool,
+        /// This agent's share of a split run (`I/N`), and how late it started.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        segment: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        late_start_s: Option<f64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         stamp: Option<serde_json::Value>,
     }
@@ -92,6 +97,8 @@ pub fn bench(r: &bench::Report) -> String {
         send_lag_us: r.send_lag.as_ref().map(|l| l.summary(1e3)),
         sent_per_second: r.sent_per_second.map(f64::round),
         generator_fell_behind: r.generator_fell_behind(),
+        segment: c.segment.map(|(i, n)| format!("{i}/{n}")),
+        late_start_s: r.late_start.map(|d| d.as_secs_f64()),
         stamp: r.stamp.as_ref().map(|s| stamp(s, 1e3, "us")),
     })
     .expect("plain values serialize")
@@ -243,6 +250,48 @@ pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
         v["intervals"] = serde_json::to_value(&r.intervals).expect("plain values serialize");
     }
     v.to_string()
+}
+
+/// The merged report of many agents: the keys of `bench --json` (`sent`, `received`,
+/// `lost`, `duplicates`, `late`, `forged`, `bad`, `unverified`, `requests_per_second`,
+/// `seconds`, `latency_us`), `agents` (one row each), `per_second` (`second`,
+/// `requests_per_second`, `p99_us`), `complete` and `notes`.
+pub fn merge(r: &udpkit::merge::Report) -> String {
+    let t = &r.totals;
+    let agents: Vec<serde_json::Value> = r
+        .agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "file": a.file,
+                "segment": format!("{}/{}", a.header.segment.0, a.header.segment.1),
+                "sent": a.totals.sent,
+                "received": a.totals.received,
+                "lost": a.totals.lost,
+                "late_start_s": a.header.late,
+                "latency_us": a.latency.summary(1e3),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "target": r.agents.first().map(|a| a.header.target.clone()),
+        "agents": agents,
+        "sent": t.sent,
+        "received": t.received,
+        "lost": t.lost,
+        "duplicates": t.duplicates,
+        "late": t.late,
+        "forged": t.forged,
+        "bad": t.bad,
+        "unverified": t.unverified,
+        "requests_per_second": r.requests_per_second().round(),
+        "seconds": r.seconds,
+        "latency_us": r.latency.summary(1e3),
+        "per_second": r.per_second,
+        "complete": r.complete,
+        "notes": r.notes,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

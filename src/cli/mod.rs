@@ -9,4 +9,4 @@ mod run;
 mod text;
 
 pub use args::{Cli, Command};
-pub use run::{bench, client, completions, discover, man, mtu, ping, relay, server, stream};
+pub use run::{bench, client, completions, discover, man, merge, mtu, ping, relay, server, stream};

@@ -345,6 +345,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
             gro: !args.no_gro,
         },
         threads: usize::from(args.threads),
+        segment: agent_segment(args)?,
+        start_at: args.start_at.as_ref().map(|(t, _)| *t),
+        intervals: args.hlog.is_some(),
     };
     // Output files are opened before the run: a path that cannot be written is said now,
     // not after a long benchmark.
@@ -360,6 +363,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         })
     };
     let histogram_file = args.histogram.as_ref().map(create).transpose()?;
+    let hlog_file = args.hlog.as_ref().map(create).transpose()?;
     let plot_file = args.plot.as_ref().map(create).transpose()?;
     let stop = stop_on_signals();
     let bar = if io::stderr().is_terminal() {
@@ -385,6 +389,12 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if let Some(late) = report.late_start {
+        eprintln!(
+            "udpkit: started {:.3} s late against --start-at; ran this agent's whole share anyway",
+            late.as_secs_f64()
+        );
+    }
     // The report first: a file that fails to write afterwards never loses it.
     let text = if args.json {
         json::bench(&report) + "\n"
@@ -396,6 +406,10 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         report
             .latency
             .write_distribution(&mut file, 1e3)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    if let (Some(file), Some(path)) = (hlog_file, &args.hlog) {
+        write_hlog(file, &report, args)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     }
     if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
@@ -451,6 +465,117 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
     };
     out.write_all(text.as_bytes()).map_err(output)?;
     Ok(report.complete && report.total.received > 0)
+}
+
+/// This agent's share of a split run: `--segment`, or the orchestrator's environment
+/// (said on stderr), or none.
+fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
+    if args.segment.is_some() {
+        return Ok(args.segment);
+    }
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    let found = if let Some(index) = var("JOB_COMPLETION_INDEX") {
+        let count = args.segments.map(|n| n as usize).or(var("UDPKIT_SEGMENTS")).ok_or_else(|| {
+            Error::Invalid(
+                "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but not how many agents                  share the run: give --segments N (the Job's completions) or UDPKIT_SEGMENTS"
+                    .into(),
+            )
+        })?;
+        Some((index + 1, count, "JOB_COMPLETION_INDEX"))
+    } else if let (Some(index), Some(count)) = (var("SLURM_PROCID"), var("SLURM_NTASKS")) {
+        Some((index + 1, count, "SLURM_PROCID and SLURM_NTASKS"))
+    } else {
+        None
+    };
+    match found {
+        Some((i, n, from)) if i <= n => {
+            eprintln!("udpkit: this agent is segment {i}/{n} (from {from})");
+            Ok(Some((i, n)))
+        }
+        Some((i, n, from)) => Err(Error::Invalid(format!(
+            "{from} makes this agent {i} of {n}: the index is past the count"
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Writes the run as an interval log, with its settings and counters.
+fn write_hlog(file: std::fs::File, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
+    use udpkit::load::hlog;
+    let c = &report.config;
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let header = hlog::Header {
+        version: 1,
+        run: args
+            .start_at
+            .as_ref()
+            .map_or(String::new(), |(_, name)| name.clone()),
+        segment: c.segment.unwrap_or((1, 1)),
+        target: net::shown(c.target).to_string(),
+        flows: c.flows,
+        window: c.window,
+        rate: c.rate,
+        size: c.size,
+        started: secs(report.started),
+        late: report.late_start.map_or(0.0, |d| d.as_secs_f64()),
+    };
+    let t = &report.tally;
+    let totals = hlog::Totals {
+        sent: t.sent,
+        received: t.received,
+        lost: t.lost(),
+        duplicates: t.duplicates,
+        late: t.late,
+        forged: t.forged,
+        bad: t.bad,
+        unverified: t.unverified,
+        seconds: report.elapsed.as_secs_f64(),
+    };
+    let seconds = report.seconds.as_deref().unwrap_or(&[]);
+    let mut out = io::BufWriter::new(file);
+    hlog::write(&mut out, &header, seconds, &totals)?;
+    out.flush()
+}
+
+/// Merges interval logs and prints the report.
+pub fn merge(args: &MergeArgs) -> Result<bool, Error> {
+    let mut files = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let text = std::fs::read(path).map_err(|e| Error::io(format!("cannot read {name}"), e))?;
+        files.push((name, text));
+    }
+    let plot_file = args
+        .plot
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p)
+                .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
+        })
+        .transpose()?;
+    let report = udpkit::merge::merge(&files)?;
+    let text = if args.json {
+        json::merge(&report) + "\n"
+    } else {
+        text::merge(&report)
+    };
+    io::stdout().write_all(text.as_bytes()).map_err(output)?;
+    if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
+        let title = format!(
+            "udpkit merge of {} agents: latency by percentile",
+            report.agents.len()
+        );
+        file.write_all(report.latency.svg(1e3, "µs", &title).as_bytes())
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    Ok(report.complete)
 }
 
 /// Relays until SIGINT or SIGTERM, then prints the counters.

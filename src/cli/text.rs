@@ -181,6 +181,15 @@ fn percent(p: f64) -> String {
     format!("{}%", text.strip_suffix(".0").unwrap_or(&text))
 }
 
+/// `LABEL: min …, p50 …, p90 …, p99 …, p99.9 …, max …` in microseconds, a line.
+fn latency_line(label: &str, latency: &udpkit::load::latency::Latency) -> String {
+    let s = latency.summary(1e3);
+    format!(
+        "{label}: min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
+        s.min, s.p50, s.p90, s.p99, s.p999, s.max
+    )
+}
+
 /// bench's summary: two or three lines.
 pub fn bench_summary(r: &bench::Report) -> String {
     let c = &r.config;
@@ -219,11 +228,7 @@ pub fn bench_summary(r: &bench::Report) -> String {
         t.unreachable,
     );
     if r.latency.count() > 0 {
-        let s = r.latency.summary(1e3);
-        text.push_str(&format!(
-            "latency (µs): min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
-            s.min, s.p50, s.p90, s.p99, s.p999, s.max
-        ));
+        text.push_str(&latency_line("latency (µs)", &r.latency));
     }
     if let (Some(lag), Some(sent)) = (&r.send_lag, r.sent_per_second)
         && lag.count() > 0
@@ -562,6 +567,62 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
     }
     if let Some(why) = &r.incomplete {
         text.push_str(&format!("Incomplete: {why}\n"));
+    }
+    text
+}
+
+/// The merged report of many agents: the totals, the latency, a line per agent, a line
+/// per second, and the notes.
+pub fn merge(r: &udpkit::merge::Report) -> String {
+    let t = &r.totals;
+    let target = r.agents.first().map_or("?", |a| a.header.target.as_str());
+    let loss = if t.sent == 0 {
+        0.0
+    } else {
+        100.0 * t.lost as f64 / t.sent as f64
+    };
+    let mut text = format!(
+        "--- udpkit merge: {} agents, {target}, {:.1} s ---\n\
+         {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged\n",
+        r.agents.len(),
+        r.seconds,
+        r.requests_per_second(),
+        t.sent,
+        t.received,
+        t.lost,
+        t.duplicates,
+        t.late,
+        t.bad,
+        t.forged,
+    );
+    if r.latency.count() > 0 {
+        text.push_str(&latency_line(
+            "latency (µs, every agent's latencies in one histogram)",
+            &r.latency,
+        ));
+    }
+    for a in &r.agents {
+        let s = a.latency.summary(1e3);
+        text.push_str(&format!(
+            "  agent {}/{} ({}): {} sent, {} received, {} lost, p50 {:.1} µs, p99 {:.1} µs\n",
+            a.header.segment.0,
+            a.header.segment.1,
+            a.file,
+            a.totals.sent,
+            a.totals.received,
+            a.totals.lost,
+            s.p50,
+            s.p99
+        ));
+    }
+    for s in &r.per_second {
+        text.push_str(&format!(
+            "  second {}: {} requests/s, p99 {:.1} µs\n",
+            s.second, s.requests_per_second, s.p99_us
+        ));
+    }
+    for note in &r.notes {
+        text.push_str(&format!("Note: {note}\n"));
     }
     text
 }

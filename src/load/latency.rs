@@ -12,7 +12,14 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-const HIGHEST_NS: u64 = 3_600_000_000_000;
+/// The longest latency recorded (an hour); longer ones are recorded as that.
+pub const HIGHEST_NS: u64 = 3_600_000_000_000;
+
+/// An empty histogram as every latency of udpkit is recorded in: 1 ns to an hour, three
+/// significant digits (so histograms from many runs add up exactly).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid bounds")
+}
 
 /// Recorded latencies.
 #[derive(Clone, Debug)]
@@ -49,13 +56,34 @@ impl Default for Latency {
 impl Latency {
     pub fn new() -> Self {
         Latency {
-            histogram: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid bounds"),
+            histogram: new_histogram(),
             count: 0,
             sum: 0.0,
             sum_squares: 0.0,
             min: u64::MAX,
             max: 0,
         }
+    }
+
+    /// Latencies known only by their histogram (merged from interval logs): the least,
+    /// greatest and mean are the histogram's, to its precision.
+    pub fn from_histogram(histogram: Histogram<u64>) -> Latency {
+        let n = histogram.len();
+        let mean = histogram.mean();
+        let sd = histogram.stdev();
+        Latency {
+            count: n,
+            sum: mean * n as f64,
+            sum_squares: (sd * sd + mean * mean) * n as f64,
+            min: if n == 0 { u64::MAX } else { histogram.min() },
+            max: histogram.max(),
+            histogram,
+        }
+    }
+
+    /// The histogram itself (for interval logs and merging).
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
     }
 
     pub fn record(&mut self, latency: Duration) {

@@ -13,10 +13,13 @@
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
 
 use crate::load::engine::{Engine, Event, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
+use crate::load::hlog::{self, Recorder};
 use crate::load::latency::Latency;
 use crate::load::stamp::StampReport;
 use crate::{Error, Stop};
@@ -48,9 +51,30 @@ pub struct Config {
     pub threads: usize,
     /// The protocol and the marking of every request.
     pub requests: Requests,
+    /// This agent's share of a run split over several (`(index, count)`, index from 1):
+    /// `1/count` of the rate and of the count.
+    pub segment: Option<(usize, usize)>,
+    /// Start then (every agent given the same time starts together); a late start runs
+    /// anyway and says by how much.
+    pub start_at: Option<SystemTime>,
+    /// Keep the latencies second by second, for an interval log (`Report::seconds`).
+    pub intervals: bool,
 }
 
 impl Config {
+    /// The settings of one agent's share, given its segment.
+    fn share(&self) -> Config {
+        let Some((index, count)) = self.segment else {
+            return self.clone();
+        };
+        let (i, n) = (index as u64 - 1, count as u64);
+        Config {
+            rate: self.rate.map(|r| r / count as f64),
+            count: self.count.map(|c| c * (i + 1) / n - c * i / n),
+            ..self.clone()
+        }
+    }
+
     /// The engine's pace: a rate if one is set, otherwise the window.
     pub fn pace(&self) -> Pace {
         match self.rate {
@@ -77,6 +101,12 @@ pub struct Report {
     pub sent_per_second: Option<f64>,
     /// STAMP: what the reflector's replies said beyond the round trip.
     pub stamp: Option<StampReport>,
+    /// When the run started (after `start_at`, if given).
+    pub started: SystemTime,
+    /// How late it started against `start_at`.
+    pub late_start: Option<Duration>,
+    /// With `Config::intervals`: the latencies of each second since the start.
+    pub seconds: Option<Vec<(u64, Histogram<u64>)>>,
 }
 
 impl Report {
@@ -110,6 +140,22 @@ pub fn bench(
     stop: &Stop,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Report, Error> {
+    let config = &config.share();
+    // Everyone starts together: wait for the time given (a stop ends the wait).
+    let mut late_start = None;
+    if let Some(at) = config.start_at {
+        match at.duration_since(SystemTime::now()) {
+            Ok(wait) => {
+                let until = Instant::now() + wait;
+                while !stop.is_stopped() && Instant::now() < until {
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+                }
+            }
+            Err(late) => late_start = Some(late.duration()),
+        }
+    }
+    let started = SystemTime::now();
+    let start = Instant::now();
     let threads = config.threads.max(1);
     let flows = config.flows.max(threads);
     // Thread t's share of the flows, and of the rate and count in proportion.
@@ -142,10 +188,10 @@ pub fn bench(
             .map(|t| {
                 let config = part(t);
                 let note = &note;
-                scope.spawn(move || run_one(&config, stop, |p| note(t, p)))
+                scope.spawn(move || run_one(&config, stop, start, |p| note(t, p)))
             })
             .collect();
-        let first = run_one(&part(0), stop, |p| {
+        let first = run_one(&part(0), stop, start, |p| {
             note(0, p);
             let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Ordering::Relaxed)).sum();
             progress(&Progress {
@@ -165,6 +211,7 @@ pub fn bench(
         runs
     });
     let runs = runs.into_iter().collect::<Result<Vec<_>, Error>>()?;
+    let (runs, recorded): (Vec<Report>, Vec<_>) = runs.into_iter().unzip();
     let mut report = Report {
         config: Config {
             flows,
@@ -185,6 +232,11 @@ pub fn bench(
         send_lag: config.rate.map(|_| Latency::new()),
         sent_per_second: config.rate.map(|_| 0.0),
         stamp: None,
+        started,
+        late_start,
+        seconds: config
+            .intervals
+            .then(|| hlog::merge_seconds(recorded.into_iter().flatten().collect())),
     };
     for r in &runs {
         report.tally.merge(&r.tally);
@@ -204,12 +256,18 @@ pub fn bench(
     Ok(report)
 }
 
-/// One thread's engine and run.
+/// A thread's seconds of latencies, compressed (`Config::intervals`).
+type Recorded = Option<Vec<(u64, Vec<u8>)>>;
+
+/// One thread's engine and run; `start` is the run's (the seconds of its intervals count
+/// from it).
 fn run_one(
     config: &Config,
     stop: &Stop,
+    start: Instant,
     mut progress: impl FnMut(&Progress),
-) -> Result<Report, Error> {
+) -> Result<(Report, Recorded), Error> {
+    let mut recorder = config.intervals.then(|| Recorder::new(start));
     let pace = config.pace();
     let mut engine = Engine::new(
         config.target,
@@ -228,8 +286,18 @@ fn run_one(
         timeout: config.timeout,
     };
     engine.run(&phase, |event| {
-        if let Event::Progress(p) = event {
-            progress(p);
+        match event {
+            Event::Progress(p) => progress(p),
+            Event::Reply {
+                rtt,
+                duplicate: false,
+                ..
+            } => {
+                if let Some(r) = &mut recorder {
+                    r.record(Instant::now(), *rtt);
+                }
+            }
+            _ => {}
         }
         Ok(ControlFlow::Continue(()))
     })?;
@@ -237,7 +305,7 @@ fn run_one(
     let sent_per_second = config
         .rate
         .map(|_| run.tally.sent as f64 / run.sending.as_secs_f64().max(1e-9));
-    Ok(Report {
+    let report = Report {
         send_lag: config.rate.map(|_| run.send_lag.clone()),
         sent_per_second,
         offload: engine.offload(),
@@ -247,5 +315,9 @@ fn run_one(
         elapsed: run.elapsed,
         latency: run.latency,
         stamp: run.stamp,
-    })
+        started: SystemTime::now(),
+        late_start: None,
+        seconds: None,
+    };
+    Ok((report, recorder.map(Recorder::finish)))
 }
