@@ -186,6 +186,7 @@ fn handshake(
     stop: &Stop,
 ) -> Result<(u64, Vec<Early>), Error> {
     let mut early = Vec::new();
+    let mut others = 0u64;
     let mut buf = vec![0u8; crate::wire::RECV_BUFFER];
     let mut cookie = 0;
     let mut wait = FIRST_WAIT;
@@ -251,12 +252,22 @@ fn handshake(
                     wait = FIRST_WAIT;
                     break;
                 }
-                _ => {} // anything else is not the answer
+                _ => others += 1, // anything else is not the answer
             }
         }
         if cookie == 0 {
+            // Two tries answered only by something else: not a udpkit server; say so now.
+            if others > 0 && tries >= 2 {
+                break;
+            }
             wait *= 2;
         }
+    }
+    if others > 0 {
+        return Err(Error::Invalid(format!(
+            "{server} answered {others} times, but not as a udpkit server: `udpkit stream` \
+             needs `udpkit server` (any --protocol) at the other end"
+        )));
     }
     Err(Error::NoReply {
         server,
