@@ -43,6 +43,7 @@ fn a_clean_stream_arrives_whole_both_ways() {
 #[test]
 fn loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let mut exact = 0;
     for (seed, direction, reverse) in [("1", "up", false), ("2", "up", false), ("3", "down", true)]
     {
         // The impairments apply to the stream's data only (1,000 bytes), not to its small
@@ -65,7 +66,7 @@ fn loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways() {
                 "--json",
             ],
         );
-        let mut args = vec!["--pps", "20000", "-s", "1000", "-n", "20000"];
+        let mut args = vec!["--pps", "8000", "-s", "1000", "-n", "16000"];
         if reverse {
             args.push("--reverse");
         }
@@ -73,16 +74,31 @@ fn loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways() {
         assert_eq!(code, Some(0), "{v}");
         let r = json_summary(&mut relay);
         let leg = &r[direction];
-        assert!(leg["dropped"].as_u64().unwrap() > 100, "{r}");
-        assert_eq!(v["lost"], leg["dropped"], "seed {seed}: {v} / {r}");
-        assert_eq!(v["duplicates"], leg["duplicated"], "seed {seed}: {v} / {r}");
-        assert_eq!(v["reordered"], leg["reordered"], "seed {seed}: {v} / {r}");
+        assert!(leg["dropped"].as_u64().unwrap() > 80, "{r}");
+        // What the relay's kernel dropped before the relay read it (a loaded machine) is
+        // lost too, and the relay counts it; the three figures are exact when it is none.
+        let kernel = leg["kernel_drops"].as_u64().unwrap();
+        let dropped = leg["dropped"].as_u64().unwrap();
+        assert_eq!(
+            v["lost"].as_u64(),
+            Some(dropped + kernel),
+            "seed {seed}: {v} / {r}"
+        );
+        if kernel == 0 {
+            assert_eq!(v["duplicates"], leg["duplicated"], "seed {seed}: {v} / {r}");
+            assert_eq!(v["reordered"], leg["reordered"], "seed {seed}: {v} / {r}");
+            exact += 1;
+        }
         assert_eq!(v["too_late"], 0, "{v}");
         // The relay holds one back until the next survivor passes: one place late, more
         // where the ones after it were dropped.
         let late = v["reorder_max"].as_u64().unwrap();
         assert!((1..=3).contains(&late), "{v}");
     }
+    assert!(
+        exact > 0,
+        "the kernel dropped datagrams in every run: nothing was checked exactly"
+    );
 }
 
 /// The stream protocol by hand: a start, the cookie, the start again.
