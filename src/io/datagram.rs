@@ -257,7 +257,7 @@ impl Sender {
     ) -> SendTotals {
         let mut totals = SendTotals::default();
         for (n, chunk) in transmits.chunks(BATCH).enumerate() {
-            let t = self.send_sys(socket, chunk, &mut |i, e| failed(n * BATCH + i, e));
+            let t = self.send_sys(socket, chunk, false, &mut |i, e| failed(n * BATCH + i, e));
             totals.sent += t.sent;
             totals.bytes += t.bytes;
             totals.failed += t.failed;
@@ -265,11 +265,38 @@ impl Sender {
         totals
     }
 
+    /// Sends `transmits` in order until the kernel refuses one, and stops there: those sent
+    /// are always the first `totals.sent` (for a numbered stream, which must not skip a
+    /// number it will send again); with the refusal that stopped it, if any.
+    pub fn send_prefix(
+        &mut self,
+        socket: &UdpSocket,
+        transmits: &[Transmit<'_>],
+    ) -> (SendTotals, Option<io::Error>) {
+        let mut totals = SendTotals::default();
+        let mut refusal = None;
+        for chunk in transmits.chunks(BATCH) {
+            let t = self.send_sys(socket, chunk, true, &mut |_, e| {
+                refusal = Some(e.raw_os_error().map_or_else(
+                    || io::Error::new(e.kind(), e.to_string()),
+                    io::Error::from_raw_os_error,
+                ));
+            });
+            totals.sent += t.sent;
+            totals.bytes += t.bytes;
+            if refusal.is_some() {
+                break;
+            }
+        }
+        (totals, refusal)
+    }
+
     #[cfg(not(target_os = "linux"))]
     fn send_sys(
         &mut self,
         socket: &UdpSocket,
         transmits: &[Transmit<'_>],
+        stop_at_failure: bool,
         failed: &mut impl FnMut(usize, &io::Error),
     ) -> SendTotals {
         let mut totals = SendTotals::default();
@@ -286,6 +313,9 @@ impl Sender {
                 Err(e) => {
                     totals.failed += 1;
                     failed(i, &e);
+                    if stop_at_failure {
+                        break;
+                    }
                 }
             }
         }
@@ -420,6 +450,7 @@ mod linux {
             &mut self,
             socket: &UdpSocket,
             transmits: &[Transmit<'_>],
+            stop_at_failure: bool,
             failed: &mut impl FnMut(usize, &io::Error),
         ) -> SendTotals {
             let h = &mut *self.sys;
@@ -481,9 +512,13 @@ mod linux {
                     if e.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    // The first remaining datagram failed; report it and go on after it.
+                    // The first remaining datagram failed; report it and go on after it
+                    // (or stop there, when asked).
                     failed(done, &e);
                     totals.failed += 1;
+                    if stop_at_failure {
+                        break;
+                    }
                     done += 1;
                     continue;
                 }

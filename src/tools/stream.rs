@@ -447,7 +447,7 @@ impl Run<'_> {
         };
         let mut segmented = gso > 1;
         let mut sender = Sender::new();
-        let mut packed = vec![0u8; size * gso];
+        let mut packed = vec![0u8; size * gso.max(BATCH)];
         let until = config.duration.map(|d| self.started + d);
         let limit = config.count.unwrap_or(u64::MAX);
         let mut sent = 0u64;
@@ -497,7 +497,9 @@ impl Run<'_> {
                 std::thread::sleep(wait.min(Duration::from_millis(2)));
                 continue;
             }
-            let n = ((due - sent) as usize).min(if segmented { gso } else { 1 });
+            // Segmented: one send of up to `gso` datagrams; otherwise up to a batch of
+            // single datagrams in one sendmmsg.
+            let n = ((due - sent) as usize).min(if segmented { gso } else { BATCH });
             let at = wall_ns();
             for k in 0..n {
                 Message::Data {
@@ -507,44 +509,51 @@ impl Run<'_> {
                 }
                 .emit(&mut packed[k * size..(k + 1) * size], size);
             }
-            let transmit = Transmit {
-                destination: None,
-                source: None,
-                contents: &packed[..n * size],
-                segment_size: (n > 1).then_some(size),
+            let mut transmits = [Transmit::EMPTY; BATCH];
+            let count = if segmented && n > 1 {
+                transmits[0] = Transmit {
+                    contents: &packed[..n * size],
+                    segment_size: Some(size),
+                    ..Transmit::EMPTY
+                };
+                1
+            } else {
+                for (k, t) in transmits[..n].iter_mut().enumerate() {
+                    t.contents = &packed[k * size..(k + 1) * size];
+                }
+                n
             };
-            let mut refused = false;
-            let mut busy = false;
-            let mut fatal = None;
-            let totals = sender.send(self.socket, &[transmit], |_, e| {
-                if n > 1 && net::gso_refused(e) {
-                    refused = true;
-                } else if e.kind() == io::ErrorKind::ConnectionRefused {
-                    fatal = Some(Error::Refused {
+            // In order, stopping at a refusal: the numbers sent never skip one that goes
+            // later.
+            let (totals, refusal) = sender.send_prefix(self.socket, &transmits[..count]);
+            let went = if count == 1 && n > 1 {
+                if totals.sent > 0 { n } else { 0 }
+            } else {
+                totals.sent as usize
+            };
+            sent += went as u64;
+            match refusal {
+                None => {}
+                Some(e) if n > 1 && count == 1 && net::gso_refused(&e) => segmented = false,
+                Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::Refused {
                         server: config.target,
                     });
-                } else {
-                    busy = e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == Some(libc::ENOBUFS);
                 }
-            });
-            if let Some(e) = fatal {
-                return Err(e);
-            }
-            if refused {
-                segmented = false;
-                continue;
-            }
-            if totals.sent > 0 {
-                sent += n as u64;
-            } else if busy {
-                // A full buffer: the datagrams go on the next turn, a little later.
-                std::thread::sleep(Duration::from_micros(20));
-            } else {
-                // Refused by this host (a firewall, too big for the route): sent and lost
-                // here, so the run still ends and says so.
-                sent += n as u64;
-                self.refused += n as u64;
+                Some(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    // A full buffer: the rest go on the next turn, a little later.
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+                Some(_) => {
+                    // Refused by this host (a firewall, too big for the route): what that
+                    // send carried is sent and lost here, so the run still ends and says so.
+                    let lost_here = if count == 1 { n } else { 1 } as u64;
+                    sent += lost_here;
+                    self.refused += lost_here;
+                }
             }
         }
         let end = self.secs(Instant::now());
