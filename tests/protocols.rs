@@ -617,3 +617,39 @@ fn mtu_and_bench_speak_stamp_without_a_single_false_forgery() {
     assert_eq!(v["stamp"]["loss_forward"], 0, "{v}");
     assert_eq!(v["stamp"]["one_way"], "exact", "{v}");
 }
+
+#[test]
+fn an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more() {
+    // The seed's slip (one in two refused requests answered when the reply is no longer)
+    // would bounce half of a spoofed flood off an echo or a reflector, whose replies are
+    // as long as the requests: they never slip.
+    for protocol in ["echo", "stamp"] {
+        let (mut server, addr) = udpkit_server(&[
+            "-p",
+            "0",
+            "-q",
+            "--json",
+            "--protocol",
+            protocol,
+            "--rate-limit",
+            "20",
+        ]);
+        let (replies, bytes) = flood(
+            &roomy_socket("127.0.0.1:0"),
+            addr,
+            &[0u8; 100],
+            2000,
+            Duration::from_millis(300),
+        );
+        // A burst of 20, and 20 a second for as long as the flood lasted (well under 2 s).
+        assert!(replies <= 60, "{protocol}: {replies} replies");
+        assert!(bytes <= 60 * 100, "{protocol}: {bytes} bytes");
+        let s = json_summary(&mut server);
+        assert_eq!(s["slipped"], 0, "{protocol}: {s}");
+        assert_eq!(
+            s["replied"].as_u64(),
+            Some(replies as u64),
+            "{protocol}: {s}"
+        );
+    }
+}

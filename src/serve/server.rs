@@ -488,7 +488,15 @@ impl Worker<'_> {
                         }
                     };
                     if let Some(limiter) = limiter.as_mut() {
-                        match limiter.decide(peer.ip(), now, len, answer.len) {
+                        // Slip lets a real client of the seed's protocol through a spoofed
+                        // flood of its prefix; an echo, a STAMP reflection or a stream's
+                        // answer is as long as its request, and slipping those would bounce
+                        // half of any flood off the server: they never slip.
+                        let decision = match limiter.decide(peer.ip(), now, len, answer.len) {
+                            Decision::Slip if answer.in_place => Decision::Refuse,
+                            d => d,
+                        };
+                        match decision {
                             Decision::Answer => {}
                             Decision::Slip => {
                                 tally.slipped += 1;
