@@ -17,10 +17,14 @@ fn stream_json(to: SocketAddr, args: &[&str]) -> (Option<i32>, serde_json::Value
 #[test]
 fn a_clean_stream_arrives_whole_both_ways() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    for reverse in [false, true] {
+    // Both ways, and forward without segmentation offload (batches of single datagrams).
+    for (reverse, no_gso) in [(false, false), (true, false), (false, true)] {
         let mut args = vec!["--pps", "20000", "-s", "1200", "-n", "10000", "-i", "0.2"];
         if reverse {
             args.push("--reverse");
+        }
+        if no_gso {
+            args.push("--no-gso");
         }
         let (code, v) = stream_json(addr, &args);
         assert_eq!(code, Some(0), "{v}");

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Stop;
-use crate::io::datagram::{Sender, Transmit};
+use crate::io::datagram::{BATCH, Sender, Transmit};
 use crate::io::socket as net;
 use crate::load::arrivals::Arrivals;
 use crate::wire::stream::{Counters, Message, Plan};
@@ -328,7 +328,7 @@ fn send_reverse(
         size,
     );
     let mut sender = Sender::new();
-    let mut packed = vec![0u8; size * gso];
+    let mut packed = vec![0u8; size * gso.max(BATCH)];
     let started = Instant::now();
     let until = (plan.duration_ms > 0).then(|| started + Duration::from_millis(plan.duration_ms));
     let limit = if plan.count > 0 { plan.count } else { u64::MAX };
@@ -352,7 +352,9 @@ fn send_reverse(
             std::thread::sleep(wait.min(Duration::from_millis(5)));
             continue;
         }
-        let n = ((due - sent) as usize).min(if segmented { gso } else { 1 });
+        // Segmented: one send of up to `gso` datagrams; otherwise up to a batch of single
+        // datagrams in one sendmmsg, in order, stopping at a refusal.
+        let n = ((due - sent) as usize).min(if segmented { gso } else { BATCH });
         let at = wall_ns();
         for k in 0..n {
             Message::Data {
@@ -362,26 +364,35 @@ fn send_reverse(
             }
             .emit(&mut packed[k * size..(k + 1) * size], size);
         }
-        let transmit = Transmit {
-            destination: Some(peer),
-            source: None,
-            contents: &packed[..n * size],
-            segment_size: (n > 1).then_some(size),
-        };
-        let mut refused = false;
-        let totals = sender.send(socket, &[transmit], |_, e| {
-            refused = n > 1 && net::gso_refused(e);
-        });
-        if refused {
-            segmented = false;
-            continue;
-        }
-        // A full buffer: what did not go counts as not sent; the next turn tries again.
-        if totals.sent > 0 {
-            sent += n as u64;
-            shared.sent.store(sent, Ordering::Relaxed);
+        let mut transmits = [Transmit::EMPTY; BATCH];
+        let count = if segmented && n > 1 {
+            transmits[0] = Transmit {
+                destination: Some(peer),
+                contents: &packed[..n * size],
+                segment_size: Some(size),
+                ..Transmit::EMPTY
+            };
+            1
         } else {
-            std::thread::sleep(Duration::from_micros(50));
+            for (k, t) in transmits[..n].iter_mut().enumerate() {
+                t.destination = Some(peer);
+                t.contents = &packed[k * size..(k + 1) * size];
+            }
+            n
+        };
+        let (totals, refusal) = sender.send_prefix(socket, &transmits[..count]);
+        let went = if count == 1 && n > 1 {
+            if totals.sent > 0 { n } else { 0 }
+        } else {
+            totals.sent as usize
+        };
+        sent += went as u64;
+        shared.sent.store(sent, Ordering::Relaxed);
+        match refusal {
+            None => {}
+            Some(e) if count == 1 && n > 1 && net::gso_refused(&e) => segmented = false,
+            // A full buffer (or a path refusing for now): the rest go on the next turn.
+            Some(_) => std::thread::sleep(Duration::from_micros(50)),
         }
     }
     shared.sent.store(sent, Ordering::Relaxed);
