@@ -20,7 +20,7 @@ fn stops_with_summary(mut proc: Running, sig: i32, summary: &str) {
         "took {:?}",
         sent.elapsed()
     );
-    assert!(status.success(), "{status:?} {err}");
+    assert!(status.success(), "{status:?} {err} {lines:?}");
     assert!(lines.iter().any(|l| l.contains(summary)), "{lines:?} {err}");
 }
 
@@ -100,7 +100,7 @@ fn a_stopped_bench_still_takes_the_replies_on_their_way() {
     signal(&bench, libc::SIGINT);
     let lines = bench.lines_within(Duration::from_millis(1500));
     let (status, err) = bench.wait();
-    assert!(status.success(), "{status:?} {err}");
+    assert!(status.success(), "{status:?} {err} {lines:?}");
     let v: serde_json::Value = serde_json::from_str(&lines.concat()).unwrap();
     assert!(v["sent"].as_u64().unwrap() >= 16, "{v}");
     assert_eq!(v["lost"], 0, "{v}");

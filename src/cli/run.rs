@@ -109,6 +109,8 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         stateful: args.stateful,
         ..ServerConfig::new(net::resolve(&args.host, port)?)
     })?;
+    // Before anyone is told it is ready: a signal from then on stops it with its summary.
+    let stop = stop_on_signals();
     let mut out = io::stdout();
     write_ready(
         args.ready_file.as_deref(),
@@ -135,7 +137,6 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         );
     }
 
-    let stop = stop_on_signals();
     let started = Instant::now();
     let line_by_line = io::stdout().is_terminal();
     let report = |event: &str| {
@@ -231,12 +232,13 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
         timeout: args.timeout,
         requests,
     };
+    // Before the first line: a signal from then on stops it with its summary.
+    let stop = stop_on_signals();
     let shown = net::shown(target);
     let mut out = io::stdout();
     if !args.json {
         writeln!(out, "PING {shown}: {} data bytes", config.size).map_err(output)?;
     }
-    let stop = stop_on_signals();
     let lines = !args.quiet && !args.json;
     let report = ping::ping(&config, &stop, |event| {
         // Notes are always said (but not in JSON); per-request lines unless -q or --json.
@@ -443,11 +445,12 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
         tos: args.tos.or(args.dscp.map(|d| d << 2)),
         offload: !args.no_gso,
     };
+    // Before the first line: a signal from then on stops it with what it has.
+    let stop = stop_on_signals();
     let mut out = io::stdout();
     if !args.json && !args.json_lines {
         write!(out, "{}", text::stream_header(&config)).map_err(output)?;
     }
-    let stop = stop_on_signals();
     let report = udpkit::stream::stream(&config, &stop, |f| {
         let line = if args.json_lines {
             json::stream_interval(f)
@@ -599,6 +602,8 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
         impair_from: args.impair_from,
     })?;
     let to = net::resolve_host_port(&args.to)?;
+    // Before anyone is told it is ready: a signal from then on stops it with its summary.
+    let stop = stop_on_signals();
     let mut out = io::stdout();
     write_ready(
         args.ready_file.as_deref(),
@@ -617,7 +622,6 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     )
     .map_err(output)?;
     out.flush().map_err(output)?;
-    let stop = stop_on_signals();
     let counters = relay.run(&stop)?;
     let line = if args.json {
         serde_json::to_string(&counters).expect("plain numbers serialize")
