@@ -39,25 +39,6 @@ fn peer(name: &str, env: &str, test: &str) -> Option<PathBuf> {
     found
 }
 
-/// A Python echo server on a port of the kernel's choosing, with its address.
-fn python_echo() -> (Running, SocketAddr) {
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-u",
-        "-c",
-        "import socket\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('127.0.0.1', 0))\n\
-         print(s.getsockname()[1])\n\
-         while True:\n\
-         \x20   data, peer = s.recvfrom(65535)\n\
-         \x20   s.sendto(data, peer)\n",
-    ]);
-    let mut proc = Running::start(cmd);
-    let port: u16 = proc.line().trim().parse().expect("a port");
-    (proc, SocketAddr::from(([127, 0, 0, 1], port)))
-}
-
 /// socat echoing through a pipe (`socat UDP-LISTEN:PORT,fork PIPE`), as a user would.
 fn socat_echo(test: &str) -> Option<(Running, SocketAddr)> {
     let socat = peer("socat", "UDPKIT_SOCAT", test)?;

@@ -307,21 +307,7 @@ fn a_stream_shares_the_port_with_every_protocol_and_leaves_its_answers_alone() {
 #[test]
 fn a_server_that_is_not_udpkits_is_named_as_such() {
     // An echo server answers the start with the start itself: an answer, not udpkit's.
-    let mut cmd = std::process::Command::new("python3");
-    cmd.args([
-        "-u",
-        "-c",
-        "import socket\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-         s.bind(('127.0.0.1', 0))\n\
-         print(s.getsockname()[1])\n\
-         while True:\n\
-         \x20   data, peer = s.recvfrom(65535)\n\
-         \x20   s.sendto(data, peer)\n",
-    ]);
-    let mut echo = Running::start(cmd);
-    let port: u16 = echo.line().trim().parse().unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (_echo, addr) = python_echo();
     let out = run(udpkit_to("stream", addr, &["-n", "10"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(

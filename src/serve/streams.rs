@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -310,6 +311,100 @@ impl Drop for Streams {
     }
 }
 
+/// What one turn of a stream's sender did.
+pub(crate) struct Turn {
+    /// Datagrams that went, the first ones of those asked for.
+    pub went: u64,
+    /// The refusal that stopped the turn (a path refusing GSO is handled, not returned),
+    /// with how many datagrams the refused send carried.
+    pub refusal: Option<(io::Error, u64)>,
+}
+
+/// A stream's sender, either side: data datagrams numbered in order, in segmented sends
+/// (GSO) where the path takes them, otherwise batches of single ones (`sendmmsg`), always
+/// stopping at a refusal so that no number is skipped and sent later.
+pub(crate) struct DataSender {
+    sender: Sender,
+    packed: Vec<u8>,
+    size: usize,
+    gso: usize,
+    segmented: bool,
+}
+
+impl DataSender {
+    /// For datagrams of `size` bytes on `socket`; `offload`: segmented where possible.
+    pub fn new(socket: &UdpSocket, size: usize, offload: bool) -> DataSender {
+        let gso = if offload {
+            net::gso_fit(net::gso_segments(socket).min(BATCH), size)
+        } else {
+            1
+        };
+        DataSender {
+            sender: Sender::new(),
+            packed: vec![0u8; size * gso.max(BATCH)],
+            size,
+            gso,
+            segmented: gso > 1,
+        }
+    }
+
+    /// Sends up to `due` datagrams of stream `id` numbered from `first`, to `to` (`None`:
+    /// the connected peer), stamped now.
+    pub fn send(
+        &mut self,
+        socket: &UdpSocket,
+        to: Option<SocketAddr>,
+        id: u64,
+        first: u64,
+        due: u64,
+    ) -> Turn {
+        let size = self.size;
+        let n = (due as usize).min(if self.segmented { self.gso } else { BATCH });
+        let at = wall_ns();
+        for k in 0..n {
+            Message::Data {
+                id,
+                seq: first + k as u64,
+                sent_ns: at,
+            }
+            .emit(&mut self.packed[k * size..(k + 1) * size], size);
+        }
+        let mut transmits = [Transmit::EMPTY; BATCH];
+        let segmented = self.segmented && n > 1;
+        let count = if segmented {
+            transmits[0] = Transmit {
+                destination: to,
+                contents: &self.packed[..n * size],
+                segment_size: Some(size),
+                ..Transmit::EMPTY
+            };
+            1
+        } else {
+            for (k, t) in transmits[..n].iter_mut().enumerate() {
+                t.destination = to;
+                t.contents = &self.packed[k * size..(k + 1) * size];
+            }
+            n
+        };
+        let (totals, refusal) = self.sender.send_prefix(socket, &transmits[..count]);
+        let went = match (segmented, totals.sent > 0) {
+            (true, true) => n as u64,
+            (true, false) => 0,
+            (false, _) => totals.sent,
+        };
+        let refusal = match refusal {
+            Some(e) if segmented && net::gso_refused(&e) => {
+                // The path refuses GSO (quinn-udp's rule): single datagrams from now on.
+                self.segmented = false;
+                None
+            }
+            Some(e) => Some((e, if segmented { n as u64 } else { 1 })),
+            None => None,
+        };
+        Turn { went, refusal }
+    }
+}
+
 /// A reverse stream's sender: `plan`'s datagrams to `peer` from the server's port, paced,
 /// in segmented sends where the kernel can, until its count or duration, the server's
 /// stop, or its client's silence.
@@ -323,17 +418,11 @@ fn send_reverse(
 ) {
     let size = (plan.size as usize).max(crate::wire::stream::DATA_MIN);
     let pps = plan.milli_pps as f64 / 1000.0;
-    let gso = net::gso_fit(
-        net::gso_segments(socket).min(crate::io::datagram::BATCH),
-        size,
-    );
-    let mut sender = Sender::new();
-    let mut packed = vec![0u8; size * gso.max(BATCH)];
+    let mut data = DataSender::new(socket, size, true);
     let started = Instant::now();
     let until = (plan.duration_ms > 0).then(|| started + Duration::from_millis(plan.duration_ms));
     let limit = if plan.count > 0 { plan.count } else { u64::MAX };
     let mut sent = 0u64;
-    let mut segmented = gso > 1;
     while sent < limit && !stop.is_stopped() && !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if until.is_some_and(|t| now >= t) {
@@ -352,47 +441,12 @@ fn send_reverse(
             std::thread::sleep(wait.min(Duration::from_millis(5)));
             continue;
         }
-        // Segmented: one send of up to `gso` datagrams; otherwise up to a batch of single
-        // datagrams in one sendmmsg, in order, stopping at a refusal.
-        let n = ((due - sent) as usize).min(if segmented { gso } else { BATCH });
-        let at = wall_ns();
-        for k in 0..n {
-            Message::Data {
-                id,
-                seq: sent + k as u64,
-                sent_ns: at,
-            }
-            .emit(&mut packed[k * size..(k + 1) * size], size);
-        }
-        let mut transmits = [Transmit::EMPTY; BATCH];
-        let count = if segmented && n > 1 {
-            transmits[0] = Transmit {
-                destination: Some(peer),
-                contents: &packed[..n * size],
-                segment_size: Some(size),
-                ..Transmit::EMPTY
-            };
-            1
-        } else {
-            for (k, t) in transmits[..n].iter_mut().enumerate() {
-                t.destination = Some(peer);
-                t.contents = &packed[k * size..(k + 1) * size];
-            }
-            n
-        };
-        let (totals, refusal) = sender.send_prefix(socket, &transmits[..count]);
-        let went = if count == 1 && n > 1 {
-            if totals.sent > 0 { n } else { 0 }
-        } else {
-            totals.sent as usize
-        };
-        sent += went as u64;
+        let turn = data.send(socket, Some(peer), id, sent, due - sent);
+        sent += turn.went;
         shared.sent.store(sent, Ordering::Relaxed);
-        match refusal {
-            None => {}
-            Some(e) if count == 1 && n > 1 && net::gso_refused(&e) => segmented = false,
+        if turn.refusal.is_some() {
             // A full buffer (or a path refusing for now): the rest go on the next turn.
-            Some(_) => std::thread::sleep(Duration::from_micros(50)),
+            std::thread::sleep(Duration::from_micros(50));
         }
     }
     shared.sent.store(sent, Ordering::Relaxed);

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
+use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::socket as net;
 use crate::load::arrivals::Arrivals;
-use crate::serve::streams::wall_ns;
+use crate::serve::streams::{DataSender, wall_ns};
 use crate::wire::stream::{self, Counters, Message, Plan};
 use crate::{Error, Stop};
 
@@ -439,15 +439,7 @@ impl Run<'_> {
         stop: &Stop,
         on_interval: &mut impl FnMut(&Figures),
     ) -> Result<Report, Error> {
-        let size = config.size;
-        let gso = if config.offload {
-            net::gso_fit(net::gso_segments(self.socket).min(BATCH), size)
-        } else {
-            1
-        };
-        let mut segmented = gso > 1;
-        let mut sender = Sender::new();
-        let mut packed = vec![0u8; size * gso.max(BATCH)];
+        let mut data = DataSender::new(self.socket, config.size, config.offload);
         let until = config.duration.map(|d| self.started + d);
         let limit = config.count.unwrap_or(u64::MAX);
         let mut sent = 0u64;
@@ -497,62 +489,29 @@ impl Run<'_> {
                 std::thread::sleep(wait.min(Duration::from_millis(2)));
                 continue;
             }
-            // Segmented: one send of up to `gso` datagrams; otherwise up to a batch of
-            // single datagrams in one sendmmsg.
-            let n = ((due - sent) as usize).min(if segmented { gso } else { BATCH });
-            let at = wall_ns();
-            for k in 0..n {
-                Message::Data {
-                    id: self.id,
-                    seq: sent + k as u64,
-                    sent_ns: at,
-                }
-                .emit(&mut packed[k * size..(k + 1) * size], size);
-            }
-            let mut transmits = [Transmit::EMPTY; BATCH];
-            let count = if segmented && n > 1 {
-                transmits[0] = Transmit {
-                    contents: &packed[..n * size],
-                    segment_size: Some(size),
-                    ..Transmit::EMPTY
-                };
-                1
-            } else {
-                for (k, t) in transmits[..n].iter_mut().enumerate() {
-                    t.contents = &packed[k * size..(k + 1) * size];
-                }
-                n
-            };
             // In order, stopping at a refusal: the numbers sent never skip one that goes
             // later.
-            let (totals, refusal) = sender.send_prefix(self.socket, &transmits[..count]);
-            let went = if count == 1 && n > 1 {
-                if totals.sent > 0 { n } else { 0 }
-            } else {
-                totals.sent as usize
-            };
-            sent += went as u64;
-            match refusal {
+            let turn = data.send(self.socket, None, self.id, sent, due - sent);
+            sent += turn.went;
+            match turn.refusal {
                 None => {}
-                Some(e) if n > 1 && count == 1 && net::gso_refused(&e) => segmented = false,
-                Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Some((e, _)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Error::Refused {
                         server: config.target,
                     });
                 }
-                Some(e)
+                Some((e, _))
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.raw_os_error() == Some(libc::ENOBUFS) =>
                 {
                     // A full buffer: the rest go on the next turn, a little later.
                     std::thread::sleep(Duration::from_micros(20));
                 }
-                Some(_) => {
+                Some((_, carried)) => {
                     // Refused by this host (a firewall, too big for the route): what that
                     // send carried is sent and lost here, so the run still ends and says so.
-                    let lost_here = if count == 1 { n } else { 1 } as u64;
-                    sent += lost_here;
-                    self.refused += lost_here;
+                    sent += carried;
+                    self.refused += carried;
                 }
             }
         }

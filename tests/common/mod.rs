@@ -480,3 +480,22 @@ pub fn json_summary(proc: &mut Running) -> serde_json::Value {
     assert!(status.success(), "{err}");
     serde_json::from_str(&last).unwrap_or_else(|e| panic!("{last}: {e}"))
 }
+
+/// A Python echo server on a port of the kernel's choosing, with its address.
+pub fn python_echo() -> (Running, SocketAddr) {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-u",
+        "-c",
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('127.0.0.1', 0))\n\
+         print(s.getsockname()[1])\n\
+         while True:\n\
+         \x20   data, peer = s.recvfrom(65535)\n\
+         \x20   s.sendto(data, peer)\n",
+    ]);
+    let mut proc = Running::start(cmd);
+    let port: u16 = proc.line().trim().parse().expect("a port");
+    (proc, SocketAddr::from(([127, 0, 0, 1], port)))
+}
