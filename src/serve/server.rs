@@ -157,8 +157,8 @@ impl Server {
             net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
             net::count_kernel_drops(socket);
             net::reply_from_destination(socket, local);
-            // Receive times: STAMP's t2, a stream's jitter.
-            net::timestamp_arrivals(socket);
+            // Receive times for STAMP's t2 (a stream's, for its jitter, are asked for when
+            // the first stream starts: the seed's protocol pays nothing for them).
             if config.protocol == Protocol::Stamp {
                 net::report_arrival(socket, local.is_ipv6());
             }

@@ -243,6 +243,8 @@ impl Streams {
             self.refused += 1;
             return false;
         }
+        // The kernel's receive times from now on, for the jitter (idempotent).
+        net::timestamp_arrivals(socket);
         let reverse = if plan.reverse {
             let running = self
                 .table
