@@ -46,6 +46,7 @@ pub mod addr;
 pub mod error;
 pub mod impair;
 pub mod io;
+pub mod limits;
 pub mod load;
 pub mod serve;
 mod stop;

@@ -1,5 +1,9 @@
 //! The `udpkit` binary: parses the command line, runs the subcommand from the library, and
-//! reports a failure as one line on stderr with a non-zero exit.
+//! reports a failure as one line on stderr.
+//!
+//! Exit status, as ripgrep's: 0 when the command did what was asked; 1 when it ran and the
+//! answer is no (no reply, no server at that port, nothing found, figures incomplete); 2
+//! for an error (a bad flag or value, a port in use, a file that cannot be written).
 
 mod cli;
 
@@ -8,7 +12,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return cli::usage(&e),
+    };
     let result = match &args.command {
         cli::Command::Server(a) => cli::server(a).map(|()| true),
         cli::Command::Client(a) => cli::client(a).map(|()| true),
@@ -25,7 +32,7 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         // The command ran and said so; its answer is no (ping: no reply at all).
-        Ok(false) => ExitCode::FAILURE,
+        Ok(false) => ExitCode::from(1),
         // `udpkit server | head -1`: the reader has what it wanted.
         Err(e)
             if e.callback_error()
@@ -39,11 +46,16 @@ fn main() -> ExitCode {
                 "udpkit: cannot write output: {}",
                 udpkit::error::plain(&source)
             );
-            ExitCode::FAILURE
+            ExitCode::from(2)
+        }
+        // Ran, and the answer is no: nobody answered, or nobody listens there.
+        Err(e @ (udpkit::Error::NoReply { .. } | udpkit::Error::Refused { .. })) => {
+            eprintln!("udpkit: {e}");
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("udpkit: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }

@@ -75,7 +75,7 @@ fn bad_values_are_refused_with_the_reason() {
         ),
         (
             &["server", "--rate-limit", "fast"],
-            "neither 'off' nor a positive number",
+            "neither 'off' nor a number of replies a second",
         ),
         (&["client", "--wait", "0"], "out of range"),
         (
@@ -90,7 +90,9 @@ fn bad_values_are_refused_with_the_reason() {
         let mut cmd = udpkit();
         cmd.args(args);
         let out = run(cmd);
-        assert_ne!(out.status.code(), Some(0), "{args:?}");
-        assert!(stderr(&out).contains(reason), "{args:?}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(reason), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }

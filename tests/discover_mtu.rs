@@ -53,7 +53,7 @@ fn discover_refuses_a_multicast_address() {
         let mut cmd = udpkit();
         cmd.args(["discover", group, "-W", "0.1"]);
         let out = run(cmd);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(2));
         let err = stderr(&out);
         assert!(err.contains("is a multicast address"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");

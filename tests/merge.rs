@@ -122,7 +122,7 @@ fn three_agents_merge_into_their_sums_and_one_histograms_percentiles() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["requests_per_second"].as_u64().unwrap())
+        .map(|s| s["replies"].as_u64().unwrap())
         .sum();
     assert_eq!(per_second, m["received"].as_u64().unwrap(), "{m}");
 
@@ -180,17 +180,17 @@ fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     ));
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, _, err) = merge_json(&[files[0].clone(), files[1].clone(), other.clone()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("from different runs"), "{err}");
     let (code, _, err) = merge_json(&[files[0].clone(), files[0].clone()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("both segment 1/3"), "{err}");
     // Cut short, corrupted, empty: the file is named.
     let text = std::fs::read(&files[1]).unwrap();
     let cut = temp("cut.hlog");
     std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
     let (code, _, err) = merge_json(&[files[0].clone(), cut.clone()]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("cut.hlog"), "{err}");
     let mut bad = text.clone();
     let at = String::from_utf8_lossy(&text).find("HIST").unwrap() + 30;
@@ -198,12 +198,12 @@ fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     let corrupted = temp("corrupted.hlog");
     std::fs::write(&corrupted, &bad).unwrap();
     let (code, _, err) = merge_json(&[corrupted]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("corrupted.hlog"), "{err}");
     let empty = temp("empty.hlog");
     std::fs::write(&empty, b"").unwrap();
     let (code, _, err) = merge_json(&[empty]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("empty.hlog: the file is empty"), "{err}");
     // Two of three: merged, said incomplete.
     let (code, m, _) = merge_json(&files[..2]);
@@ -243,7 +243,7 @@ fn the_segment_comes_from_a_kubernetes_indexed_job_or_slurm_and_is_said() {
     cmd.env("JOB_COMPLETION_INDEX", "0")
         .env_remove("UDPKIT_SEGMENTS");
     let out = run(cmd);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--segments N"), "{}", stderr(&out));
 }
 

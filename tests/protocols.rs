@@ -505,7 +505,7 @@ fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
         addr,
         &["--protocol", "stamp", "-s", "40", "-c", "1"],
     ));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("at least 44 bytes"),
         "{}",
@@ -516,7 +516,7 @@ fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
         cmd.args(["server", "-p", "0", "--stateful"]);
         cmd
     });
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--protocol stamp"),
         "{}",

@@ -355,7 +355,7 @@ fn a_relay_that_would_forward_to_itself_is_refused() {
         let mut cmd = udpkit();
         cmd.args(["relay", "--listen", &listen, "--to", &to]);
         let out = run(cmd);
-        assert_eq!(out.status.code(), Some(1), "{listen} -> {to}");
+        assert_eq!(out.status.code(), Some(2), "{listen} -> {to}");
         let err = stderr(&out);
         assert!(err.contains("would forward to itself"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");

@@ -102,7 +102,7 @@ fn a_port_in_use_is_a_one_line_error() {
     let mut cmd = udpkit();
     cmd.args(["server", "-p", &addr.port().to_string()]);
     let out = run(cmd);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -119,7 +119,7 @@ fn an_address_not_on_this_host_is_a_one_line_error() {
     let mut cmd = udpkit();
     cmd.args(["server", "192.0.2.1", "-p", "0"]);
     let out = run(cmd);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -133,7 +133,7 @@ fn an_unresolvable_host_is_a_one_line_error() {
     let mut cmd = udpkit();
     cmd.args(["server", "no-such-host.invalid"]);
     let out = run(cmd);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(

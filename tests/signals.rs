@@ -79,7 +79,7 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
         started.elapsed() < Duration::from_secs(2),
         "it ran the benchmark first"
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("cannot write /no/such/dir/p.svg"), "{err}");
     assert!(err.contains("before the run"), "{err}");

@@ -309,7 +309,7 @@ fn a_server_that_is_not_udpkits_is_named_as_such() {
     // An echo server answers the start with the start itself: an answer, not udpkit's.
     let (_echo, addr) = python_echo();
     let out = run(udpkit_to("stream", addr, &["-n", "10"]));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not as a udpkit server"),
         "{}",

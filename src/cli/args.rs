@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use udpkit::addr::{DEFAULT_HOST, DEFAULT_PORT};
+use udpkit::limits;
 use udpkit::wire::Protocol;
 use udpkit::{RateLimit, relay};
 
@@ -79,7 +80,7 @@ pub struct ServerArgs {
     /// Serve with N sockets on the same port (SO_REUSEPORT), one thread each; with more
     /// than one, lines from different clients may interleave in any order
     #[arg(long = "threads", value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
+          value_parser = clap::value_parser!(u16).range(1..=limits::THREADS_MAX as i64))]
     pub threads: u16,
     /// Print the counters every SECS seconds (they are always printed on exit)
     #[arg(long = "stats", value_name = "SECS", value_parser = seconds)]
@@ -169,16 +170,16 @@ pub struct BenchArgs {
 
     /// Flows: sockets with a source port each
     #[arg(long = "flows", value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
+          value_parser = clap::value_parser!(u16).range(1..=limits::FLOWS_MAX as i64))]
     pub flows: u16,
     /// Threads to spread the flows over, each with its own engine on its own core
     /// (figures merged; each thread has at least one flow)
     #[arg(long = "threads", value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
+          value_parser = clap::value_parser!(u16).range(1..=limits::THREADS_MAX as i64))]
     pub threads: u16,
     /// Requests in flight per flow (closed loop; ignored with --rate)
     #[arg(long = "window", value_name = "W", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
+          value_parser = clap::value_parser!(u32).range(1..=limits::WINDOW_MAX as i64))]
     pub window: u32,
     /// Seconds to send for (default 10, unless -n is given)
     #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = seconds, conflicts_with = "count")]
@@ -222,10 +223,11 @@ pub struct BenchArgs {
     pub segment: Option<(usize, usize)>,
     /// How many agents share the run, where JOB_COMPLETION_INDEX gives the index (also
     /// from UDPKIT_SEGMENTS)
-    #[arg(long = "segments", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long = "segments", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=limits::SEGMENTS as i64))]
     pub segments: Option<u32>,
-    /// Start at TIME, RFC 3339 (2026-11-25T12:00:00Z) or Unix seconds: agents given the
-    /// same time start together; one that starts late says by how much and runs anyway
+    /// Start at TIME, RFC 3339 (2026-11-25T12:00:00Z) or Unix seconds, at most a day
+    /// ahead: agents given the same time start together; one that starts late says by how
+    /// much and runs anyway
     #[arg(long = "start-at", value_name = "TIME", value_parser = start_time)]
     pub start_at: Option<(std::time::SystemTime, String)>,
     /// Write the latencies as an HdrHistogram interval log to FILE (one histogram a
@@ -258,17 +260,17 @@ pub struct StreamArgs {
     /// Bits a second of UDP payload, with K, M or G (1000s): 100M, 1.5G
     #[arg(short = 'b', long = "rate", value_name = "BITS[KMG]", value_parser = bits_per_second, conflicts_with = "pps", default_value = "1M")]
     pub rate: f64,
-    /// Datagrams a second, instead of --rate
-    #[arg(long = "pps", value_name = "N", value_parser = per_second)]
+    /// Datagrams a second, instead of --rate (0.001 to 1000000)
+    #[arg(long = "pps", value_name = "N", value_parser = stream_pps)]
     pub pps: Option<f64>,
     /// Bytes of UDP payload in each datagram (34 to 65507)
     #[arg(short = 's', value_name = "SIZE", default_value_t = 1400,
           value_parser = clap::value_parser!(u16).range(34..=65507))]
     pub size: u16,
-    /// Seconds to send for (default 10, unless -n is given)
-    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = seconds, conflicts_with = "count")]
+    /// Seconds to send for, at most 3600 (default 10, unless -n is given)
+    #[arg(short = 'd', long = "duration", value_name = "SECS", value_parser = stream_seconds, conflicts_with = "count")]
     pub duration: Option<Duration>,
-    /// Datagrams to send in all
+    /// Datagrams to send in all (at the rate, within an hour)
     #[arg(short = 'n', long = "count", value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// The server sends, to this client's own address and port (works from behind NAT)
@@ -447,7 +449,9 @@ pub struct CompletionsArgs {
 /// Milliseconds, zero or more.
 fn millis(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
-        Ok(ms) if (0.0..=3_600_000.0).contains(&ms) => Ok(Duration::from_secs_f64(ms / 1000.0)),
+        Ok(ms) if (0.0..=limits::DELAY_MS_MAX).contains(&ms) => {
+            Ok(Duration::from_secs_f64(ms / 1000.0))
+        }
         _ => Err(format!(
             "'{text}' is not a number of milliseconds from 0 to 3600000"
         )),
@@ -472,33 +476,47 @@ fn segment(text: &str) -> Result<(usize, usize), String> {
         ))
     });
     match parsed {
-        Some((i, n)) if i >= 1 && i <= n => Ok((i, n)),
+        Some((i, n)) if i >= 1 && i <= n && n <= limits::SEGMENTS => Ok((i, n)),
         _ => Err(format!(
-            "'{text}' is not a share I/N with 1 <= I <= N (try 2/3)"
+            "'{text}' is not a share I/N with 1 <= I <= N <= {} (try 2/3)",
+            limits::SEGMENTS
         )),
     }
 }
 
-/// A wall-clock time: RFC 3339 or Unix seconds; with how it was written, to name the run.
+/// A wall-clock time: RFC 3339 or Unix seconds, at most `limits::START_AHEAD_MAX` from now;
+/// with how it was written, to name the run.
 fn start_time(text: &str) -> Result<(std::time::SystemTime, String), String> {
     let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok((
-            std::time::UNIX_EPOCH + Duration::from_secs_f64(secs),
-            t.to_string(),
+    let at = if let Ok(secs) = t.parse::<f64>() {
+        Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+            .ok_or_else(|| {
+                format!("'{text}' is not a time: give Unix seconds from 0, or RFC 3339")
+            })?
+    } else {
+        let ts: jiff::Timestamp = t.parse().map_err(|e| {
+            format!("'{text}' is neither RFC 3339 (2026-11-25T12:00:00Z) nor Unix seconds ({e})")
+        })?;
+        let since = Duration::new(
+            u64::try_from(ts.as_second()).map_err(|_| format!("'{text}' is before 1970"))?,
+            ts.subsec_nanosecond().max(0) as u32,
+        );
+        std::time::UNIX_EPOCH
+            .checked_add(since)
+            .ok_or_else(|| format!("'{text}' is not a time this host can hold"))?
+    };
+    let ahead = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    if ahead > limits::START_AHEAD_MAX {
+        return Err(format!(
+            "'{text}' is {:.0} hours away: give a time at most a day ahead",
+            ahead.as_secs_f64() / 3600.0
         ));
     }
-    let ts: jiff::Timestamp = t.parse().map_err(|e| {
-        format!("'{text}' is neither RFC 3339 (2026-11-25T12:00:00Z) nor Unix seconds ({e})")
-    })?;
-    let since = Duration::new(
-        u64::try_from(ts.as_second()).map_err(|_| format!("'{text}' is before 1970"))?,
-        ts.subsec_nanosecond().max(0) as u32,
-    );
-    Ok((std::time::UNIX_EPOCH + since, t.to_string()))
+    Ok((at, t.to_string()))
 }
 
 /// Bits a second: a number with an optional K, M or G (powers of 1000).
@@ -515,17 +533,41 @@ fn bits_per_second(text: &str) -> Result<f64, String> {
         _ => return Err(format!("'{text}': the unit is K, M or G (as in 100M)")),
     };
     match number.parse::<f64>() {
-        Ok(n) if n > 0.0 && n * scale <= 1e12 => Ok(n * scale),
+        Ok(n) if n.is_finite() && n > 0.0 && n * scale <= limits::BITS_MAX => Ok(n * scale),
         _ => Err(format!(
-            "'{text}' is not a rate in bits a second above zero (try 100M or 1.5G)"
+            "'{text}' is not a rate in bits a second above zero and at most 1T (try 100M or 1.5G)"
         )),
     }
+}
+
+/// A stream's datagrams a second, within `limits::STREAM_PPS_MIN..=STREAM_PPS_MAX`.
+fn stream_pps(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if (limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{text}' is not a rate from {} to {} datagrams a second",
+            limits::STREAM_PPS_MIN,
+            limits::STREAM_PPS_MAX
+        )),
+    }
+}
+
+/// A stream's duration: a millisecond to `limits::STREAM_DURATION_MAX`.
+fn stream_seconds(text: &str) -> Result<Duration, String> {
+    let d = seconds(text)?;
+    if d > limits::STREAM_DURATION_MAX {
+        return Err(format!(
+            "{text} seconds is longer than a stream runs: give at most {}",
+            limits::STREAM_DURATION_MAX.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 /// A rate: from 0.001 to a billion a second.
 fn per_second(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(n) if (0.001..=1e9).contains(&n) => Ok(n),
+        Ok(n) if (limits::RATE_MIN..=limits::RATE_MAX).contains(&n) => Ok(n),
         _ => Err(format!(
             "'{text}' is not a rate from 0.001 to 1000000000 a second"
         )),
@@ -537,12 +579,13 @@ fn seconds(text: &str) -> Result<Duration, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("'{text}' is not a number of seconds (try 0.5)"))?;
-    if !(0.001..=86_400.0).contains(&value) {
-        return Err(format!(
-            "{text} seconds is out of range: give from 0.001 to 86400"
-        ));
-    }
-    Ok(Duration::from_secs_f64(value))
+    limits::seconds(value).ok_or_else(|| {
+        format!(
+            "{text} seconds is out of range: give from {} to {}",
+            limits::SECONDS_MIN,
+            limits::SECONDS_MAX
+        )
+    })
 }
 
 /// Zero, or a positive number of seconds up to a day.
@@ -567,9 +610,11 @@ fn rate_limit(text: &str) -> Result<RateLimit, String> {
         return Ok(RateLimit::Off);
     }
     match text.parse::<f64>() {
-        Ok(n) if n > 0.0 && n.is_finite() => Ok(RateLimit::PerSecond(n)),
+        Ok(n) if (limits::RATE_MIN..=limits::RATE_MAX).contains(&n) => Ok(RateLimit::PerSecond(n)),
         _ => Err(format!(
-            "'{text}' is neither 'off' nor a positive number of replies a second"
+            "'{text}' is neither 'off' nor a number of replies a second from {} to {}",
+            limits::RATE_MIN,
+            limits::RATE_MAX
         )),
     }
 }

@@ -5,7 +5,7 @@
 //! sends reaches the terminal raw. Failures go to the error stream, one line each.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,8 @@ use udpkit::addr as net;
 use udpkit::serve::{Observer, Prefix};
 use udpkit::wire as quote;
 use udpkit::wire::{Protocol, stamp};
+
+use super::printer::Outlet;
 
 /// `Listening at 127.0.0.1:1060`
 pub fn listening(addr: SocketAddr) -> String {
@@ -86,16 +88,16 @@ pub fn pretending_to_drop(line: &mut String, peer: SocketAddr) {
     let _ = write!(line, "Pretending to drop packet from {}", net::shown(peer));
 }
 
-/// Prints the server's line for each datagram to `out` and its failures to `err`.
+/// Prints the server's line for each datagram, and its failures, through an [`Outlet`]:
+/// never waiting on the terminal or pipe (lines it cannot take are dropped and counted).
 ///
-/// Lines are gathered per batch and written with one call when the batch is done, so a
-/// file or pipe costs one system call per batch; on a terminal (`line_by_line`) each line
-/// is written as it comes. Quiet, it prints only failures.
-pub struct Console<O: Write, E: Write> {
-    out: O,
-    err: E,
+/// Lines are gathered per batch and handed over with one call when the batch is done; on a
+/// terminal (`line_by_line`) each line goes as it comes. Quiet, it prints only failures.
+pub struct Console {
+    outlet: Outlet,
     line: String,
     pending: Vec<u8>,
+    pending_lines: u64,
     quiet: bool,
     line_by_line: bool,
     /// When a failed reply was last reported, and how many failed since without a line.
@@ -114,7 +116,7 @@ const NOTICE_EVERY: Duration = Duration::from_secs(10);
 /// the table; past it, notices wait until entries expire.
 const NOTICES: usize = 1024;
 
-/// Lines buffered before they are written out even mid-batch: a batch of 64 datagrams of
+/// Lines gathered before they are handed over even mid-batch: a batch of 64 datagrams of
 /// 64 KiB, each shown escaped at up to four bytes a byte, never holds 16 MiB.
 const PENDING_LIMIT: usize = 64 << 10;
 
@@ -122,13 +124,13 @@ const PENDING_LIMIT: usize = 64 << 10;
 /// replies fail cannot make the server spend its time writing to stderr.
 const FAILURE_EVERY: Duration = Duration::from_secs(1);
 
-impl<O: Write, E: Write> Console<O, E> {
-    pub fn new(out: O, err: E, quiet: bool, line_by_line: bool) -> Self {
+impl Console {
+    pub fn new(outlet: Outlet, quiet: bool, line_by_line: bool) -> Self {
         Console {
-            out,
-            err,
+            pending: if quiet { Vec::new() } else { outlet.buffer() },
+            outlet,
             line: String::with_capacity(256),
-            pending: Vec::with_capacity(if quiet { 0 } else { 64 << 10 }),
+            pending_lines: 0,
             quiet,
             line_by_line,
             last_failure: None,
@@ -152,6 +154,7 @@ impl<O: Write, E: Write> Console<O, E> {
         format(&mut self.line);
         self.line.push('\n');
         self.pending.extend_from_slice(self.line.as_bytes());
+        self.pending_lines += 1;
         if self.line.capacity() > PENDING_LIMIT {
             self.line = String::with_capacity(256);
         }
@@ -160,9 +163,16 @@ impl<O: Write, E: Write> Console<O, E> {
         }
         Ok(())
     }
+
+    /// One line to standard error.
+    fn say(&mut self, line: String) -> io::Result<()> {
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        self.outlet.err(bytes, 1)
+    }
 }
 
-impl<O: Write, E: Write> Observer for Console<O, E> {
+impl Observer for Console {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         if self.protocol == Protocol::Stamp {
             return self.emit(|line| stamp_packet(line, peer, data));
@@ -188,12 +198,11 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
             }
         }
         self.limited.insert(prefix, now);
-        writeln!(
-            self.err,
+        self.say(format!(
             "udpkit: note: rate-limiting replies to {prefix} (from {}): over the limit per \
              prefix; `--rate-limit off` lifts it (see SECURITY.md)",
             net::shown(peer)
-        )
+        ))
     }
 
     fn pretend_drop(&mut self, peer: SocketAddr) -> io::Result<()> {
@@ -217,31 +226,26 @@ impl<O: Write, E: Write> Observer for Console<O, E> {
         } else {
             String::new()
         };
-        writeln!(
-            self.err,
+        self.say(format!(
             "udpkit: cannot reply to {peer}: {}{also}",
             udpkit::error::plain(e)
-        )
+        ))
     }
 
     fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {
-        writeln!(
-            self.err,
+        self.say(format!(
             "udpkit: cannot receive: {}",
             udpkit::error::plain(e)
-        )
+        ))
     }
 
     fn batch_done(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.out.write_all(&self.pending)?;
-            self.out.flush()?;
-            self.pending.clear();
-            if self.pending.capacity() > 2 * PENDING_LIMIT {
-                self.pending = Vec::with_capacity(PENDING_LIMIT);
-            }
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let full = std::mem::replace(&mut self.pending, self.outlet.buffer());
+        let lines = std::mem::take(&mut self.pending_lines);
+        self.outlet.out(full, lines)
     }
 }
 
@@ -269,9 +273,23 @@ mod tests {
         );
     }
 
+    /// What a console prints for a datagram and a pretended drop; `batch_done`: whether
+    /// the batch ends.
     fn console_output(quiet: bool, line_by_line: bool, batch_done: bool) -> String {
-        let mut out = Vec::new();
-        let mut console = Console::new(&mut out, io::sink(), quiet, line_by_line);
+        #[derive(Clone, Default)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let printer = super::super::printer::Printer::start(capture.clone(), io::sink());
+        let mut console = Console::new(printer.outlet(), quiet, line_by_line);
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         console.datagram(peer, b"\x1b]0;pwned\x07\n").unwrap();
         console.pretend_drop(peer).unwrap();
@@ -279,6 +297,8 @@ mod tests {
             console.batch_done().unwrap();
         }
         drop(console);
+        assert!(printer.finish(Duration::from_secs(5)));
+        let out = capture.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
     }
 

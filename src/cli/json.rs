@@ -143,7 +143,7 @@ pub fn stamp(s: &StampReport, unit_ns: f64, unit: &str) -> serde_json::Value {
 
 /// The server's counters: `event` (`stats` or `summary`), `seconds` since it started,
 /// `dropped` (on purpose, in all), and every counter.
-pub fn server_stats(r: &Stats, event: &str, seconds: f64) -> String {
+pub fn server_stats(r: &Stats, event: &str, seconds: f64, lines_not_shown: u64) -> String {
     #[derive(Serialize)]
     struct Line<'a> {
         event: &'a str,
@@ -151,6 +151,8 @@ pub fn server_stats(r: &Stats, event: &str, seconds: f64) -> String {
         dropped: u64,
         #[serde(flatten)]
         stats: &'a Stats,
+        /// Lines the terminal or pipe could not take in time, dropped.
+        lines_not_shown: u64,
     }
     let seconds = (seconds * 1000.0).round() / 1000.0;
     serde_json::to_string(&Line {
@@ -158,6 +160,7 @@ pub fn server_stats(r: &Stats, event: &str, seconds: f64) -> String {
         seconds,
         dropped: r.dropped(),
         stats: r,
+        lines_not_shown,
     })
     .expect("plain numbers serialize")
 }
@@ -234,6 +237,7 @@ pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
         "forged": c.forged,
         "foreign": r.foreign,
         "refused_here": r.refused_here,
+        "skipped": r.skipped,
         "jitter_ms": t.jitter_ms,
         "pdv_ms": {
             "p50": ms(c.pdv_p50_ns), "p90": ms(c.pdv_p90_ns), "p99": ms(c.pdv_p99_ns),
@@ -269,7 +273,7 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
                 "received": a.totals.received,
                 "lost": a.totals.lost,
                 "late_start_s": a.header.late,
-                "latency_us": a.latency.summary(1e3),
+                "latency_us": a.latency_us,
             })
         })
         .collect();
@@ -301,7 +305,7 @@ mod tests {
     #[test]
     fn json_has_every_counter() {
         let v: serde_json::Value =
-            serde_json::from_str(&server_stats(&Stats::default(), "summary", 1.23456)).unwrap();
+            serde_json::from_str(&server_stats(&Stats::default(), "summary", 1.23456, 0)).unwrap();
         for key in [
             "event",
             "seconds",

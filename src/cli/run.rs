@@ -18,6 +18,8 @@ use udpkit::{
 
 use super::args::*;
 use super::console::{self, Console};
+use super::output::Output;
+use super::printer::Printer;
 use super::{json, text};
 
 /// The bytes of a command-line argument as given (Unix), or its UTF-8 form elsewhere.
@@ -49,15 +51,13 @@ fn stop_on_signals() -> Stop {
     stop
 }
 
-/// Writes the ready event to `path`, whole: to a file beside it, then renamed, so that a
-/// reader never sees half of it.
+/// Writes the ready event to `path`, whole (see `output`: a reader never sees half of it,
+/// and a link planted at the name is replaced, never followed).
 fn write_ready(path: Option<&std::path::Path>, event: serde_json::Value) -> Result<(), Error> {
     let Some(path) = path else { return Ok(()) };
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let failed = |e| Error::io(format!("cannot write the ready file {}", path.display()), e);
-    std::fs::write(&partial, format!("{event}\n")).map_err(failed)?;
-    std::fs::rename(&partial, path).map_err(failed)
+    let mut file = Output::create(path)?;
+    file.write(format!("{event}\n").as_bytes())?;
+    file.commit()
 }
 
 fn output(source: io::Error) -> Error {
@@ -111,7 +111,6 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     })?;
     // Before anyone is told it is ready: a signal from then on stops it with its summary.
     let stop = stop_on_signals();
-    let mut out = io::stdout();
     write_ready(
         args.ready_file.as_deref(),
         serde_json::json!({
@@ -121,20 +120,28 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             "protocol": args.protocol.as_str(),
         }),
     )?;
-    writeln!(
-        out,
-        "{}",
-        console::listening_speaking(server.local_addr(), args.protocol, args.stateful)
-    )
-    .map_err(output)?;
-    out.flush().map_err(output)?;
+    // Every line from here on goes through the printer: the server never waits on
+    // whoever reads its output (lines it cannot take are dropped and counted).
+    let printer = Printer::start(io::stdout(), io::stderr());
+    let outlet = printer.outlet();
+    let say = |line: String| {
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        outlet.out_always(bytes).map_err(output)
+    };
+    say(console::listening_speaking(
+        server.local_addr(),
+        args.protocol,
+        args.stateful,
+    ))?;
     if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
-        eprintln!(
+        let note = format!(
             "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
-             asked; bursts may be dropped (raise net.core.rmem_max)",
+             asked; bursts may be dropped (raise net.core.rmem_max)\n",
             server.receive_buffer() >> 10,
             udpkit::serve::RECEIVE_BUFFER >> 10
         );
+        outlet.err(note.into_bytes(), 1).map_err(output)?;
     }
 
     let started = Instant::now();
@@ -142,26 +149,32 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     let report = |event: &str| {
         let stats = server.stats();
         let seconds = started.elapsed().as_secs_f64();
+        let not_shown = outlet.dropped();
         let line = if args.json {
-            json::server_stats(&stats, event, seconds)
+            json::server_stats(&stats, event, seconds, not_shown)
         } else {
             let label = if event == "summary" {
                 "Summary"
             } else {
                 "Stats"
             };
-            format!(
+            let mut line = format!(
                 "{label} after {seconds:.1} s: {}",
                 text::server_stats(&stats)
-            )
+            );
+            if not_shown > 0 {
+                line.push_str(&format!(
+                    "; {not_shown} lines not shown (the terminal or pipe could not keep up)"
+                ));
+            }
+            line
         };
-        writeln!(io::stdout(), "{line}").map_err(output)
+        say(line)
     };
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             server.run(&stop, || {
-                Console::new(io::stdout(), io::stderr(), args.quiet, line_by_line)
-                    .speaking(args.protocol)
+                Console::new(outlet.clone(), args.quiet, line_by_line).speaking(args.protocol)
             })
         });
         let mut next = args.stats.map(|period| (started + period, period));
@@ -180,8 +193,14 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         }
         worker.join().expect("the server thread panicked")
     })?;
-    report("summary")
+    report("summary")?;
+    // The summary is written unless the reader is stuck; the process ends either way.
+    printer.finish(SUMMARY_WAIT);
+    Ok(())
 }
+
+/// How long a stopping server waits for its last lines to be taken by the terminal or pipe.
+const SUMMARY_WAIT: Duration = Duration::from_secs(2);
 
 /// Sends one request and prints the reply, as the seed's client does.
 pub fn client(args: &ClientArgs) -> Result<(), Error> {
@@ -351,22 +370,11 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         start_at: args.start_at.as_ref().map(|(t, _)| *t),
         intervals: args.hlog.is_some(),
     };
-    // Output files are opened before the run: a path that cannot be written is said now,
-    // not after a long benchmark.
-    let create = |path: &std::path::PathBuf| {
-        std::fs::File::create(path).map_err(|e| {
-            Error::io(
-                format!(
-                    "cannot write {} (checked before the run, so nothing was sent)",
-                    path.display()
-                ),
-                e,
-            )
-        })
-    };
-    let histogram_file = args.histogram.as_ref().map(create).transpose()?;
-    let hlog_file = args.hlog.as_ref().map(create).transpose()?;
-    let plot_file = args.plot.as_ref().map(create).transpose()?;
+    // Output files are made before the run (privately, beside their places): a path that
+    // cannot be written is said now, not after a long benchmark.
+    let histogram_file = args.histogram.as_deref().map(Output::create).transpose()?;
+    let hlog_file = args.hlog.as_deref().map(Output::create).transpose()?;
+    let plot_file = args.plot.as_deref().map(Output::create).transpose()?;
     let stop = stop_on_signals();
     let bar = if io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(config.duration.map_or(0, |d| d.as_millis() as u64));
@@ -407,20 +415,22 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     if let (Some(mut file), Some(path)) = (histogram_file, &args.histogram) {
         report
             .latency
-            .write_distribution(&mut file, 1e3)
+            .write_distribution(file.writer(), 1e3)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        file.commit()?;
     }
-    if let (Some(file), Some(path)) = (hlog_file, &args.hlog) {
-        write_hlog(file, &report, args)
+    if let (Some(mut file), Some(path)) = (hlog_file, &args.hlog) {
+        write_hlog(file.writer(), &report, args)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        file.commit()?;
     }
-    if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
+    if let Some(mut file) = plot_file {
         let title = format!(
             "udpkit bench {}: latency by percentile",
             net::shown(config.target)
         );
-        file.write_all(report.latency.svg(1e3, "µs", &title).as_bytes())
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        file.write(report.latency.svg(1e3, "µs", &title).as_bytes())?;
+        file.commit()?;
     }
     Ok(report.tally.received > 0)
 }
@@ -431,6 +441,25 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
     let target = net::resolve(&args.host, args.port)?;
     let size = usize::from(args.size);
     let pps = args.pps.unwrap_or(args.rate / (size as f64 * 8.0));
+    if !(udpkit::limits::STREAM_PPS_MIN..=udpkit::limits::STREAM_PPS_MAX).contains(&pps) {
+        return Err(Error::Invalid(format!(
+            "-b {} with -s {size} is {pps:.3e} datagrams a second: a stream runs at {} to {}; \
+             give another -b (or --pps)",
+            args.rate,
+            udpkit::limits::STREAM_PPS_MIN,
+            udpkit::limits::STREAM_PPS_MAX
+        )));
+    }
+    if let Some(count) = args.count
+        && count as f64 / pps > udpkit::limits::STREAM_DURATION_MAX.as_secs_f64()
+    {
+        return Err(Error::Invalid(format!(
+            "-n {count} at {pps:.0} datagrams a second would run {:.0} s: a stream runs at most \
+             {} s; give a smaller -n or a higher rate",
+            count as f64 / pps,
+            udpkit::limits::STREAM_DURATION_MAX.as_secs()
+        )));
+    }
     let config = udpkit::stream::Config {
         target,
         pps,
@@ -471,31 +500,46 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
 }
 
 /// This agent's share of a split run: `--segment`, or the orchestrator's environment
-/// (said on stderr), or none.
+/// (said on stderr), or none. A variable that is set must be a number within
+/// `limits::SEGMENTS`: anything else is refused by name, never ignored or wrapped.
 fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
     if args.segment.is_some() {
         return Ok(args.segment);
     }
-    let var = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
+    let var = |name: &str| -> Result<Option<usize>, Error> {
+        let Some(value) = std::env::var_os(name) else {
+            return Ok(None);
+        };
+        let text = value.to_string_lossy();
+        match text.trim().parse::<usize>() {
+            Ok(n) if n <= udpkit::limits::SEGMENTS => Ok(Some(n)),
+            _ => Err(Error::Invalid(format!(
+                "{name}={text:?} is not a number from 0 to {}: unset it, or fix the \
+                 orchestrator's setting",
+                udpkit::limits::SEGMENTS
+            ))),
+        }
     };
-    let found = if let Some(index) = var("JOB_COMPLETION_INDEX") {
-        let count = args.segments.map(|n| n as usize).or(var("UDPKIT_SEGMENTS")).ok_or_else(|| {
-            Error::Invalid(
-                "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but not how many agents                  share the run: give --segments N (the Job's completions) or UDPKIT_SEGMENTS"
-                    .into(),
-            )
-        })?;
+    let found = if let Some(index) = var("JOB_COMPLETION_INDEX")? {
+        let count = match args.segments {
+            Some(n) => n as usize,
+            None => var("UDPKIT_SEGMENTS")?.ok_or_else(|| {
+                Error::Invalid(
+                    "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job) but not how many \
+                     agents share the run: give --segments N (the Job's completions) or \
+                     UDPKIT_SEGMENTS"
+                        .into(),
+                )
+            })?,
+        };
         Some((index + 1, count, "JOB_COMPLETION_INDEX"))
-    } else if let (Some(index), Some(count)) = (var("SLURM_PROCID"), var("SLURM_NTASKS")) {
+    } else if let (Some(index), Some(count)) = (var("SLURM_PROCID")?, var("SLURM_NTASKS")?) {
         Some((index + 1, count, "SLURM_PROCID and SLURM_NTASKS"))
     } else {
         None
     };
     match found {
-        Some((i, n, from)) if i <= n => {
+        Some((i, n, from)) if (1..=n).contains(&i) => {
             eprintln!("udpkit: this agent is segment {i}/{n} (from {from})");
             Ok(Some((i, n)))
         }
@@ -507,7 +551,7 @@ fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
 }
 
 /// Writes the run as an interval log, with its settings and counters.
-fn write_hlog(file: std::fs::File, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
+fn write_hlog(out: &mut impl Write, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
     use udpkit::load::hlog;
     let c = &report.config;
     let secs = |t: std::time::SystemTime| {
@@ -541,42 +585,36 @@ fn write_hlog(file: std::fs::File, report: &bench::Report, args: &BenchArgs) -> 
         unverified: t.unverified,
         seconds: report.elapsed.as_secs_f64(),
     };
-    let seconds = report.seconds.as_deref().unwrap_or(&[]);
-    let mut out = io::BufWriter::new(file);
-    hlog::write(&mut out, &header, seconds, &totals)?;
+    let empty = hlog::Recorded::default();
+    let seconds = report.seconds.as_ref().unwrap_or(&empty).seconds();
+    hlog::write(out, &header, seconds, &totals)?;
     out.flush()
 }
 
 /// Merges interval logs and prints the report.
 pub fn merge(args: &MergeArgs) -> Result<bool, Error> {
-    let mut files = Vec::new();
-    for path in &args.files {
-        let name = path.display().to_string();
-        let text = std::fs::read(path).map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-        files.push((name, text));
-    }
-    let plot_file = args
-        .plot
-        .as_ref()
-        .map(|p| {
-            std::fs::File::create(p)
-                .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
-        })
-        .transpose()?;
-    let report = udpkit::merge::merge(&files)?;
+    // The plot's file is made (privately, beside its place) before the work: a path that
+    // cannot be written is said now.
+    let plot_file = args.plot.as_deref().map(Output::create).transpose()?;
+    let report = udpkit::merge::merge_files(&args.files)?;
     let text = if args.json {
         json::merge(&report) + "\n"
     } else {
         text::merge(&report)
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
-    if let (Some(mut file), Some(path)) = (plot_file, &args.plot) {
+    if let Some(mut file) = plot_file {
+        let n = report.agents.len();
+        let target = report
+            .agents
+            .first()
+            .map_or("?", |a| a.header.target.as_str());
         let title = format!(
-            "udpkit merge of {} agents: latency by percentile",
-            report.agents.len()
+            "udpkit merge, {target}, {n} agent{}: latency by percentile",
+            if n == 1 { "" } else { "s" }
         );
-        file.write_all(report.latency.svg(1e3, "µs", &title).as_bytes())
-            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+        file.write(report.latency.svg(1e3, "µs", &title).as_bytes())?;
+        file.commit()?;
     }
     Ok(report.complete)
 }

@@ -242,6 +242,14 @@ pub fn bench_summary(r: &bench::Report) -> String {
             c.rate.unwrap_or(0.0)
         ));
     }
+    if t.skipped > 0 {
+        text.push_str(&format!(
+            "{} request slots were skipped: the generator stalled and, rather than rush them \
+             at the server after the stall, sent at most a short burst and went on at the rate \
+             (a run by duration sent fewer, one by count took longer; none counts as lost)\n",
+            t.skipped
+        ));
+    }
     if r.generator_fell_behind() {
         text.push_str(
             "Note: the load generator fell behind its schedule (it sent under 99% of the rate, \
@@ -560,6 +568,12 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
             r.refused_here,
             "datagrams were refused by this host (a firewall, a route) and count as lost",
         ),
+        (
+            r.skipped,
+            "datagram slots were skipped: the sender stalled and, rather than rush to catch \
+             up, went on at the rate (a run by duration sent fewer, one by count took longer; \
+             none of them counts as lost)",
+        ),
     ] {
         if n > 0 {
             text.push_str(&format!("{n} {what}\n"));
@@ -581,10 +595,11 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
     } else {
         100.0 * t.lost as f64 / t.sent as f64
     };
+    let n = r.agents.len();
     let mut text = format!(
-        "--- udpkit merge: {} agents, {target}, {:.1} s ---\n\
+        "--- udpkit merge: {n} agent{}, {target}, {:.1} s ---\n\
          {:.0} requests/s: {} sent, {} received, {} lost ({loss:.2}%), {} duplicates, {} late, {} bad, {} forged\n",
-        r.agents.len(),
+        if n == 1 { "" } else { "s" },
         r.seconds,
         r.requests_per_second(),
         t.sent,
@@ -602,7 +617,7 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
         ));
     }
     for a in &r.agents {
-        let s = a.latency.summary(1e3);
+        let s = &a.latency_us;
         text.push_str(&format!(
             "  agent {}/{} ({}): {} sent, {} received, {} lost, p50 {:.1} µs, p99 {:.1} µs\n",
             a.header.segment.0,
@@ -616,10 +631,18 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
         ));
     }
     for s in &r.per_second {
-        text.push_str(&format!(
-            "  second {}: {} requests/s, p99 {:.1} µs\n",
-            s.second, s.requests_per_second, s.p99_us
-        ));
+        if s.covered >= 1.0 {
+            text.push_str(&format!(
+                "  second {}: {} requests/s, p99 {:.1} µs\n",
+                s.second, s.replies, s.p99_us
+            ));
+        } else {
+            // A second the run covered only in part: its replies, not a rate.
+            text.push_str(&format!(
+                "  second {} (the run's last {:.2} s): {} replies, p99 {:.1} µs\n",
+                s.second, s.covered, s.replies, s.p99_us
+            ));
+        }
     }
     for note in &r.notes {
         text.push_str(&format!("Note: {note}\n"));

@@ -248,6 +248,18 @@ pub fn gso_refused(e: &std::io::Error) -> bool {
     }
 }
 
+/// Whether a refused send means the kernel's buffers were full for now (`ENOBUFS`): the
+/// same datagram may go a moment later.
+pub fn is_buffer_full(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::ENOBUFS);
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Sets an integer socket option (Linux).
 #[cfg(target_os = "linux")]
 pub(crate) fn set_int_option(

@@ -3,71 +3,167 @@
 //! the distribution of packet delay variation (RFC 5481 PDV: each datagram's one-way delay
 //! above the least one of the run).
 //!
-//! Promise: memory is fixed at creation; a sequence number is counted once as received,
-//! once more each time as a duplicate, or, when it is further behind the newest than the
-//! window remembers, as `too_late` (neither received nor duplicate: it cannot be told).
-//! Jitter and PDV use only differences of one-way delays, so the two clocks' offset
-//! cancels; a drift between them over the run shows as PDV.
+//! Promise: memory is fixed at creation, and small where many are kept: a server's stream
+//! ([`Arrivals::compact`]) holds about 5 KiB, PDV to within 1/16 (6%); a client's one
+//! stream ([`Arrivals::precise`]), three significant digits. A sequence number is counted
+//! once as received, once more each time as a duplicate, or, when it is further behind the
+//! newest than the window remembers, as `too_late` (neither received nor duplicate: it
+//! cannot be told). Nothing a sender puts in a datagram (any sequence number, any time)
+//! overflows a count or panics. Jitter and PDV use only differences of one-way delays, so
+//! the two clocks' offset cancels; a drift between them over the run shows as PDV.
 
-use hdrhistogram::Histogram;
+use hdrhistogram::{Counter, Histogram};
 
 use crate::wire::stream::Counters;
 
-/// Sequence numbers remembered behind the newest, to tell duplicates from late arrivals.
-pub const WINDOW: u64 = 1 << 16;
+/// One-way delays are recorded relative to the first, up to a minute either way (beyond,
+/// clamped).
+const RANGE_NS: u64 = 60_000_000_000;
 
-/// One-way delays are recorded relative to the first, up to an hour either way (beyond,
-/// clamped), with three significant digits.
-const RANGE_NS: u64 = 3_600_000_000_000;
+/// A server's streams: sequence numbers remembered behind the newest (1 KiB), PDV with one
+/// significant digit (1/16) in two histograms of 512 counts.
+pub const COMPACT_WINDOW: u64 = 1 << 13;
+
+/// A client's stream: a window of 65,536 and three significant digits.
+pub const PRECISE_WINDOW: u64 = 1 << 16;
 
 /// See the module's promise.
 #[derive(Debug)]
 pub struct Arrivals {
-    /// Bit `seq % WINDOW`: seq received, for seqs in `next - WINDOW .. next`.
+    /// Bit `seq % window`: seq received, for seqs in `next - window .. next`.
     seen: Box<[u64]>,
+    window: u64,
     counters: Counters,
     jitter: f64,
     last_transit: Option<i64>,
     first_transit: Option<i64>,
     /// Transit relative to the first, in nanoseconds: at or above it (plus one, as the
     /// histogram starts at 1) and, magnitude, below it.
-    above: Histogram<u64>,
-    below: Histogram<u64>,
+    above: Pdv,
+    below: Pdv,
 }
 
-impl Default for Arrivals {
-    fn default() -> Self {
-        Self::new()
+/// A PDV histogram: 32-bit counts where many are kept, 64-bit for a client's one.
+#[derive(Debug)]
+enum Pdv {
+    Compact(Histogram<u32>),
+    Precise(Histogram<u64>),
+}
+
+impl Pdv {
+    fn new(precise: bool) -> Pdv {
+        if precise {
+            Pdv::Precise(Histogram::new_with_bounds(1, RANGE_NS, 3).expect("valid bounds"))
+        } else {
+            Pdv::Compact(Histogram::new_with_bounds(1, RANGE_NS, 1).expect("valid bounds"))
+        }
+    }
+
+    fn record(&mut self, value: u64) {
+        match self {
+            Pdv::Compact(h) => h.saturating_record(value),
+            Pdv::Precise(h) => h.saturating_record(value),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Pdv::Compact(h) => h.len(),
+            Pdv::Precise(h) => h.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn min(&self) -> u64 {
+        match self {
+            Pdv::Compact(h) => h.min(),
+            Pdv::Precise(h) => h.min(),
+        }
+    }
+
+    fn max(&self) -> u64 {
+        match self {
+            Pdv::Compact(h) => h.max(),
+            Pdv::Precise(h) => h.max(),
+        }
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        match self {
+            Pdv::Compact(h) => h.value_at_quantile(q),
+            Pdv::Precise(h) => h.value_at_quantile(q),
+        }
+    }
+
+    /// Bytes its counts take.
+    fn bytes(&self) -> usize {
+        fn of<T: Counter>(h: &Histogram<T>) -> usize {
+            h.distinct_values() * std::mem::size_of::<T>()
+        }
+        match self {
+            Pdv::Compact(h) => of(h),
+            Pdv::Precise(h) => of(h),
+        }
     }
 }
 
 impl Arrivals {
-    pub fn new() -> Arrivals {
+    /// For one of a server's many streams (see the module's promise).
+    pub fn compact() -> Arrivals {
+        Self::with(COMPACT_WINDOW, false)
+    }
+
+    /// For a client's one stream.
+    pub fn precise() -> Arrivals {
+        Self::with(PRECISE_WINDOW, true)
+    }
+
+    fn with(window: u64, precise: bool) -> Arrivals {
         Arrivals {
-            seen: vec![0u64; (WINDOW / 64) as usize].into_boxed_slice(),
+            seen: vec![0u64; (window / 64) as usize].into_boxed_slice(),
+            window,
             counters: Counters::default(),
             jitter: 0.0,
             last_transit: None,
             first_transit: None,
-            above: Histogram::new_with_bounds(1, RANGE_NS, 3).expect("valid bounds"),
-            below: Histogram::new_with_bounds(1, RANGE_NS, 3).expect("valid bounds"),
+            above: Pdv::new(precise),
+            below: Pdv::new(precise),
         }
     }
 
+    /// The sequence numbers remembered behind the newest.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Bytes held, the histograms' counts and the window's bits.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.seen.len() * 8 + self.above.bytes() + self.below.bytes()
+    }
+
     fn bit(&mut self, seq: u64) -> (&mut u64, u64) {
-        let i = seq % WINDOW;
+        let i = seq % self.window;
         (&mut self.seen[(i / 64) as usize], 1u64 << (i % 64))
     }
 
     /// Datagram `seq` of `bytes` payload bytes, sent at `sent_ns` on the sender's clock,
     /// arrived at `arrived_ns` on this one.
     pub fn arrive(&mut self, seq: u64, bytes: usize, sent_ns: u64, arrived_ns: u64) {
+        let window = self.window;
         let c = &mut self.counters;
         let next = c.next_expected;
+        if seq == u64::MAX {
+            // No datagram of a real stream is numbered so: a number past the count.
+            c.malformed = c.malformed.saturating_add(1);
+            return;
+        }
         if seq >= next {
             // Forget what falls out of the window on the way to `seq`.
-            let from = next.max(seq.saturating_sub(WINDOW - 1));
-            if seq - from >= WINDOW {
+            let from = next.max(seq.saturating_sub(window - 1));
+            if seq - from >= window {
                 self.seen.fill(0);
             } else {
                 for s in from..seq {
@@ -78,7 +174,7 @@ impl Arrivals {
             let (word, mask) = self.bit(seq);
             *word |= mask;
             self.counters.next_expected = seq + 1;
-        } else if next - seq > WINDOW {
+        } else if next - seq > window {
             c.too_late += 1;
             return;
         } else {
@@ -94,19 +190,23 @@ impl Arrivals {
         }
         let c = &mut self.counters;
         c.received += 1;
-        c.bytes += bytes as u64;
-        let transit = arrived_ns as i64 - sent_ns as i64;
+        c.bytes = c.bytes.saturating_add(bytes as u64);
+        // Any two clock readings: their difference, in i128, never overflows (and is held
+        // in i64, ±292 years); differences of those saturate.
+        let transit = (i128::from(arrived_ns) - i128::from(sent_ns))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         if let Some(last) = self.last_transit {
-            let d = (transit - last).unsigned_abs() as f64;
+            let d = transit.saturating_sub(last).unsigned_abs() as f64;
             self.jitter += (d - self.jitter) / 16.0;
         }
         self.last_transit = Some(transit);
         let first = *self.first_transit.get_or_insert(transit);
-        let d = transit - first;
+        let d = transit.saturating_sub(first);
         if d >= 0 {
-            self.above.saturating_record((d as u64 + 1).min(RANGE_NS));
+            self.above
+                .record((d as u64).saturating_add(1).min(RANGE_NS));
         } else {
-            self.below.saturating_record(d.unsigned_abs().min(RANGE_NS));
+            self.below.record(d.unsigned_abs().min(RANGE_NS));
         }
     }
 
@@ -126,12 +226,12 @@ impl Arrivals {
 
     /// A datagram of this stream that could not be read.
     pub fn malformed(&mut self) {
-        self.counters.malformed += 1;
+        self.counters.malformed = self.counters.malformed.saturating_add(1);
     }
 
     /// A data datagram with this stream's ID from somewhere else than its sender.
     pub fn forged(&mut self) {
-        self.counters.forged += 1;
+        self.counters.forged = self.counters.forged.saturating_add(1);
     }
 
     /// The counters so far, with jitter and PDV percentiles filled in.
@@ -166,7 +266,7 @@ mod tests {
     use super::*;
 
     fn feed(order: &[u64]) -> Counters {
-        let mut a = Arrivals::new();
+        let mut a = Arrivals::precise();
         for (i, &seq) in order.iter().enumerate() {
             a.arrive(seq, 100, seq * 1000, seq * 1000 + 50_000 + i as u64);
         }
@@ -188,9 +288,9 @@ mod tests {
 
     #[test]
     fn a_late_copy_of_a_datagram_far_behind_is_neither_received_nor_a_duplicate() {
-        let mut a = Arrivals::new();
+        let mut a = Arrivals::precise();
         a.arrive(0, 1, 0, 0);
-        a.arrive(WINDOW + 10, 1, 0, 0);
+        a.arrive(PRECISE_WINDOW + 10, 1, 0, 0);
         a.arrive(0, 1, 0, 0);
         a.arrive(11, 1, 0, 0); // inside the window: a first arrival, reordered
         a.arrive(11, 1, 0, 0);
@@ -199,13 +299,13 @@ mod tests {
             (c.received, c.too_late, c.duplicates, c.reordered),
             (3, 1, 1, 1)
         );
-        assert_eq!(c.reorder_max, WINDOW - 1);
+        assert_eq!(c.reorder_max, PRECISE_WINDOW - 1);
     }
 
     #[test]
     fn jitter_and_pdv_ignore_the_clock_offset() {
         // Transit alternates 1 ms and 3 ms, on a receiver clock an hour ahead.
-        let mut a = Arrivals::new();
+        let mut a = Arrivals::precise();
         let offset = 3_600_000_000_000u64;
         for seq in 0..1000u64 {
             let transit = if seq % 2 == 0 { 1_000_000 } else { 3_000_000 };
@@ -222,7 +322,7 @@ mod tests {
     #[test]
     fn pdv_is_measured_from_the_least_delay_even_when_the_first_was_slow() {
         // The first datagram took 5 ms, the rest 1 ms to 2 ms (evenly).
-        let mut a = Arrivals::new();
+        let mut a = Arrivals::precise();
         a.arrive(0, 1, 0, 5_000_000);
         for seq in 1..=1000u64 {
             let transit = 1_000_000 + (seq - 1) * 1000;
@@ -240,5 +340,56 @@ mod tests {
             c.pdv_p99_ns
         );
         assert!((c.pdv_max_ns as f64 - 4e6).abs() < 5e3, "{}", c.pdv_max_ns);
+    }
+
+    #[test]
+    fn a_servers_stream_holds_a_few_kib() {
+        let a = Arrivals::compact();
+        assert!(a.bytes() <= 6 << 10, "{} bytes", a.bytes());
+        assert!(Arrivals::precise().bytes() > 100 << 10);
+    }
+
+    #[test]
+    fn compact_pdv_is_within_a_sixteenth() {
+        // Transit 1 ms to 2 ms, evenly: PDV p50 0.5 ms, p99 0.99 ms.
+        let mut a = Arrivals::compact();
+        for seq in 0..=1000u64 {
+            a.arrive(
+                seq,
+                1,
+                seq * 10_000_000,
+                seq * 10_000_000 + 1_000_000 + seq * 1000,
+            );
+        }
+        let c = a.counters();
+        for (got, want) in [
+            (c.pdv_p50_ns, 0.5e6),
+            (c.pdv_p99_ns, 0.99e6),
+            (c.pdv_max_ns, 1e6),
+        ] {
+            assert!((got as f64 - want).abs() <= want / 16.0, "{got} for {want}");
+        }
+    }
+
+    #[test]
+    fn no_number_a_sender_puts_in_a_datagram_panics_or_wraps() {
+        for mut a in [Arrivals::compact(), Arrivals::precise()] {
+            for (seq, sent, arrived) in [
+                (u64::MAX, 0, u64::MAX),
+                (u64::MAX - 1, u64::MAX, 0),
+                (0, 0, u64::MAX),
+                (u64::MAX - 1, 0, 0),
+                (1 << 63, u64::MAX, u64::MAX),
+            ] {
+                a.arrive(seq, usize::MAX, sent, arrived);
+            }
+            let c = a.counters();
+            assert_eq!(
+                c.next_expected,
+                u64::MAX,
+                "the highest number that can be taken"
+            );
+            assert_eq!(c.malformed, 1, "u64::MAX is no sequence number");
+        }
     }
 }

@@ -49,8 +49,10 @@ use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::{Blocking, Poller, Token};
+use crate::limits;
 use crate::load::flow::{Flow, Matching, Outcome, StampSample, Tally};
 use crate::load::latency::Latency;
+use crate::load::pace::Schedule;
 use crate::load::stamp::{StampReport, StampStats};
 use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, parse_reply};
 use crate::{Error, Stop};
@@ -63,11 +65,13 @@ pub enum Pace {
     Window(usize),
     /// Open loop: this many requests a second across all flows, each stamped with the time
     /// it was *meant* to go, so a stalled server cannot hide its stall (coordinated
-    /// omission). After a stall the requests due go at once.
+    /// omission). After a stall of the generator itself, at most a small burst of those
+    /// due go at once (`limits::pacer_burst`); the rest are skipped and counted
+    /// (`Tally::skipped`), never rushed at the server.
     Rate(f64),
     /// One request every interval across the flows, whatever the replies, each stamped with
-    /// the time it went; after a stall the schedule starts again instead of catching up
-    /// (ping's habit).
+    /// the time it went; after a stall, one request, then the schedule again (ping's
+    /// habit; the requests between are skipped and counted).
     Interval(Duration),
 }
 
@@ -194,7 +198,7 @@ pub struct Report {
 
 /// Requests remembered across all flows, at most (32 bytes each: 32 MiB). More in flight
 /// than this is refused up front (closed loop) or counted as unmatched (open loop).
-pub const MAX_REMEMBERED: usize = 1 << 20;
+pub const MAX_REMEMBERED: usize = limits::REQUESTS_REMEMBERED;
 
 /// How long a stopped phase waits for replies still on their way.
 const STOP_DRAIN: Duration = Duration::from_millis(500);
@@ -466,8 +470,24 @@ impl Engine {
         let limit = phase
             .count
             .map_or(u64::MAX, |c| self.sent.saturating_add(c));
-        let mut scheduled: u64 = 0; // requests whose time has been handed out this phase
-        let mut next_send = started;
+        // Open loop and interval: the one pacer, slots from the phase's start.
+        let mut schedule = match phase.pace {
+            Pace::Rate(rate) => Schedule::new(started, rate),
+            Pace::Interval(d) => {
+                Schedule::new(started, 1.0 / d.as_secs_f64().max(1e-9)).map(|s| s.with_burst(1))
+            }
+            Pace::Window(_) => None,
+        }
+        .map(|s| match phase.duration {
+            Some(d) => s.ending_after(d),
+            None => s,
+        });
+        let skipped_before = self.tally.skipped;
+        if schedule.is_none() && !matches!(phase.pace, Pace::Window(_)) {
+            return Err(Error::Invalid(
+                "a rate or interval must be a finite number above zero".into(),
+            ));
+        }
         let mut sending = true;
         let mut drain_until = None;
         let mut next_progress = started + PROGRESS_EVERY;
@@ -480,6 +500,7 @@ impl Engine {
             if sending
                 && (self.stop.is_stopped()
                     || send_until.is_some_and(|t| now >= t)
+                    || schedule.as_ref().is_some_and(Schedule::is_over)
                     || self.sent >= limit)
             {
                 sending = false;
@@ -517,49 +538,41 @@ impl Engine {
                         }
                         self.sent = limit - budget;
                     }
-                    Pace::Rate(rate) => {
-                        let step = Duration::from_secs_f64(1.0 / rate);
+                    Pace::Rate(_) => {
+                        let schedule = schedule.as_mut().expect("a schedule for a rate");
                         // Every request whose time has come goes now, stamped with that
                         // time, each flow's in batches (segmented where it can); a few
                         // batches a turn, so that replies are read and the end is noticed
                         // even when the rate is more than can be sent.
-                        let mut due = 0u64;
-                        while due < (BATCH * flows_n) as u64 && due < budget {
-                            let intended = started + step.mul_f64((scheduled + due) as f64);
-                            if intended > now || send_until.is_some_and(|t| intended >= t) {
-                                break;
-                            }
-                            due += 1;
-                        }
+                        let due = schedule.due(now, ((BATCH * flows_n) as u64).min(budget));
+                        self.tally.skipped = skipped_before + schedule.skipped();
                         let n = flows_n as u64;
                         for i in 0..flows_n {
-                            // Request j goes on flow j mod n, as in turn.
-                            let mut j = scheduled + (i as u64 + n - scheduled % n) % n;
-                            while j < scheduled + due {
-                                let intended = started + step.mul_f64(j as f64);
-                                self.enqueue(i, intended, true, &mut events);
+                            // Slot j goes on flow j mod n, as in turn.
+                            let mut j = due.start + (i as u64 + n - due.start % n) % n;
+                            while j < due.end {
+                                self.enqueue(i, schedule.at(j), true, &mut events);
                                 j += n;
                             }
                             self.flush(&mut events);
                         }
-                        scheduled += due;
-                        self.sent += due;
-                        next_due = Some(started + step.mul_f64(scheduled as f64));
+                        let count = due.end - due.start;
+                        schedule.take(count);
+                        self.sent += count;
+                        next_due = schedule.next_at();
                     }
-                    Pace::Interval(interval) => {
-                        if now >= next_send && budget > 0 {
-                            let i = (scheduled % flows_n as u64) as usize;
+                    Pace::Interval(_) => {
+                        let schedule = schedule.as_mut().expect("a schedule for an interval");
+                        let due = schedule.due(now, budget.min(1));
+                        self.tally.skipped = skipped_before + schedule.skipped();
+                        if !due.is_empty() {
+                            let i = (due.start % flows_n as u64) as usize;
                             self.enqueue(i, now, false, &mut events);
                             self.flush(&mut events);
-                            scheduled += 1;
+                            schedule.take(1);
                             self.sent += 1;
-                            // On schedule, but never in a burst to catch up after a stall.
-                            next_send += interval;
-                            if next_send < now {
-                                next_send = now + interval;
-                            }
                         }
-                        next_due = Some(next_send);
+                        next_due = schedule.next_at();
                     }
                 }
                 for event in events.drain(..) {
@@ -664,7 +677,9 @@ impl Engine {
         emit: &mut impl FnMut(Event) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
         let f = &mut self.flows[i];
-        loop {
+        // A bounded number of batches: a flood to this port cannot keep the loop from its
+        // clock; what is left is read on the next turn.
+        for _ in 0..limits::RECEIVE_BATCHES_PER_TURN {
             let got = match first.take() {
                 Some(got) => got,
                 None => self.replies.recv(&f.socket),
@@ -756,6 +771,7 @@ impl Engine {
                 },
             }
         }
+        Ok(false)
     }
 
     fn count_foreign(&mut self) {
@@ -795,7 +811,7 @@ impl Engine {
                     .iter()
                     .map(|f| f.latency.count() + f.unverified.count())
                     .collect();
-                s.report(&sent, &received)
+                s.report(&sent, &received, tally.forged)
             }),
         }
     }

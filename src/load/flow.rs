@@ -128,6 +128,9 @@ pub struct Tally {
     /// Of `bad`: replies that answer no request still remembered, or (matched by length)
     /// could answer more than one; never credited to either.
     pub unmatched: u64,
+    /// Requests the pacer skipped after a stall (open loop, interval): they could not go on
+    /// time, so they never went (neither sent nor lost).
+    pub skipped: u64,
 }
 
 impl Tally {
@@ -184,6 +187,7 @@ impl Tally {
         self.unreachable += o.unreachable;
         self.not_sent += o.not_sent;
         self.unmatched += o.unmatched;
+        self.skipped += o.skipped;
         self.icmp.merge(&o.icmp);
     }
 

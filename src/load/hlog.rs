@@ -1,14 +1,21 @@
 //! HdrHistogram interval logs, in HdrHistogram's own format, for runs split over many
 //! agents: `bench --hlog FILE` writes one (one histogram a second, compressed V2, base64,
 //! with its start time and a tag, the run's settings and counters in `#udpkit` comment
-//! lines), and [`read`] reads one back, checking everything, for `udpkit merge`.
+//! lines), and a [`Reader`] reads one back, line by line, checking everything, for
+//! `udpkit merge`.
 //!
 //! Promise: a histogram is recorded as the run's own (same bounds and precision as
 //! `load::latency`), so merging the files of N agents gives exactly the histogram of every
-//! latency they measured; a file that is empty, truncated, corrupted or not udpkit's is
-//! refused with its name and what is wrong, never read as a partial result.
+//! latency they measured. Writing holds one histogram a thread at a time, however long the
+//! run. Reading holds one line and one histogram at a time, in time linear in the file:
+//! every line is at most [`limits::HLOG_LINE_BYTES`]; every histogram's declared lengths
+//! are checked against its bytes, and its bounds against udpkit's, before anything is
+//! allocated for it, and it decompresses to at most [`limits::HISTOGRAM_BYTES`]; every
+//! count, time and segment a file states is checked against `crate::limits`. A file that is
+//! empty, truncated, corrupted or not udpkit's is refused with its name, its line and what
+//! is wrong, never read as a partial result.
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -19,6 +26,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::limits;
 use crate::load::latency::{HIGHEST_NS, new_histogram};
 
 /// What a file says of its run and of its agent's share (`#udpkit {...}`).
@@ -54,20 +62,31 @@ pub struct Totals {
     pub seconds: f64,
 }
 
-/// One interval: its start (seconds since the run's start), length, and latencies.
-#[derive(Clone, Debug)]
-pub struct Interval {
-    pub start: Duration,
-    pub length: Duration,
-    pub histogram: Histogram<u64>,
-}
-
-/// A file read back whole.
-#[derive(Clone, Debug)]
-pub struct Log {
-    pub header: Header,
-    pub totals: Totals,
-    pub intervals: Vec<Interval>,
+impl Totals {
+    /// Adds `o` to these; an error (never a wrap) past [`limits::COUNT_MAX`].
+    pub fn add(&mut self, o: &Totals) -> Result<(), Error> {
+        let sum = |a: &mut u64, b: u64| -> Result<(), Error> {
+            *a = a
+                .checked_add(b)
+                .filter(|s| *s <= limits::COUNT_MAX)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the files' counts add up to more than {}: they cannot be one run",
+                        limits::COUNT_MAX
+                    ))
+                })?;
+            Ok(())
+        };
+        sum(&mut self.sent, o.sent)?;
+        sum(&mut self.received, o.received)?;
+        sum(&mut self.lost, o.lost)?;
+        sum(&mut self.duplicates, o.duplicates)?;
+        sum(&mut self.late, o.late)?;
+        sum(&mut self.forged, o.forged)?;
+        sum(&mut self.bad, o.bad)?;
+        sum(&mut self.unverified, o.unverified)?;
+        Ok(())
+    }
 }
 
 /// Latencies by whole second since the run's start, each second compressed as soon as it
@@ -87,10 +106,6 @@ fn serialize(h: &Histogram<u64>) -> Vec<u8> {
         .serialize(h, &mut out)
         .expect("a histogram serializes into memory");
     out
-}
-
-fn deserialize(bytes: &[u8]) -> Option<Histogram<u64>> {
-    Deserializer::new().deserialize(&mut &bytes[..]).ok()
 }
 
 impl Recorder {
@@ -133,28 +148,54 @@ impl Recorder {
     }
 }
 
-/// Merges several threads' intervals second by second.
-pub fn merge_seconds(all: Vec<Vec<(u64, Vec<u8>)>>) -> Vec<(u64, Histogram<u64>)> {
-    let mut by_second: std::collections::BTreeMap<u64, Histogram<u64>> = Default::default();
-    for (second, bytes) in all.into_iter().flatten() {
-        let h = deserialize(&bytes).expect("our own serialization reads back");
-        by_second
-            .entry(second)
-            .or_insert_with(new_histogram)
-            .add(&h)
-            .expect("same bounds");
-    }
-    by_second.into_iter().collect()
+/// Every thread's seconds of one run, compressed; merged second by second as they are
+/// written, one histogram a thread at a time.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    threads: Vec<Vec<(u64, Vec<u8>)>>,
 }
 
-/// Writes a whole log.
+impl Recorded {
+    pub fn new(threads: Vec<Vec<(u64, Vec<u8>)>>) -> Recorded {
+        Recorded { threads }
+    }
+
+    /// The seconds in order, each the sum of every thread's histogram of that second.
+    pub fn seconds(&self) -> impl Iterator<Item = (u64, Histogram<u64>)> + '_ {
+        let mut at = vec![0usize; self.threads.len()];
+        std::iter::from_fn(move || {
+            let second = self
+                .threads
+                .iter()
+                .zip(&at)
+                .filter_map(|(t, &i)| t.get(i).map(|(s, _)| *s))
+                .min()?;
+            let mut sum = new_histogram();
+            for (t, i) in self.threads.iter().zip(at.iter_mut()) {
+                while let Some((s, bytes)) = t.get(*i)
+                    && *s == second
+                {
+                    let h: Histogram<u64> = Deserializer::new()
+                        .deserialize(&mut &bytes[..])
+                        .expect("our own serialization reads back");
+                    sum.add(&h).expect("same bounds");
+                    *i += 1;
+                }
+            }
+            Some((second, sum))
+        })
+    }
+}
+
+/// Writes a whole log: the header, each second's histogram as `seconds` gives it, then the
+/// totals.
 pub fn write(
     out: &mut impl Write,
     header: &Header,
-    seconds: &[(u64, Histogram<u64>)],
+    seconds: impl Iterator<Item = (u64, Histogram<u64>)>,
     totals: &Totals,
 ) -> std::io::Result<()> {
-    let started = UNIX_EPOCH + Duration::from_secs_f64(header.started);
+    let started = UNIX_EPOCH + Duration::try_from_secs_f64(header.started).unwrap_or_default();
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
@@ -172,8 +213,8 @@ pub fn write(
     for (second, h) in seconds {
         writer
             .write_histogram(
-                h,
-                Duration::from_secs(*second),
+                &h,
+                Duration::from_secs(second),
                 Duration::from_secs(1),
                 Tag::new(&tag),
             )
@@ -186,90 +227,343 @@ pub fn write(
     Ok(())
 }
 
-/// Reads a log written by [`write()`]; `name` is the file's, for the errors.
-pub fn read(name: &str, text: &[u8]) -> Result<Log, Error> {
-    let bad = |what: String| Error::Invalid(format!("{name}: {what}"));
-    if text.is_empty() {
-        return Err(bad("the file is empty".into()));
+/// One interval of a log: its start (seconds since the run's start), length, and the
+/// histogram as the file holds it (decoded on demand by [`decode`]).
+#[derive(Clone, Debug)]
+pub struct Interval {
+    pub start: Duration,
+    pub length: Duration,
+    pub encoded: String,
+}
+
+/// One interval line read alone (a line read again from a file already checked); `None`
+/// if it is not one.
+pub fn interval_line(line: &[u8]) -> Option<Interval> {
+    match IntervalLogIterator::new(line).next()? {
+        Ok(LogEntry::Interval(i)) => Some(Interval {
+            start: i.start_timestamp(),
+            length: i.duration(),
+            encoded: i.encoded_histogram().to_string(),
+        }),
+        _ => None,
     }
-    let text_str =
-        std::str::from_utf8(text).map_err(|_| bad("not text: not an interval log".into()))?;
-    let mut header = None;
-    let mut totals = None;
-    for line in text_str.lines() {
-        if let Some(json) = line.strip_prefix("#udpkit-totals ") {
-            totals = Some(
-                serde_json::from_str::<Totals>(json)
-                    .map_err(|e| bad(format!("its totals line cannot be read ({e})")))?,
-            );
-        } else if let Some(json) = line.strip_prefix("#udpkit ") {
-            header = Some(
-                serde_json::from_str::<Header>(json)
-                    .map_err(|e| bad(format!("its udpkit header cannot be read ({e})")))?,
-            );
+}
+
+/// What a line of a log is.
+enum Line {
+    Header(Header),
+    Totals(Totals),
+    Base,
+    Interval(Interval),
+    Other,
+}
+
+/// Reads a log written by [`write()`], a line at a time (see the module's promise). The
+/// header comes first, then the intervals, each no earlier than the one before, then the
+/// totals, and nothing after them.
+pub struct Reader<R> {
+    name: String,
+    input: R,
+    line: Vec<u8>,
+    number: u64,
+    header: Option<Header>,
+    based: bool,
+    totals: Option<Totals>,
+    last_start: Duration,
+    /// Bytes read so far, and where the line just read started.
+    offset: u64,
+    line_at: u64,
+}
+
+impl<R: BufRead> Reader<R> {
+    /// Reads `input` (of the file `name`, for the errors) up to its first interval: its
+    /// header must be there.
+    pub fn new(name: &str, input: R) -> Result<Reader<R>, Error> {
+        Ok(Reader {
+            name: name.to_string(),
+            input,
+            line: Vec::new(),
+            number: 0,
+            header: None,
+            based: false,
+            totals: None,
+            last_start: Duration::ZERO,
+            offset: 0,
+            line_at: 0,
+        })
+    }
+
+    fn bad(&self, what: impl std::fmt::Display) -> Error {
+        if self.number == 0 {
+            Error::Invalid(format!("{}: {what}", self.name))
+        } else {
+            Error::Invalid(format!("{}, line {}: {what}", self.name, self.number))
         }
     }
-    let header = header
-        .ok_or_else(|| bad("no `#udpkit` header: not written by `udpkit bench --hlog`".into()))?;
-    if header.version != 1 {
-        return Err(bad(format!(
-            "written by another version of the format ({})",
-            header.version
-        )));
+
+    /// The file's header, once read.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
     }
-    let totals = totals.ok_or_else(|| {
-        bad("no totals line at the end: the run did not finish writing it (cut short?)".into())
-    })?;
-    let mut intervals = Vec::new();
-    let mut base = None;
-    for entry in IntervalLogIterator::new(text) {
-        match entry.map_err(|e| bad(format!("a line is not part of an interval log ({e:?})")))? {
-            LogEntry::BaseTime(t) => base = Some(t),
-            LogEntry::StartTime(_) => {}
-            LogEntry::Interval(i) => {
-                let bytes = base64_decode(i.encoded_histogram())
-                    .ok_or_else(|| bad("a histogram is not valid base64".into()))?;
-                let histogram = deserialize(&bytes)
-                    .ok_or_else(|| bad("a histogram cannot be decoded (corrupted?)".into()))?;
-                if histogram.high() < HIGHEST_NS || histogram.sigfig() != 3 {
-                    return Err(bad("a histogram has other bounds than udpkit's".into()));
+
+    /// Where the last interval's line starts in the file, and how long it is.
+    pub fn last_line(&self) -> (u64, usize) {
+        (self.line_at, self.line.len())
+    }
+
+    /// The next line, bounded; `None` at the end.
+    fn next_line(&mut self) -> Result<Option<Line>, Error> {
+        self.line.clear();
+        let limit = limits::HLOG_LINE_BYTES as u64 + 1;
+        let read = (&mut self.input)
+            .take(limit)
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| self.bad(format!("cannot be read: {}", crate::error::plain(&e))))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        self.line_at = self.offset;
+        self.offset += read as u64;
+        if self.line.len() > limits::HLOG_LINE_BYTES {
+            return Err(self.bad(format!(
+                "a line longer than {} bytes: not an interval log of udpkit's",
+                limits::HLOG_LINE_BYTES
+            )));
+        }
+        if self.line.last() != Some(&b'\n') {
+            self.line.push(b'\n');
+        }
+        let text = std::str::from_utf8(&self.line)
+            .map_err(|_| self.bad("not text: not an interval log"))?;
+        if let Some(json) = text.strip_prefix("#udpkit-totals ") {
+            let totals = serde_json::from_str::<Totals>(json)
+                .map_err(|e| self.bad(format!("its totals line cannot be read ({e})")))?;
+            return Ok(Some(Line::Totals(totals)));
+        }
+        if let Some(json) = text.strip_prefix("#udpkit ") {
+            let header = serde_json::from_str::<Header>(json)
+                .map_err(|e| self.bad(format!("its udpkit header cannot be read ({e})")))?;
+            return Ok(Some(Line::Header(header)));
+        }
+        // HdrHistogram's own parser, one line at a time (linear, whatever the file holds).
+        let entry = IntervalLogIterator::new(&self.line).next();
+        Ok(Some(match entry {
+            None => Line::Other,
+            Some(Ok(LogEntry::BaseTime(_))) => Line::Base,
+            Some(Ok(LogEntry::StartTime(_))) => Line::Other,
+            Some(Ok(LogEntry::Interval(i))) => Line::Interval(Interval {
+                start: i.start_timestamp(),
+                length: i.duration(),
+                encoded: i.encoded_histogram().to_string(),
+            }),
+            Some(Err(_)) if self.header.is_none() => {
+                return Err(
+                    self.bad("not part of an interval log: not written by `udpkit bench --hlog`")
+                );
+            }
+            Some(Err(_)) => return Err(self.bad("not part of an interval log (altered?)")),
+        }))
+    }
+
+    /// The next interval, checked; `None` once the totals have been read at the end.
+    pub fn next_interval(&mut self) -> Result<Option<Interval>, Error> {
+        loop {
+            let Some(line) = self.next_line()? else {
+                if self.header.is_none() {
+                    return Err(self.bad(if self.number == 0 {
+                        "the file is empty"
+                    } else {
+                        "no `#udpkit` header: not written by `udpkit bench --hlog`"
+                    }));
                 }
-                intervals.push(Interval {
-                    start: i.start_timestamp(),
-                    length: i.duration(),
-                    histogram,
-                });
+                if self.totals.is_none() {
+                    return Err(self.bad(
+                        "no totals line at the end: the run did not finish writing it (cut short?)",
+                    ));
+                }
+                return Ok(None);
+            };
+            if self.totals.is_some() && !matches!(line, Line::Other) {
+                return Err(self.bad("more after the totals line: the file was altered"));
+            }
+            match line {
+                Line::Header(header) => {
+                    if self.header.is_some() {
+                        return Err(self.bad("a second `#udpkit` header"));
+                    }
+                    self.header = Some(check_header(header).map_err(|what| self.bad(what))?);
+                }
+                Line::Totals(totals) => {
+                    self.totals = Some(check_totals(totals).map_err(|what| self.bad(what))?);
+                }
+                Line::Base => self.based = true,
+                Line::Interval(interval) => {
+                    if self.header.is_none() {
+                        return Err(self.bad(
+                            "an interval before the `#udpkit` header: not written by `udpkit \
+                             bench --hlog`",
+                        ));
+                    }
+                    if !self.based {
+                        return Err(self.bad(
+                            "no BaseTime line before the intervals: not written by `udpkit \
+                             bench --hlog`",
+                        ));
+                    }
+                    if interval.start < self.last_start
+                        || interval.start.as_secs() > limits::RUN_SECONDS_MAX
+                    {
+                        return Err(self.bad(format!(
+                            "an interval at {:.3} s: before the one above it, or past {} s",
+                            interval.start.as_secs_f64(),
+                            limits::RUN_SECONDS_MAX
+                        )));
+                    }
+                    self.last_start = interval.start;
+                    return Ok(Some(interval));
+                }
+                Line::Other => {}
             }
         }
     }
-    if base.is_none() {
-        return Err(bad(
-            "no BaseTime line: not written by `udpkit bench --hlog`".into(),
-        ));
+
+    /// The totals, once every interval has been read.
+    pub fn totals(&self) -> Option<&Totals> {
+        self.totals.as_ref()
     }
-    // Every answer's latency is in the histograms (more only where forged answers were
-    // taken back after they were recorded).
-    let recorded: u64 = intervals.iter().map(|i| i.histogram.len()).sum();
-    if recorded < totals.received {
-        return Err(bad(format!(
-            "its histograms hold {recorded} latencies but its totals say {} received: \
-             intervals are missing or the file was altered",
-            totals.received
-        )));
+
+    /// Decodes `interval`'s histogram, with this file's name and line in the error.
+    pub fn decode(&self, interval: &Interval) -> Result<Histogram<u64>, Error> {
+        decode(&interval.encoded).map_err(|what| self.bad(what))
     }
-    Ok(Log {
-        header,
-        totals,
-        intervals,
-    })
 }
 
-/// Standard base64, as interval logs use it.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
+/// A header's numbers within the limits.
+fn check_header(h: Header) -> Result<Header, String> {
+    if h.version != 1 {
+        return Err(format!(
+            "written by another version of the format ({})",
+            h.version
+        ));
+    }
+    let (i, n) = h.segment;
+    if !(1..=limits::SEGMENTS).contains(&n) || !(1..=n).contains(&i) {
+        return Err(format!(
+            "its segment {i}/{n} is not a share I/N with 1 <= I <= N <= {}",
+            limits::SEGMENTS
+        ));
+    }
+    let day = 86_400.0 * 365.0 * 100.0;
+    let started = h.started.is_finite() && (0.0..=day * 3.0).contains(&h.started);
+    let late = h.late.is_finite() && (0.0..=day).contains(&h.late);
+    if !(started && late) {
+        return Err("its start time is not a time (before 1970, or centuries ahead)".into());
+    }
+    if h.rate.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+        return Err("its rate is not a number".into());
+    }
+    Ok(h)
+}
+
+/// Totals within the limits.
+fn check_totals(t: Totals) -> Result<Totals, String> {
+    let counts = [
+        t.sent,
+        t.received,
+        t.lost,
+        t.duplicates,
+        t.late,
+        t.forged,
+        t.bad,
+        t.unverified,
+    ];
+    if counts.iter().any(|&c| c > limits::COUNT_MAX) {
+        return Err(format!(
+            "its totals state a count over {}: not a run's",
+            limits::COUNT_MAX
+        ));
+    }
+    if t.received > t.sent || t.lost > t.sent {
+        return Err("its totals do not add up (more received or lost than sent)".into());
+    }
+    if !(t.seconds.is_finite() && (0.0..=limits::RUN_SECONDS_MAX as f64).contains(&t.seconds)) {
+        return Err(format!(
+            "its totals state a run of {} s: not 0 to {} s",
+            t.seconds,
+            limits::RUN_SECONDS_MAX
+        ));
+    }
+    Ok(t)
+}
+
+/// The V2 cookies (HdrHistogram's serialization format, the `| 0x10` of 8-byte words).
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9304 | 0x10;
+
+/// A V2 histogram's header: cookie, payload length, normalizing offset, significant
+/// digits, lowest and highest trackable values, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes one base64, compressed V2 histogram of udpkit's bounds (see the module's
+/// promise); what is wrong otherwise.
+pub fn decode(encoded: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "a histogram is not valid base64".to_string())?;
+    if bytes.len() < 8 || be32(&bytes, 0) != V2_COMPRESSED_COOKIE {
+        return Err("a histogram is not HdrHistogram's compressed V2 form".into());
+    }
+    let declared = be32(&bytes, 4) as usize;
+    if declared != bytes.len() - 8 {
+        return Err(format!(
+            "a histogram declares {declared} compressed bytes but holds {} (corrupted?)",
+            bytes.len() - 8
+        ));
+    }
+    let mut inner = Vec::new();
+    flate2::read::ZlibDecoder::new(&bytes[8..])
+        .take(limits::HISTOGRAM_BYTES as u64 + 1)
+        .read_to_end(&mut inner)
+        .map_err(|_| "a histogram cannot be decompressed (corrupted?)".to_string())?;
+    if inner.len() > limits::HISTOGRAM_BYTES {
+        return Err(format!(
+            "a histogram decompresses to more than {} bytes: not udpkit's",
+            limits::HISTOGRAM_BYTES
+        ));
+    }
+    if inner.len() < V2_HEADER || be32(&inner, 0) != V2_COOKIE {
+        return Err("a histogram cannot be decoded (corrupted?)".into());
+    }
+    let payload = be32(&inner, 4) as usize;
+    if payload != inner.len() - V2_HEADER {
+        return Err(format!(
+            "a histogram declares a payload of {payload} bytes but holds {} (corrupted?)",
+            inner.len() - V2_HEADER
+        ));
+    }
+    let (offset, digits, low, high) = (
+        be32(&inner, 8),
+        be32(&inner, 12),
+        be64(&inner, 16),
+        be64(&inner, 24),
+    );
+    if offset != 0 || digits != 3 || low != 1 || !(HIGHEST_NS..=HIGHEST_NS * 2).contains(&high) {
+        return Err("a histogram has other bounds than udpkit's".into());
+    }
+    let histogram: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut &inner[..])
+        .map_err(|_| "a histogram cannot be decoded (corrupted?)".to_string())?;
+    Ok(histogram)
 }
 
 /// Seconds since the Unix epoch, now.
@@ -292,7 +586,7 @@ mod tests {
                 Duration::from_micros(10 + i),
             );
         }
-        let seconds = merge_seconds(vec![r.finish()]);
+        let recorded = Recorded::new(vec![r.finish()]);
         let header = Header {
             version: 1,
             run: "2026-11-25T12:00:00Z".into(),
@@ -307,47 +601,133 @@ mod tests {
             ..Totals::default()
         };
         let mut out = Vec::new();
-        write(&mut out, &header, &seconds, &totals).unwrap();
+        write(&mut out, &header, recorded.seconds(), &totals).unwrap();
         out
+    }
+
+    /// Reads a whole log: its header, totals and intervals decoded.
+    type Read = (Header, Totals, Vec<(Duration, u64)>);
+
+    fn read(name: &str, text: &[u8]) -> Result<Read, Error> {
+        let mut r = Reader::new(name, text)?;
+        let mut intervals = Vec::new();
+        while let Some(i) = r.next_interval()? {
+            let h = r.decode(&i)?;
+            intervals.push((i.start, h.len()));
+        }
+        Ok((r.header().unwrap().clone(), *r.totals().unwrap(), intervals))
     }
 
     #[test]
     fn a_log_reads_back_whole() {
         let text = sample_log();
-        let log = read("a.hlog", &text).unwrap();
-        assert_eq!(log.header.segment, (1, 3));
-        assert_eq!(log.totals.sent, 1000);
-        assert_eq!(log.intervals.len(), 3, "0-1 s, 1-2 s, 2-3 s");
-        let n: u64 = log.intervals.iter().map(|i| i.histogram.len()).sum();
-        assert_eq!(n, 1000);
-        assert_eq!(log.intervals[1].start, Duration::from_secs(1));
+        let (header, totals, intervals) = read("a.hlog", &text).unwrap();
+        assert_eq!(header.segment, (1, 3));
+        assert_eq!(totals.sent, 1000);
+        assert_eq!(intervals.len(), 3, "0-1 s, 1-2 s, 2-3 s");
+        assert_eq!(intervals.iter().map(|i| i.1).sum::<u64>(), 1000);
+        assert_eq!(intervals[1].0, Duration::from_secs(1));
     }
 
     #[test]
     fn empty_cut_and_corrupted_files_are_refused_by_name() {
         let text = sample_log();
         let err = |t: &[u8]| read("x.hlog", t).unwrap_err().to_string();
-        assert!(err(b"").contains("x.hlog: the file is empty"));
+        assert!(
+            err(b"").contains("x.hlog: the file is empty"),
+            "{}",
+            err(b"")
+        );
         let cut = &text[..text.len() - 60];
-        assert!(err(cut).starts_with("x.hlog:"), "{}", err(cut));
+        assert!(err(cut).starts_with("x.hlog"), "{}", err(cut));
         let mut flipped = text.clone();
         let at = String::from_utf8_lossy(&text).find("HIST").unwrap() + 20;
         flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
-        assert!(err(&flipped).starts_with("x.hlog:"), "{}", err(&flipped));
-        assert!(err(b"hello\n").contains("no `#udpkit` header"));
+        assert!(
+            err(&flipped).starts_with("x.hlog, line"),
+            "{}",
+            err(&flipped)
+        );
+        assert!(
+            err(b"hello\n").contains("not written by `udpkit bench --hlog`"),
+            "{}",
+            err(b"hello\n")
+        );
+        assert!(
+            err(b"#hello\n").contains("no `#udpkit` header"),
+            "{}",
+            err(b"#hello\n")
+        );
+    }
+
+    /// A compressed V2 histogram with the given inner header and payload, base64.
+    fn forged_histogram(declared_payload: u32, digits: u32, high: u64, payload: &[u8]) -> String {
+        use base64::Engine as _;
+        let mut inner = Vec::new();
+        inner.extend_from_slice(&V2_COOKIE.to_be_bytes());
+        inner.extend_from_slice(&declared_payload.to_be_bytes());
+        inner.extend_from_slice(&0u32.to_be_bytes());
+        inner.extend_from_slice(&digits.to_be_bytes());
+        inner.extend_from_slice(&1u64.to_be_bytes());
+        inner.extend_from_slice(&high.to_be_bytes());
+        inner.extend_from_slice(&1f64.to_be_bytes());
+        inner.extend_from_slice(payload);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&inner).unwrap();
+        let compressed = z.finish().unwrap();
+        let mut bytes = V2_COMPRESSED_COOKIE.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(&compressed);
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     #[test]
-    fn base64_round_trips() {
-        for (plain, coded) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-        ] {
-            assert_eq!(base64_decode(coded).unwrap(), plain);
-        }
-        assert_eq!(base64_decode("Zm9"), None);
-        assert_eq!(base64_decode("Z!9v"), None);
+    fn hostile_histograms_are_refused_before_anything_is_allocated_for_them() {
+        // The issue's cases: a payload declared 4 GiB, a DEFLATE bomb, other bounds.
+        let huge = forged_histogram(0xFFFF_FFF0, 3, HIGHEST_NS, &[0; 16]);
+        assert!(decode(&huge).unwrap_err().contains("declares a payload"));
+        let bomb = forged_histogram(64 << 20, 3, HIGHEST_NS, &vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 200_000, "a bomb: {} bytes", bomb.len());
+        assert!(
+            decode(&bomb)
+                .unwrap_err()
+                .contains("decompresses to more than")
+        );
+        let wide = forged_histogram(0, 5, u64::MAX / 2, &[]);
+        assert!(decode(&wide).unwrap_err().contains("other bounds"));
+        // A good one of udpkit's decodes.
+        let mut h = new_histogram();
+        h.record(1234).unwrap();
+        use base64::Engine as _;
+        let good = base64::engine::general_purpose::STANDARD.encode(serialize(&h));
+        assert_eq!(decode(&good).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn numbers_a_file_states_are_checked() {
+        let text = String::from_utf8(sample_log()).unwrap();
+        let err = |t: String| read("y.hlog", t.as_bytes()).unwrap_err().to_string();
+        let big = text.replace("\"segment\":[1,3]", "\"segment\":[1,4611686018427387904]");
+        assert!(err(big).contains("not a share"));
+        let sent = text.replace("\"sent\":1000", "\"sent\":9223372036854775808");
+        assert!(err(sent).contains("count over"));
+        let after = format!("{text}Tag=x,5.0,1.0,1.0,AAAA\n");
+        assert!(err(after).contains("after the totals"));
+    }
+
+    #[test]
+    fn lines_of_hashes_read_in_linear_time() {
+        // The issue's case: 1.5 MB of `#` lines took 30 s.
+        let text = String::from_utf8(sample_log()).unwrap();
+        let (head, rest) = text.split_at(text.find("Tag=").unwrap());
+        let padded = format!("{head}{}{rest}", "#\n".repeat(750_000));
+        let started = Instant::now();
+        read("z.hlog", padded.as_bytes()).unwrap();
+        // Not a timing of speed: a quadratic parse would not end within this bound.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -9,4 +9,5 @@ pub mod engine;
 pub mod flow;
 pub mod hlog;
 pub mod latency;
+pub mod pace;
 pub mod stamp;

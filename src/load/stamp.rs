@@ -8,7 +8,9 @@
 //! ends' Error Estimates say so (then within the sum of their errors), `unsynchronized`
 //! otherwise. Loss is split by direction only when the reflector has shown that it keeps
 //! its own count (a reply whose reflector sequence number differs from the sender's), and
-//! never across a restart of that count.
+//! never across a restart of that count, nor once forgeries are seen: a forged reply, or a
+//! reflector count ahead of the requests sent (someone sends in the session's name, and
+//! the reflector counted their packets as ours).
 
 use std::time::Duration;
 
@@ -52,6 +54,8 @@ struct FlowCount {
     stateful: bool,
     /// Its count went backwards: it restarted (or the session was forgotten).
     restarted: bool,
+    /// Its count got ahead of the requests sent: it counted packets that were not ours.
+    ahead: bool,
     /// (sender seq, reflector seq) of the reply with the highest reflector seq.
     last: Option<(u64, u32)>,
 }
@@ -190,6 +194,7 @@ impl StampStats {
         }
         if let Some(f) = self.flows.get_mut(flow) {
             f.stateful |= u64::from(s.reflector_seq) != (seq & 0xffff_ffff);
+            f.ahead |= seq < (1 << 32) && u64::from(s.reflector_seq) > seq;
             match f.last {
                 Some((_, r)) if s.reflector_seq > r => f.last = Some((seq, s.reflector_seq)),
                 Some((last_seq, r)) if s.reflector_seq < r && seq > last_seq => f.restarted = true,
@@ -199,8 +204,9 @@ impl StampStats {
         }
     }
 
-    /// The report, given each flow's requests sent and first replies received.
-    pub fn report(&self, sent: &[u64], received: &[u64]) -> StampReport {
+    /// The report, given each flow's requests sent and first replies received, and the
+    /// replies rejected as forged.
+    pub fn report(&self, sent: &[u64], received: &[u64], forged: u64) -> StampReport {
         let clocks = if self.same_host {
             Clocks::Exact
         } else if self.synchronized && self.net.count() > 0 {
@@ -220,13 +226,13 @@ impl StampStats {
             ttl: self.ttl,
             cos: self.cos,
             cos_varied: self.cos_varied,
-            loss: self.direction_loss(sent, received),
+            loss: self.direction_loss(sent, received, forged),
             sent_tos: self.sent_tos,
             sent_ttl: self.sent_ttl,
         }
     }
 
-    fn direction_loss(&self, sent: &[u64], received: &[u64]) -> DirectionLoss {
+    fn direction_loss(&self, sent: &[u64], received: &[u64], forged: u64) -> DirectionLoss {
         let lost: u64 = sent
             .iter()
             .zip(received)
@@ -246,6 +252,13 @@ impl StampStats {
         };
         if self.flows.iter().any(|f| f.restarted) {
             return not("the reflector's count restarted during the run");
+        }
+        if forged > 0 || self.flows.iter().any(|f| f.ahead) {
+            return not(
+                "forgeries reached this session (forged replies, or a reflector count ahead \
+                 of the requests sent): the reflector may have counted someone else's packets \
+                 as ours, so its count cannot split the loss",
+            );
         }
         if !self.flows.iter().all(|f| f.stateful || f.last.is_none()) {
             return not(
@@ -304,7 +317,7 @@ mod tests {
     fn the_reflectors_time_is_taken_out_and_one_way_delays_labelled() {
         let mut s = StampStats::new(1, false);
         s.observe(0, 0, Duration::from_micros(20), &sample(0));
-        let r = s.report(&[1], &[1]);
+        let r = s.report(&[1], &[1], 0);
         assert_eq!(r.net.summary(1e3).p50, 18.0);
         assert_eq!(r.reflector.summary(1e3).p50, 2.0);
         assert_eq!(r.forward.summary(1e3).p50, 10.0);
@@ -312,7 +325,7 @@ mod tests {
         // The reflector's clock is not synchronised: the one-way delays mean nothing.
         assert_eq!(r.clocks, Clocks::Unsynchronized);
         assert_eq!(
-            StampStats::new(1, true).report(&[0], &[0]).clocks,
+            StampStats::new(1, true).report(&[0], &[0], 0).clocks,
             Clocks::Exact
         );
     }
@@ -334,7 +347,7 @@ mod tests {
             }
             s.observe(0, u64::from(seq), Duration::from_micros(20), &sample(r));
         }
-        let loss = s.report(&[10], &[6]).loss;
+        let loss = s.report(&[10], &[6], 0).loss;
         assert_eq!(
             (loss.forward, loss.backward, loss.unknown),
             (Some(2), Some(1), Some(1))
@@ -347,7 +360,7 @@ mod tests {
         for seq in [0u32, 1, 3] {
             s.observe(0, u64::from(seq), Duration::from_micros(20), &sample(seq));
         }
-        let loss = s.report(&[4], &[3]).loss;
+        let loss = s.report(&[4], &[3], 0).loss;
         assert_eq!(loss.forward, None);
         assert!(loss.why_not.is_some());
     }
@@ -358,11 +371,42 @@ mod tests {
         s.observe(0, 0, Duration::from_micros(20), &sample(0));
         s.observe(0, 2, Duration::from_micros(20), &sample(1));
         s.observe(0, 3, Duration::from_micros(20), &sample(0));
-        let loss = s.report(&[4], &[3]).loss;
+        let loss = s.report(&[4], &[3], 0).loss;
         assert_eq!(loss.forward, None);
         assert_eq!(
             loss.why_not,
             Some("the reflector's count restarted during the run")
         );
+    }
+
+    #[test]
+    fn forgeries_in_a_session_give_no_split() {
+        // The issue's case: a forger spraying the session's SSID from the sender's address
+        // pushes the reflector's count ahead; the real replies then look lost on the way
+        // back where none were.
+        let mut s = StampStats::new(1, true);
+        for seq in 0..10u32 {
+            s.observe(
+                0,
+                u64::from(seq),
+                Duration::from_micros(20),
+                &sample(seq * 3 + 5),
+            );
+        }
+        let loss = s.report(&[12], &[10], 0).loss;
+        assert_eq!(loss.backward, None);
+        assert!(loss.why_not.unwrap().contains("forgeries"));
+        // Forged replies rejected on the way back say the same.
+        let mut s = StampStats::new(1, true);
+        for seq in [0u32, 1, 3] {
+            s.observe(
+                0,
+                u64::from(seq),
+                Duration::from_micros(20),
+                &sample(seq.min(2)),
+            );
+        }
+        assert_eq!(s.report(&[4], &[3], 0).loss.forward, Some(1));
+        assert_eq!(s.report(&[4], &[3], 7).loss.forward, None);
     }
 }

@@ -458,24 +458,9 @@ impl Worker<'_> {
                             in_place: true,
                         },
                         (None, Protocol::Stamp) => {
-                            let arrival = Arrival {
-                                at: meta.received.map_or(wall, NtpTime::from_unix),
-                                ttl: meta.ttl,
-                                tos: meta.tos,
-                            };
-                            let seq = match (&mut self.sessions, stamp::TestPacket::parse(data)) {
-                                (Some(sessions), Some(request)) => {
-                                    sessions.next_seq(peer, request.ssid, now)
-                                }
-                                _ => None,
-                            };
-                            // Sent no earlier than received, whichever clock said when.
-                            let sent = if wall.nanos_since(arrival.at) > 0 {
-                                wall
-                            } else {
-                                arrival.at
-                            };
-                            if !stamp::reflect(data, &arrival, seq, sent, clock_error) {
+                            // Reflected below, once the rate limit has said yes: a stateful
+                            // session counts only what is answered.
+                            if len < stamp::BASE_LEN {
                                 tally.malformed += 1;
                                 continue;
                             }
@@ -508,6 +493,26 @@ impl Worker<'_> {
                                 continue;
                             }
                         }
+                    }
+                    if self.protocol == Protocol::Stamp && !stream::is_stream(data) {
+                        let arrival = Arrival {
+                            at: meta.received.map_or(wall, NtpTime::from_unix),
+                            ttl: meta.ttl,
+                            tos: meta.tos,
+                        };
+                        let seq = match (&mut self.sessions, stamp::TestPacket::parse(data)) {
+                            (Some(sessions), Some(request)) => {
+                                sessions.next_seq(peer, request.ssid, now)
+                            }
+                            _ => None,
+                        };
+                        // Sent no earlier than received, whichever clock said when.
+                        let sent = if wall.nanos_since(arrival.at) > 0 {
+                            wall
+                        } else {
+                            arrival.at
+                        };
+                        stamp::reflect(data, &arrival, seq, sent, clock_error);
                     }
                     if !answer.in_place {
                         used += answer.len;

@@ -3,18 +3,25 @@
 //! reflector received from it, so that the sender can tell losses on the way there from
 //! losses on the way back.
 //!
-//! Promise: memory is fixed at creation (at most `capacity` sessions). A session in use
-//! (heard from within `idle`) is never evicted: a flood of new senders, spoofed or not,
-//! cannot reset a running session's count. When the table is full of live sessions, a new
-//! sender is answered statelessly (its own sequence numbers back), which a sender reads as
-//! "direction of loss unknown", never as a wrong split; [`Sessions::refused`] counts them.
+//! Promise: memory is fixed at creation (at most `capacity` sessions), and one source
+//! prefix holds at most `per_prefix` of them, so one source never fills the table. A
+//! session in use (heard from within `idle`) is never evicted: a flood of new senders,
+//! spoofed or not, cannot reset a running session's count. When the table (or the
+//! prefix's share) is full of live sessions, a new sender is answered statelessly (its own
+//! sequence numbers back), which a sender reads as "direction of loss unknown", never as
+//! a wrong split; [`Sessions::refused`] counts them. A session counts a packet only when
+//! the reflector answers it ([`Sessions::next_seq`] is asked once the rate limit has said
+//! yes), as RFC 8762 4.3.1 says: its count is of packets transmitted.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::limits;
+use crate::serve::ratelimit::Prefix;
+
 /// Sessions one worker remembers, at most, by default.
-pub const DEFAULT_CAPACITY: usize = 4096;
+pub const DEFAULT_CAPACITY: usize = limits::STAMP_SESSIONS_PER_THREAD;
 
 /// How long a silent session is kept by default (stamp-suite keeps 300 s).
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
@@ -29,7 +36,10 @@ struct Session {
 #[derive(Debug)]
 pub struct Sessions {
     table: HashMap<(SocketAddr, u16), Session>,
+    /// Sessions each prefix holds.
+    held: HashMap<Prefix, usize>,
     capacity: usize,
+    per_prefix: usize,
     idle: Duration,
     /// When a full table was last swept for idle sessions: at most once a second.
     swept: Option<Instant>,
@@ -37,10 +47,19 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// At most `capacity` sessions, [`limits::STAMP_SESSIONS_PER_PREFIX`] a prefix (and
+    /// at least one), each kept `idle` after it was last heard.
     pub fn new(capacity: usize, idle: Duration) -> Sessions {
+        Self::with_share(capacity, limits::STAMP_SESSIONS_PER_PREFIX, idle)
+    }
+
+    /// At most `capacity` sessions, `per_prefix` of them from one prefix.
+    pub fn with_share(capacity: usize, per_prefix: usize, idle: Duration) -> Sessions {
         Sessions {
             table: HashMap::with_capacity(capacity.max(1)),
+            held: HashMap::new(),
             capacity: capacity.max(1),
+            per_prefix: per_prefix.clamp(1, capacity.max(1)),
             idle,
             swept: None,
             refused: 0,
@@ -56,21 +75,38 @@ impl Sessions {
             s.heard = now;
             return Some(seq);
         }
-        if self.table.len() >= self.capacity {
+        let prefix = Prefix::of(peer.ip());
+        let full = |s: &Self| {
+            s.table.len() >= s.capacity || s.held.get(&prefix).copied().unwrap_or(0) >= s.per_prefix
+        };
+        if full(self) {
             let due = self
                 .swept
                 .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
             if due {
                 self.swept = Some(now);
                 let idle = self.idle;
-                self.table
-                    .retain(|_, s| now.saturating_duration_since(s.heard) < idle);
+                let held = &mut self.held;
+                self.table.retain(|(addr, _), s| {
+                    let live = now.saturating_duration_since(s.heard) < idle;
+                    if !live {
+                        let p = Prefix::of(addr.ip());
+                        if let Some(n) = held.get_mut(&p) {
+                            *n -= 1;
+                            if *n == 0 {
+                                held.remove(&p);
+                            }
+                        }
+                    }
+                    live
+                });
             }
-            if self.table.len() >= self.capacity {
+            if full(self) {
                 self.refused += 1;
                 return None;
             }
         }
+        *self.held.entry(prefix).or_insert(0) += 1;
         self.table.insert(
             (peer, ssid),
             Session {
@@ -141,6 +177,22 @@ mod tests {
         assert!(s.refused() > 1900);
         let later = t + Duration::from_secs(3);
         assert_eq!(s.next_seq(peer(1), 1, later), Some(21), "its count goes on");
+    }
+
+    #[test]
+    fn one_prefix_holds_its_share_and_others_still_get_sessions() {
+        let mut s = Sessions::with_share(64, 8, Duration::from_secs(10));
+        let t = Instant::now();
+        // The attacker's best: one /24, every port and SSID it likes, all kept live.
+        for port in 0..1000u16 {
+            let _ = s.next_seq(peer(port), port, t);
+        }
+        assert_eq!(s.len(), 8);
+        // Every other prefix still gets a session of its own.
+        for i in 1..=50u8 {
+            let other = SocketAddr::from(([127, 0, i, 1], 9000));
+            assert_eq!(s.next_seq(other, 1, t), Some(0), "prefix {i}");
+        }
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //!
 //! Promise: no state for a source that has not shown it receives at its address: a start
 //! is answered with a cookie (keyed hash of the source, the stream ID and the time, never
-//! stored), and only a start that carries it back creates a stream. Streams are bounded
-//! ([`MAX_STREAMS`] a worker, forgotten after [`IDLE`] of silence); a reverse stream
-//! stops when its client has not queried for [`KEEPALIVE`] (a client that goes away, or
-//! never was, gets no flood) and at most [`MAX_REVERSE`] run at once. Every answer is
-//! written over its request and is no longer (`wire::stream`).
+//! stored), and only a start that carries it back creates a stream. Every number of a
+//! plan is checked against `crate::limits` before it sizes anything: datagram size, rate,
+//! and the length a duration or a count at that rate makes (an hour at most). Streams are
+//! bounded ([`limits::STREAMS_PER_THREAD`] a worker, about 5 KiB each), one source prefix
+//! holds at most [`limits::STREAMS_PER_PREFIX`] of them and [`limits::REVERSE_PER_PREFIX`]
+//! reverse ones, and a stream is forgotten after [`limits::STREAM_IDLE`] of silence or
+//! its planned length and grace, whichever comes first, however it is kept alive. A
+//! reverse stream stops when its client has not queried for [`limits::STREAM_KEEPALIVE`]
+//! (a client that goes away, or never was, gets no flood), is paced by the one
+//! [`Schedule`] (no rush after a stall), and ends at the first refusal it cannot get past.
+//! Every answer is written over its request and is no longer (`wire::stream`).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -22,35 +28,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::Stop;
 use crate::io::datagram::{BATCH, Sender, Transmit};
 use crate::io::socket as net;
+use crate::limits;
 use crate::load::arrivals::Arrivals;
+use crate::load::pace::Schedule;
+use crate::serve::ratelimit::Prefix;
 use crate::wire::stream::{Counters, Message, Plan};
-
-/// Streams one worker keeps at once; a start beyond is not accepted.
-pub const MAX_STREAMS: usize = 64;
-
-/// Reverse streams sending at once, per worker.
-pub const MAX_REVERSE: usize = 4;
-
-/// A stream not heard from this long is forgotten.
-pub const IDLE: Duration = Duration::from_secs(10);
-
-/// A reverse stream whose client has not queried this long stops sending.
-pub const KEEPALIVE: Duration = Duration::from_secs(3);
 
 /// A cookie is good for the time bucket it was made in and the one after.
 const COOKIE_BUCKET: u64 = 30;
-
-/// The fastest a reverse stream is sent, datagrams a second (about 12 Gbit/s of 1,400-byte
-/// datagrams): a plan asking for more is refused.
-pub const MAX_REVERSE_PPS: u64 = 1_000_000;
-
-/// The longest a reverse stream may be asked to run.
-pub const MAX_REVERSE_DURATION: Duration = Duration::from_secs(3600);
 
 /// What a reverse stream's sender and the worker share.
 #[derive(Debug, Default)]
 struct Reverse {
     sent: AtomicU64,
+    /// Slots its pacer skipped: it could not keep the rate.
+    skipped: AtomicU64,
     done: AtomicBool,
     /// Milliseconds since the stream started when the client last queried.
     queried_ms: AtomicU64,
@@ -60,11 +52,52 @@ struct Reverse {
 #[derive(Debug)]
 struct Stream {
     peer: SocketAddr,
+    prefix: Prefix,
     cookie: u64,
     arrivals: Arrivals,
     heard: Instant,
     started: Instant,
+    /// Forgotten then, however it is kept alive: its planned length and grace.
+    until: Instant,
     reverse: Option<Arc<Reverse>>,
+}
+
+/// Why a plan is refused: what is out of bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The datagram size is outside `wire::stream::DATA_MIN..=limits::DATAGRAM_MAX`.
+    Size,
+    /// The rate is outside `limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX`.
+    Rate,
+    /// No length, or a duration (or a count at the rate) past `limits::STREAM_DURATION_MAX`.
+    Length,
+    /// The worker's table, or this prefix's share of it, is full.
+    Full,
+}
+
+/// A plan's length, once its numbers are checked against the limits: the duration, or the
+/// count at the rate, whichever ends first.
+pub fn plan_length(plan: &Plan) -> Result<Duration, Refused> {
+    let size = plan.size as usize;
+    if !(crate::wire::stream::DATA_MIN..=limits::DATAGRAM_MAX).contains(&size) {
+        return Err(Refused::Size);
+    }
+    let pps = plan.milli_pps as f64 / 1000.0;
+    if !(limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX).contains(&pps) {
+        return Err(Refused::Rate);
+    }
+    let max = limits::STREAM_DURATION_MAX.as_secs_f64();
+    let by_duration = (plan.duration_ms > 0).then(|| plan.duration_ms as f64 / 1000.0);
+    let by_count = (plan.count > 0).then(|| plan.count as f64 / pps);
+    let secs = match (by_duration, by_count) {
+        (Some(d), Some(c)) => d.min(c),
+        (Some(x), None) | (None, Some(x)) => x,
+        (None, None) => return Err(Refused::Length),
+    };
+    if secs > max {
+        return Err(Refused::Length);
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// One worker's streams; see the module's promise.
@@ -80,7 +113,7 @@ pub struct Streams {
 pub fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Default for Streams {
@@ -114,7 +147,7 @@ impl Streams {
                 || cookie == self.cookie(peer, id, now.saturating_sub(1)))
     }
 
-    /// Starts refused because the table was full.
+    /// Starts refused: the table or a prefix's share was full, or a plan out of bounds.
     pub fn refused(&self) -> u64 {
         self.refused
     }
@@ -125,6 +158,11 @@ impl Streams {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
+    }
+
+    /// Bytes the streams hold (their arrival counts), for a memory figure.
+    pub fn bytes(&self) -> usize {
+        self.table.values().map(|s| s.arrivals.bytes()).sum()
     }
 
     /// Handles stream datagram `data` from `peer`, received at `arrived_ns` (this host's
@@ -145,13 +183,11 @@ impl Streams {
         let Some(message) = Message::parse(data) else {
             // A stream datagram that cannot be read: counted on its stream if the ID is
             // there and known from this peer.
-            if data.len() >= 18 {
-                let id = u64::from_be_bytes(data[10..18].try_into().expect("8 bytes"));
-                if let Some(s) = self.table.get_mut(&id)
-                    && s.peer == peer
-                {
-                    s.arrivals.malformed();
-                }
+            if let Some(id) = crate::wire::stream::stream_id(data)
+                && let Some(s) = self.table.get_mut(&id)
+                && s.peer == peer
+            {
+                s.arrivals.malformed();
             }
             return None;
         };
@@ -184,7 +220,13 @@ impl Streams {
                     };
                     return Some(answer.emit(data, 0));
                 }
-                let started = self.start(peer, id, cookie, plan, now, socket, stop);
+                let started = match self.start(peer, id, cookie, plan, now, socket, stop) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        self.refused += 1;
+                        false
+                    }
+                };
                 Some(
                     Message::Accept {
                         id,
@@ -204,9 +246,11 @@ impl Streams {
                 s.heard = now;
                 let mut counters: Counters = s.arrivals.counters();
                 if let Some(r) = &s.reverse {
-                    let ms = now.saturating_duration_since(s.started).as_millis() as u64;
-                    r.queried_ms.store(ms, Ordering::Relaxed);
+                    let ms = now.saturating_duration_since(s.started).as_millis();
+                    r.queried_ms
+                        .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
                     counters.sender_sent = r.sent.load(Ordering::Relaxed);
+                    counters.sender_skipped = r.skipped.load(Ordering::Relaxed);
                     counters.sender_done = u64::from(r.done.load(Ordering::Relaxed));
                 }
                 Some(
@@ -224,7 +268,7 @@ impl Streams {
     }
 
     /// Creates the stream (idempotent: a start repeated because its answer was lost finds
-    /// it there); false if it cannot be.
+    /// it there), or says why it cannot be.
     #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
@@ -235,44 +279,45 @@ impl Streams {
         now: Instant,
         socket: &UdpSocket,
         stop: &Stop,
-    ) -> bool {
+    ) -> Result<(), Refused> {
         if let Some(s) = self.table.get(&id) {
-            return s.peer == peer;
+            return if s.peer == peer {
+                Ok(())
+            } else {
+                Err(Refused::Full)
+            };
         }
-        if self.table.len() >= MAX_STREAMS {
-            self.refused += 1;
-            return false;
+        let length = plan_length(&plan)?;
+        let prefix = Prefix::of(peer.ip());
+        let mine = self.table.values().filter(|s| s.prefix == prefix).count();
+        if self.table.len() >= limits::STREAMS_PER_THREAD || mine >= limits::STREAMS_PER_PREFIX {
+            return Err(Refused::Full);
         }
         // The kernel's receive times from now on, for the jitter (idempotent).
         net::timestamp_arrivals(socket);
         let reverse = if plan.reverse {
-            let running = self
+            let running = |s: &&Stream| {
+                s.reverse
+                    .as_ref()
+                    .is_some_and(|r| !r.done.load(Ordering::Relaxed))
+            };
+            let all = self.table.values().filter(running).count();
+            let ours = self
                 .table
                 .values()
-                .filter(|s| {
-                    s.reverse
-                        .as_ref()
-                        .is_some_and(|r| !r.done.load(Ordering::Relaxed))
-                })
+                .filter(running)
+                .filter(|s| s.prefix == prefix)
                 .count();
-            let pps = plan.milli_pps / 1000;
-            let too_long = plan.duration_ms > MAX_REVERSE_DURATION.as_millis() as u64
-                || (plan.duration_ms == 0 && plan.count == 0);
-            if running >= MAX_REVERSE || pps > MAX_REVERSE_PPS || plan.milli_pps == 0 || too_long {
-                self.refused += 1;
-                return false;
+            if all >= limits::REVERSE_PER_THREAD || ours >= limits::REVERSE_PER_PREFIX {
+                return Err(Refused::Full);
             }
-            let Ok(clone) = socket.try_clone() else {
-                return false;
-            };
+            let clone = socket.try_clone().map_err(|_| Refused::Full)?;
             let shared = Arc::new(Reverse::default());
             let (shared2, stop) = (Arc::clone(&shared), stop.clone());
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("udpkit-stream".into())
-                .spawn(move || send_reverse(&clone, peer, id, plan, &shared2, &stop));
-            if spawned.is_err() {
-                return false;
-            }
+                .spawn(move || send_reverse(&clone, peer, id, plan, length, &shared2, &stop))
+                .map_err(|_| Refused::Full)?;
             Some(shared)
         } else {
             None
@@ -281,20 +326,23 @@ impl Streams {
             id,
             Stream {
                 peer,
+                prefix,
                 cookie,
-                arrivals: Arrivals::new(),
+                arrivals: Arrivals::compact(),
                 heard: now,
                 started: now,
+                until: now + length + limits::STREAM_GRACE + limits::STREAM_IDLE,
                 reverse,
             },
         );
-        true
+        Ok(())
     }
 
     fn sweep(&mut self, now: Instant) {
         self.swept = now;
         self.table.retain(|_, s| {
-            let live = now.saturating_duration_since(s.heard) < IDLE;
+            let live =
+                now.saturating_duration_since(s.heard) < limits::STREAM_IDLE && now < s.until;
             if !live && let Some(r) = &s.reverse {
                 r.stop.store(true, Ordering::Relaxed);
             }
@@ -322,30 +370,42 @@ pub(crate) struct Turn {
     pub refusal: Option<(io::Error, u64)>,
 }
 
+impl Turn {
+    /// The refusal is for now only (a full buffer): the same datagrams may go later.
+    pub fn is_transient(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::WouldBlock || net::is_buffer_full(e)
+    }
+}
+
 /// A stream's sender, either side: data datagrams numbered in order, in segmented sends
 /// (GSO) where the path takes them, otherwise batches of single ones (`sendmmsg`), always
-/// stopping at a refusal so that no number is skipped and sent later.
+/// stopping at a refusal so that no number is skipped and sent later. It holds at most
+/// [`limits::STREAM_SEND_BYTES`] (and one datagram) of them at a time.
 pub(crate) struct DataSender {
     sender: Sender,
     packed: Vec<u8>,
     size: usize,
-    gso: usize,
+    /// Datagrams one turn sends at most.
+    per_turn: usize,
     segmented: bool,
 }
 
 impl DataSender {
-    /// For datagrams of `size` bytes on `socket`; `offload`: segmented where possible.
+    /// For datagrams of `size` bytes (at most `limits::DATAGRAM_MAX`) on `socket`;
+    /// `offload`: segmented where possible.
     pub fn new(socket: &UdpSocket, size: usize, offload: bool) -> DataSender {
+        let size = size.clamp(1, limits::DATAGRAM_MAX);
+        let fit = (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH);
         let gso = if offload {
-            net::gso_fit(net::gso_segments(socket).min(BATCH), size)
+            net::gso_fit(net::gso_segments(socket).min(BATCH), size).min(fit)
         } else {
             1
         };
         DataSender {
             sender: Sender::new(),
-            packed: vec![0u8; size * gso.max(BATCH)],
+            packed: vec![0u8; size * fit],
             size,
-            gso,
+            per_turn: fit,
             segmented: gso > 1,
         }
     }
@@ -361,12 +421,14 @@ impl DataSender {
         due: u64,
     ) -> Turn {
         let size = self.size;
-        let n = (due as usize).min(if self.segmented { self.gso } else { BATCH });
+        let n = usize::try_from(due)
+            .unwrap_or(usize::MAX)
+            .min(self.per_turn);
         let at = wall_ns();
         for k in 0..n {
             Message::Data {
                 id,
-                seq: first + k as u64,
+                seq: first.saturating_add(k as u64),
                 sent_ns: at,
             }
             .emit(&mut self.packed[k * size..(k + 1) * size], size);
@@ -408,50 +470,70 @@ impl DataSender {
 }
 
 /// A reverse stream's sender: `plan`'s datagrams to `peer` from the server's port, paced,
-/// in segmented sends where the kernel can, until its count or duration, the server's
-/// stop, or its client's silence.
+/// in segmented sends where the kernel can, until its count or `length`, the server's
+/// stop, its client's silence, or a refusal other than a full buffer.
 fn send_reverse(
     socket: &UdpSocket,
     peer: SocketAddr,
     id: u64,
     plan: Plan,
+    length: Duration,
     shared: &Reverse,
     stop: &Stop,
 ) {
-    let size = (plan.size as usize).max(crate::wire::stream::DATA_MIN);
+    let size = plan.size as usize;
     let pps = plan.milli_pps as f64 / 1000.0;
     let mut data = DataSender::new(socket, size, true);
     let started = Instant::now();
-    let until = (plan.duration_ms > 0).then(|| started + Duration::from_millis(plan.duration_ms));
+    let Some(schedule) = Schedule::new(started, pps) else {
+        shared.done.store(true, Ordering::Relaxed);
+        return;
+    };
+    // By duration: no slot past it. By count: the count, however late (a stall delays
+    // it; it is never rushed), but never past the length and half the client's grace.
+    let mut schedule = if plan.duration_ms > 0 {
+        schedule.ending_after(Duration::from_millis(plan.duration_ms))
+    } else {
+        schedule
+    };
+    let deadline = started + length + limits::STREAM_GRACE / 2;
     let limit = if plan.count > 0 { plan.count } else { u64::MAX };
     let mut sent = 0u64;
     while sent < limit && !stop.is_stopped() && !shared.stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if until.is_some_and(|t| now >= t) {
+        if now >= deadline {
             break;
         }
         let alive_ms = shared.queried_ms.load(Ordering::Relaxed);
-        let since = now.saturating_duration_since(started).as_millis() as u64;
-        if since.saturating_sub(alive_ms) > KEEPALIVE.as_millis() as u64 {
+        let since = now.saturating_duration_since(started).as_millis();
+        if since.saturating_sub(u128::from(alive_ms)) > limits::STREAM_KEEPALIVE.as_millis() {
             break; // the client went away, or never was
         }
-        let due = ((now - started).as_secs_f64() * pps) as u64;
-        let due = due.min(limit);
-        if due <= sent {
-            let next = started + Duration::from_secs_f64((sent + 1) as f64 / pps);
+        let due = schedule.due(now, limit - sent);
+        shared.skipped.store(schedule.skipped(), Ordering::Relaxed);
+        if due.is_empty() {
+            let Some(next) = schedule.next_at() else {
+                break; // its length is over
+            };
             let wait = next.saturating_duration_since(Instant::now());
             std::thread::sleep(wait.min(Duration::from_millis(5)));
             continue;
         }
-        let turn = data.send(socket, Some(peer), id, sent, due - sent);
+        let turn = data.send(socket, Some(peer), id, sent, due.end - due.start);
         sent += turn.went;
+        schedule.take(turn.went);
         shared.sent.store(sent, Ordering::Relaxed);
-        if turn.refusal.is_some() {
-            // A full buffer (or a path refusing for now): the rest go on the next turn.
-            std::thread::sleep(Duration::from_micros(50));
+        match turn.refusal {
+            None => {}
+            // A full buffer: the rest go on a later turn (or are skipped, if too late).
+            Some((e, _)) if Turn::is_transient(&e) => std::thread::sleep(Duration::from_micros(50)),
+            // The host refuses these datagrams for good (too big, a firewall, no route):
+            // trying again would only spin.
+            Some(_) => break,
         }
     }
     shared.sent.store(sent, Ordering::Relaxed);
+    shared.skipped.store(schedule.skipped(), Ordering::Relaxed);
     shared.done.store(true, Ordering::Relaxed);
 }
 
@@ -588,21 +670,130 @@ mod tests {
         assert!(ask(&mut s, peer(2001), query, crate::wire::stream::QUERY_LEN).is_none());
     }
 
+    /// A started stream of `id` from `a`, or false where refused.
+    fn started(s: &mut Streams, a: SocketAddr, id: u64, plan: Plan) -> bool {
+        let Some(Message::Accept { cookie, .. }) = ask(
+            s,
+            a,
+            Message::Start {
+                id,
+                cookie: 0,
+                plan,
+            },
+            0,
+        ) else {
+            panic!("no cookie")
+        };
+        matches!(
+            ask(s, a, Message::Start { id, cookie, plan }, 0),
+            Some(Message::Accept { started: true, .. })
+        )
+    }
+
     #[test]
-    fn the_table_is_bounded() {
+    fn the_table_is_bounded_and_one_prefix_holds_a_share_of_it() {
         let mut s = Streams::new();
-        for i in 0..(MAX_STREAMS as u64 + 5) {
-            let a = peer(3000 + i as u16);
-            let Some(Message::Accept { cookie, .. }) = start(&mut s, a, i, 0) else {
-                panic!()
-            };
-            let started = matches!(
-                start(&mut s, a, i, cookie),
-                Some(Message::Accept { started: true, .. })
-            );
-            assert_eq!(started, (i as usize) < MAX_STREAMS);
+        // One source (one /24), the attacker's best: as many streams as it can hold.
+        for i in 0..20u64 {
+            let ok = started(&mut s, peer(3000 + i as u16), i, plan());
+            assert_eq!(ok, (i as usize) < limits::STREAMS_PER_PREFIX, "stream {i}");
         }
-        assert_eq!(s.len(), MAX_STREAMS);
-        assert_eq!(s.refused(), 5);
+        // Others, each from a /24 of its own, fill the rest of the table, no more.
+        let mut others = 0;
+        for i in 0..100u64 {
+            let a = SocketAddr::from(([127, 1, i as u8, 1], 4000));
+            others += usize::from(started(&mut s, a, 1000 + i, plan()));
+        }
+        assert_eq!(
+            others,
+            limits::STREAMS_PER_THREAD - limits::STREAMS_PER_PREFIX
+        );
+        assert_eq!(s.len(), limits::STREAMS_PER_THREAD);
+        assert_eq!(s.refused(), 12 + 100 - others as u64);
+    }
+
+    #[test]
+    fn plans_out_of_bounds_are_refused_before_they_size_anything() {
+        let base = plan();
+        let cases = [
+            (
+                Plan {
+                    size: u32::MAX,
+                    ..base
+                },
+                Refused::Size,
+            ),
+            (
+                Plan {
+                    size: 65_508,
+                    ..base
+                },
+                Refused::Size,
+            ),
+            (Plan { size: 20, ..base }, Refused::Size),
+            (
+                Plan {
+                    milli_pps: 0,
+                    ..base
+                },
+                Refused::Rate,
+            ),
+            (
+                Plan {
+                    milli_pps: u64::MAX,
+                    ..base
+                },
+                Refused::Rate,
+            ),
+            (
+                Plan {
+                    count: 0,
+                    duration_ms: 0,
+                    ..base
+                },
+                Refused::Length,
+            ),
+            // The case: a count that, at the rate, runs for ever.
+            (
+                Plan {
+                    count: u64::MAX,
+                    milli_pps: 1_000_000_000,
+                    ..base
+                },
+                Refused::Length,
+            ),
+            (
+                Plan {
+                    duration_ms: u64::MAX,
+                    count: 0,
+                    ..base
+                },
+                Refused::Length,
+            ),
+        ];
+        for (plan, why) in cases {
+            assert_eq!(plan_length(&plan), Err(why), "{plan:?}");
+            let mut s = Streams::new();
+            assert!(!started(&mut s, peer(5000), 9, plan), "{plan:?} started");
+            assert!(s.is_empty());
+        }
+        assert_eq!(plan_length(&base), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_stream_kept_alive_past_its_plan_is_forgotten() {
+        let mut s = Streams::new();
+        let a = peer(6000);
+        assert!(started(&mut s, a, 1, Plan { count: 1, ..plan() }));
+        // Heard every second, but its plan (one datagram at 1/s) is long over.
+        let t = Instant::now();
+        for k in 1..=30u64 {
+            let now = t + Duration::from_secs(k);
+            if let Some(stream) = s.table.get_mut(&1) {
+                stream.heard = now;
+            }
+            s.sweep(now);
+        }
+        assert!(s.is_empty(), "still held after 30 s");
     }
 }

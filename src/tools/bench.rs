@@ -15,8 +15,6 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use hdrhistogram::Histogram;
-
 use crate::load::engine::{Engine, Event, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
 use crate::load::hlog::{self, Recorder};
@@ -67,10 +65,12 @@ impl Config {
         let Some((index, count)) = self.segment else {
             return self.clone();
         };
-        let (i, n) = (index as u64 - 1, count as u64);
+        // In u128: a count of u64::MAX times any index never overflows.
+        let (i, n) = (index as u128 - 1, count as u128);
+        let part = |c: u64| (u128::from(c) * (i + 1) / n - u128::from(c) * i / n) as u64;
         Config {
             rate: self.rate.map(|r| r / count as f64),
-            count: self.count.map(|c| c * (i + 1) / n - c * i / n),
+            count: self.count.map(part),
             ..self.clone()
         }
     }
@@ -105,8 +105,9 @@ pub struct Report {
     pub started: SystemTime,
     /// How late it started against `start_at`.
     pub late_start: Option<Duration>,
-    /// With `Config::intervals`: the latencies of each second since the start.
-    pub seconds: Option<Vec<(u64, Histogram<u64>)>>,
+    /// With `Config::intervals`: the latencies of each second since the start, every
+    /// thread's, compressed (merged second by second as they are written).
+    pub seconds: Option<hlog::Recorded>,
 }
 
 impl Report {
@@ -127,7 +128,7 @@ impl Report {
         let lag_p99 = lag.summary(1.0).p99;
         let rtt_p50 = self.latency.summary(1.0).p50;
         let late = lag.count() > 0 && lag_p99 > 100e3 && lag_p99 > rtt_p50;
-        sent < 0.99 * rate || late
+        sent < 0.99 * rate || late || self.tally.skipped > 0
     }
 }
 
@@ -165,8 +166,8 @@ pub fn bench(
         let of = |total: f64| total * f as f64 / flows as f64;
         let count = config.count.map(|c| {
             let before: usize = (0..t).map(share).sum();
-            let upto = |n: usize| c * n as u64 / flows as u64;
-            upto(before + f) - upto(before)
+            let upto = |n: usize| u128::from(c) * n as u128 / flows as u128;
+            (upto(before + f) - upto(before)) as u64
         });
         Config {
             flows: f,
@@ -236,7 +237,7 @@ pub fn bench(
         late_start,
         seconds: config
             .intervals
-            .then(|| hlog::merge_seconds(recorded.into_iter().flatten().collect())),
+            .then(|| hlog::Recorded::new(recorded.into_iter().flatten().collect())),
     };
     for r in &runs {
         report.tally.merge(&r.tally);

@@ -7,7 +7,9 @@
 //! queued, and what the kernel dropped before the relay saw it is counted too
 //! (`SO_MEMINFO`). Nothing that arrives can end it or grow it without bound: sessions are
 //! bounded by [`MAX_SESSIONS`] and by the open files the process may hold, a flood of new
-//! sources can evict only sessions that never sent a second datagram, the delay queue is
+//! sources can evict only sessions that never sent a second datagram, one client prefix
+//! holds at most 1/[`limits::RELAY_SESSIONS_PREFIX_SHARE`] of the sessions (so one source
+//! never locks out another), the delay queue is
 //! bounded in bytes, ICMP errors are counted. Beyond loopback, what it sends to each
 //! client prefix is rate-limited as the server's replies are, so it cannot be used as a
 //! reflector. The cost of a datagram does not grow with idle sessions (epoll, Linux).
@@ -25,8 +27,9 @@ use crate::io::datagram::{Destination, RecvBatch, Sender, Transmit};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::wait::{Poller, Token};
+use crate::limits;
 use crate::serve::RateLimit;
-use crate::serve::ratelimit::RateLimiter;
+use crate::serve::ratelimit::{Prefix, RateLimiter};
 use crate::wire::RECV_BUFFER;
 use crate::{Error, Stop, addr};
 
@@ -78,7 +81,7 @@ impl Config {
 }
 
 /// Sessions open at once, at most (fewer where the open-file limit is lower).
-pub const MAX_SESSIONS: usize = 4096;
+pub const MAX_SESSIONS: usize = limits::RELAY_SESSIONS;
 
 /// The delay queue's bound by default: 64 MiB.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
@@ -229,6 +232,7 @@ impl Relay {
             sessions: Vec::new(),
             free: Vec::new(),
             by_client: HashMap::new(),
+            held: HashMap::new(),
             limiter: limit.map(|rate| RateLimiter::new(rate, rate)),
             poller: {
                 let mut poller = Poller::new(stop).map_err(|e| Error::io("cannot wait", e))?;
@@ -304,6 +308,8 @@ struct State<'a> {
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
     by_client: HashMap<SocketAddr, usize>,
+    /// Sessions each client prefix holds (a prefix holds at most `share()` of them).
+    held: HashMap<Prefix, usize>,
     limiter: Option<RateLimiter>,
     poller: Poller,
 }
@@ -355,6 +361,13 @@ impl State<'_> {
             self.counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
             self.poller.remove(&s.upstream);
             self.by_client.remove(&s.client);
+            let prefix = Prefix::of(s.client.ip());
+            if let Some(n) = self.held.get_mut(&prefix) {
+                *n -= 1;
+                if *n == 0 {
+                    self.held.remove(&prefix);
+                }
+            }
             self.free.push(i);
         }
     }
@@ -363,20 +376,34 @@ impl State<'_> {
         self.sessions.len() - self.free.len()
     }
 
+    /// The sessions one client prefix may hold: a share of the table, so that one source
+    /// never fills it.
+    fn share(&self) -> usize {
+        (self.relay.max_sessions / limits::RELAY_SESSIONS_PREFIX_SHARE).max(1)
+    }
+
+    /// The longest idle session that never sent a second datagram, of `prefix` if given.
+    fn evictable(&self, prefix: Option<Prefix>) -> Option<usize> {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| !s.confirmed())
+            .filter(|(_, s)| prefix.is_none_or(|p| Prefix::of(s.client.ip()) == p))
+            .min_by_key(|(_, s)| s.last_active)
+            .map(|(i, _)| i)
+    }
+
     /// The session for a new client, or `None` (counted) when none can be had.
     fn open(&mut self, client: SocketAddr, now: Instant) -> Option<usize> {
-        if self.open_sessions() >= self.relay.max_sessions {
-            // Only a session that never sent a second datagram may make room, the
-            // longest idle first: a flood of new sources cannot push out real clients.
-            let victim = self
-                .sessions
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
-                .filter(|(_, s)| !s.confirmed())
-                .min_by_key(|(_, s)| s.last_active)
-                .map(|(i, _)| i);
-            match victim {
+        let prefix = Prefix::of(client.ip());
+        // Only a session that never sent a second datagram may make room, the longest
+        // idle first: a flood of new sources cannot push out real clients. A prefix at its
+        // share makes room among its own sessions only.
+        let at_share = self.held.get(&prefix).copied().unwrap_or(0) >= self.share();
+        let full = self.open_sessions() >= self.relay.max_sessions;
+        if at_share || full {
+            match self.evictable(at_share.then_some(prefix)) {
                 Some(i) => {
                     self.close(i);
                     self.counters.sessions_evicted += 1;
@@ -416,6 +443,7 @@ impl State<'_> {
             destination: None,
         });
         self.by_client.insert(client, i);
+        *self.held.entry(prefix).or_insert(0) += 1;
         self.counters.sessions_opened += 1;
         Some(i)
     }

@@ -4,11 +4,16 @@
 //! with retransmission; `reverse` has the server send to the client's own address and
 //! port, so it works from behind NAT.
 //!
-//! Promise: the run ends by itself within a bounded time whatever the server does (a
-//! restart, a lost report, silence): with its figures if the last report came, or with
-//! what it knows and why it is incomplete. Counters are 64-bit; `sent = received + lost`
-//! for the whole run (datagrams too late to tell counted apart, `too_late`); nothing is
-//! allocated per datagram.
+//! Promise: the run ends by itself whatever the server does or sends (a restart, a lost
+//! report, silence, a flood, reports that never say it is done): at the latest
+//! [`limits::STREAM_GRACE`] and the final query's tries (under 2 s) after its planned
+//! length (the duration, or the count at the rate), with its figures if the last report
+//! came, or with what it knows and why it is incomplete. The sender keeps its rate through
+//! the one [`Schedule`]: after a stall it never rushes, and what it could not send on time
+//! is counted (`skipped`), never sent late nor counted lost. Counters are 64-bit;
+//! `sent = received + lost` for the whole run (datagrams too late to tell counted apart,
+//! `too_late`); nothing is allocated per datagram. Only datagrams naming this stream's
+//! random ID can move its counts: anything else that reaches the port is `foreign`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -18,8 +23,10 @@ use serde::Serialize;
 
 use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::socket as net;
+use crate::limits;
 use crate::load::arrivals::Arrivals;
-use crate::serve::streams::{DataSender, wall_ns};
+use crate::load::pace::Schedule;
+use crate::serve::streams::{DataSender, Turn, wall_ns};
 use crate::wire::stream::{self, Counters, Message, Plan};
 use crate::{Error, Stop};
 
@@ -83,6 +90,9 @@ pub struct Report {
     pub refused_here: u64,
     /// Datagrams to this client's port that were not its stream's.
     pub foreign: u64,
+    /// Datagrams the sender's pacer skipped after stalls (this host's, or the server's in
+    /// reverse): it could not keep the rate, so they were never sent (nor counted lost).
+    pub skipped: u64,
 }
 
 /// Tries of the start and of the final query, and the first wait (doubling).
@@ -105,16 +115,7 @@ pub fn stream(
     stop: &Stop,
     mut on_interval: impl FnMut(&Figures),
 ) -> Result<Report, Error> {
-    if config.size < stream::DATA_MIN || config.size > crate::wire::MAX_IPV4_PAYLOAD {
-        return Err(Error::Invalid(format!(
-            "a stream datagram is {} to {} bytes: give -s within that",
-            stream::DATA_MIN,
-            crate::wire::MAX_IPV4_PAYLOAD
-        )));
-    }
-    if !(config.pps.is_finite() && config.pps > 0.0) {
-        return Err(Error::Invalid("the rate must be above zero".into()));
-    }
+    let length = planned_length(config)?;
     let socket = net::connect(config.target)?;
     if let Some(tos) = config.tos {
         net::set_tos(&socket, config.target, tos)?;
@@ -128,7 +129,9 @@ pub fn stream(
         milli_pps: (config.pps * 1000.0).round() as u64,
         size: config.size as u32,
         count: config.count.unwrap_or(0),
-        duration_ms: config.duration.map_or(0, |d| d.as_millis() as u64),
+        duration_ms: config
+            .duration
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let (cookie, early) = handshake(&socket, config.target, id, plan, stop)?;
     // Coalesced receives only now: the handshake reads one datagram at a time.
@@ -141,11 +144,15 @@ pub fn stream(
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
+    let started = Instant::now();
     let mut run = Run {
         socket: &socket,
         id,
         cookie,
-        started: Instant::now(),
+        started,
+        planned_end: started + length,
+        // The sending is over by then, whatever the server does; the final query follows.
+        hard_end: started + length + limits::STREAM_GRACE,
         replies: RecvBatch::with_slots(
             BATCH,
             if gro {
@@ -157,9 +164,10 @@ pub fn stream(
         query: vec![0u8; stream::QUERY_LEN],
         last: None,
         intervals: Vec::new(),
-        arrivals: Arrivals::new(),
+        arrivals: Arrivals::precise(),
         foreign: 0,
         refused: 0,
+        skipped: 0,
         serial: 0,
     };
     for (seq, len, sent_ns, arrived) in early {
@@ -170,6 +178,48 @@ pub fn stream(
     } else {
         run.send(config, stop, &mut on_interval)
     }
+}
+
+/// The run's planned length, once its numbers are within the limits (the server checks
+/// the same: `serve::streams::plan_length`): the duration, or the count at the rate.
+fn planned_length(config: &Config) -> Result<Duration, Error> {
+    if !(stream::DATA_MIN..=limits::DATAGRAM_MAX).contains(&config.size) {
+        return Err(Error::Invalid(format!(
+            "a stream datagram is {} to {} bytes: give -s within that",
+            stream::DATA_MIN,
+            limits::DATAGRAM_MAX
+        )));
+    }
+    if !(config.pps.is_finite()
+        && (limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX).contains(&config.pps))
+    {
+        return Err(Error::Invalid(format!(
+            "a stream runs at {} to {} datagrams a second, not {}: give a rate within that",
+            limits::STREAM_PPS_MIN,
+            limits::STREAM_PPS_MAX,
+            config.pps
+        )));
+    }
+    let max = limits::STREAM_DURATION_MAX;
+    let by_count = config.count.map(|c| c as f64 / config.pps);
+    let secs = match (config.duration, by_count) {
+        (Some(d), Some(c)) => d.as_secs_f64().min(c),
+        (Some(d), None) => d.as_secs_f64(),
+        (None, Some(c)) => c,
+        (None, None) => {
+            return Err(Error::Invalid(
+                "a stream needs a duration or a count: give -d SECS or -n COUNT".into(),
+            ));
+        }
+    };
+    if !(secs > 0.0 && secs <= max.as_secs_f64()) {
+        return Err(Error::Invalid(format!(
+            "a stream runs for at most {} s, and this one would run {secs:.0} s: give a \
+             shorter -d, or a smaller -n at this rate",
+            max.as_secs()
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A data datagram that came during the handshake: sequence number, length, sent and
@@ -282,6 +332,10 @@ struct Run<'a> {
     id: u64,
     cookie: u64,
     started: Instant,
+    /// When the sending should be over: the duration, or the count at the rate.
+    planned_end: Instant,
+    /// Past this, the sending (this client's or the server's) is over, said or not.
+    hard_end: Instant,
     replies: RecvBatch,
     query: Vec<u8>,
     /// The server's last report, and when it came.
@@ -293,6 +347,8 @@ struct Run<'a> {
     foreign: u64,
     /// Datagrams this host refused to send (counted sent, and lost).
     refused: u64,
+    /// Slots the pacer skipped.
+    skipped: u64,
     /// The latest query's serial.
     serial: u64,
 }
@@ -322,11 +378,11 @@ impl Run<'_> {
         self.send_query(sent);
     }
 
-    /// Takes what has arrived: reports (kept) and, reverse, data (counted). True if any
-    /// report came.
+    /// Takes what has arrived, a bounded number of batches (a flood cannot hold it):
+    /// reports (kept) and, reverse, data (counted). True if any report came.
     fn drain(&mut self) -> bool {
         let mut reported = false;
-        loop {
+        for _ in 0..limits::RECEIVE_BATCHES_PER_TURN {
             let n = match self.replies.recv(self.socket) {
                 Ok(n) if n > 0 => n,
                 _ => return reported,
@@ -351,12 +407,15 @@ impl Run<'_> {
                             reported = true;
                         }
                         Some(Message::Report { id, .. }) if id == self.id => {}
-                        _ if stream::is_stream(data) => self.arrivals.malformed(),
+                        // Malformed only with this stream's ID, which only the server knows:
+                        // an off-path forger cannot move this count.
+                        _ if stream::stream_id(data) == Some(self.id) => self.arrivals.malformed(),
                         _ => self.foreign += 1,
                     }
                 }
             }
         }
+        reported
     }
 
     /// One interval's figures from the counters at its start and end.
@@ -428,6 +487,7 @@ impl Run<'_> {
             incomplete,
             refused_here: self.refused,
             foreign: self.foreign,
+            skipped: self.skipped,
         }
     }
 
@@ -440,31 +500,29 @@ impl Run<'_> {
         on_interval: &mut impl FnMut(&Figures),
     ) -> Result<Report, Error> {
         let mut data = DataSender::new(self.socket, config.size, config.offload);
-        let until = config.duration.map(|d| self.started + d);
+        let mut schedule = Schedule::new(self.started, config.pps)
+            .ok_or_else(|| Error::Invalid("the rate must be above zero".into()))?;
+        if let Some(d) = config.duration {
+            schedule = schedule.ending_after(d);
+        }
         let limit = config.count.unwrap_or(u64::MAX);
         let mut sent = 0u64;
         let mut next_interval = self.started + config.interval;
         // (counters, sent, seconds) at the start of the current interval.
         let mut mark = (Counters::default(), 0u64, 0.0f64);
         let mut asked: Option<(u64, f64)> = None;
+        let mut short = None;
         loop {
             let now = Instant::now();
-            // At the end of the duration, the last few that were due by then still go
-            // (a rate the sender keeps up with sends exactly its share); a sender behind
-            // its schedule stops there, never catching up past the end.
-            let ending = until.is_some_and(|t| now >= t);
-            let limit = match until {
-                Some(t) if ending => {
-                    let due = ((t - self.started).as_secs_f64() * config.pps) as u64;
-                    if due.saturating_sub(sent) > BATCH as u64 {
-                        sent
-                    } else {
-                        limit.min(due)
-                    }
-                }
-                _ => limit,
-            };
-            if stop.is_stopped() || sent >= limit {
+            if stop.is_stopped() || sent >= limit || schedule.is_over() {
+                break;
+            }
+            if now >= self.hard_end {
+                short = Some(format!(
+                    "sent {sent} of the {limit} datagrams asked: this host could not send at \
+                     the rate within the run's length and {} s of grace",
+                    limits::STREAM_GRACE.as_secs()
+                ));
                 break;
             }
             if now >= next_interval {
@@ -480,19 +538,22 @@ impl Run<'_> {
                 self.intervals.push(f);
                 mark = (counters, at_sent, at);
             }
-            let due = ((now - self.started).as_secs_f64() * config.pps) as u64;
-            let due = due.min(limit);
-            if due <= sent {
-                let next = self.started + Duration::from_secs_f64((sent + 1) as f64 / config.pps);
-                let wake = next.min(next_interval);
+            let due = schedule.due(now, limit - sent);
+            if due.is_empty() {
+                let wake = schedule
+                    .next_at()
+                    .unwrap_or(now)
+                    .min(next_interval)
+                    .min(self.hard_end);
                 let wait = wake.saturating_duration_since(Instant::now());
                 std::thread::sleep(wait.min(Duration::from_millis(2)));
                 continue;
             }
             // In order, stopping at a refusal: the numbers sent never skip one that goes
             // later.
-            let turn = data.send(self.socket, None, self.id, sent, due - sent);
+            let turn = data.send(self.socket, None, self.id, sent, due.end - due.start);
             sent += turn.went;
+            schedule.take(turn.went);
             match turn.refusal {
                 None => {}
                 Some((e, _)) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -500,11 +561,8 @@ impl Run<'_> {
                         server: config.target,
                     });
                 }
-                Some((e, _))
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    // A full buffer: the rest go on the next turn, a little later.
+                Some((e, _)) if Turn::is_transient(&e) => {
+                    // A full buffer: the rest go on a later turn (or, too late, are skipped).
                     std::thread::sleep(Duration::from_micros(20));
                 }
                 Some((_, carried)) => {
@@ -512,9 +570,11 @@ impl Run<'_> {
                     // send carried is sent and lost here, so the run still ends and says so.
                     sent += carried;
                     self.refused += carried;
+                    schedule.take(carried);
                 }
             }
         }
+        self.skipped = schedule.skipped();
         let end = self.secs(Instant::now());
         // The last datagrams reach the server; then its final counts, asked until they come.
         std::thread::sleep(SETTLE);
@@ -539,7 +599,7 @@ impl Run<'_> {
                     on_interval(&f);
                     self.intervals.push(f);
                 }
-                return Ok(self.finish(config, sent, end, counters, None));
+                return Ok(self.finish(config, sent, end, counters, short));
             }
             wait = (wait * 2).min(LAST_WAIT);
         }
@@ -573,7 +633,7 @@ impl Run<'_> {
             if now >= next_interval {
                 self.send_query(0);
                 // Once the sending should be over, ask often: its end comes sooner.
-                let over = config.duration.is_some_and(|d| now >= self.started + d);
+                let over = now >= self.planned_end;
                 let every = if over {
                     Duration::from_millis(100)
                 } else {
@@ -588,6 +648,7 @@ impl Run<'_> {
             }
             if reported && let Some((counters, _)) = self.last {
                 sender_sent = counters.sender_sent;
+                self.skipped = counters.sender_skipped;
                 if counters.sender_done != 0 && done_at.is_none() {
                     done_at = Some(Instant::now());
                 }
@@ -616,6 +677,13 @@ impl Run<'_> {
                     "nothing came from the server for {} s: it may have restarted, or stopped \
                      sending for lack of our queries; figures as received",
                     SILENCE.as_secs()
+                ));
+            }
+            if now >= self.hard_end {
+                break Some(format!(
+                    "the server had not said it was done {} s after the stream's planned end \
+                     (it may be sending still); figures as received",
+                    limits::STREAM_GRACE.as_secs()
                 ));
             }
             std::thread::sleep(Duration::from_micros(200));

@@ -9,8 +9,8 @@
 /// The first bytes of every stream datagram.
 pub const MAGIC: [u8; 8] = *b"UDPKSTRM";
 
-/// Version of the layouts below.
-pub const VERSION: u8 = 1;
+/// Version of the layouts below (2: reports say how many slots the sender skipped).
+pub const VERSION: u8 = 2;
 
 /// The header every stream datagram starts with: magic, version, kind, stream ID.
 pub const HEADER: usize = 8 + 1 + 1 + 8;
@@ -19,7 +19,7 @@ pub const HEADER: usize = 8 + 1 + 1 + 8;
 pub const DATA_MIN: usize = HEADER + 8 + 8;
 
 /// A report's length: the query's serial, then the counters.
-pub const REPORT_LEN: usize = HEADER + 8 * 18;
+pub const REPORT_LEN: usize = HEADER + 8 * 19;
 
 /// A query's length: padded to a report's, so a report is no amplification.
 pub const QUERY_LEN: usize = REPORT_LEN;
@@ -89,6 +89,9 @@ pub struct Counters {
     /// Data datagrams with this stream's ID from another address than its client's:
     /// forged (or from a NAT that changed its mapping), never counted as received.
     pub forged: u64,
+    /// Reverse: datagrams the server's pacer skipped, unable to keep the rate (never sent,
+    /// so never lost).
+    pub sender_skipped: u64,
 }
 
 /// One stream datagram, parsed.
@@ -137,6 +140,15 @@ fn get(data: &[u8], at: usize) -> u64 {
 /// True if `data` is a stream datagram (its magic), whatever else it holds.
 pub fn is_stream(data: &[u8]) -> bool {
     data.starts_with(&MAGIC)
+}
+
+/// The stream ID of a datagram that has the magic and is long enough to carry one, whether
+/// or not the rest parses.
+pub fn stream_id(data: &[u8]) -> Option<u64> {
+    if !is_stream(data) || data.len() < HEADER {
+        return None;
+    }
+    Some(get(data, 10))
 }
 
 impl Message {
@@ -234,6 +246,7 @@ impl Message {
                     c.sender_done,
                     c.malformed,
                     c.forged,
+                    c.sender_skipped,
                 ];
                 for (i, v) in fields.into_iter().enumerate() {
                     put(buf, HEADER + 8 * (i + 1), v);
@@ -311,6 +324,7 @@ impl Message {
                     sender_done: f(15),
                     malformed: f(16),
                     forged: f(17),
+                    sender_skipped: f(18),
                 },
             },
         })
@@ -399,7 +413,7 @@ mod tests {
             sent_ns: 3,
         }
         .emit(&mut buf, 0);
-        buf[8] = 2; // another version
+        buf[8] = VERSION + 1; // another version
         assert_eq!(Message::parse(&buf[..n]), None);
         buf[8] = VERSION;
         buf[9] = 99; // an unknown kind
