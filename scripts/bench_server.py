@@ -6,7 +6,11 @@ Runs each server pinned to one core (taskset -c 1) and the yardstick load genera
 for SECONDS each, ROUNDS times in rotation; prints the median replies/s per server and
 window, the ratios the issue asks for, and the server's resident memory over a long run.
 
+With --baseline PATH, another build's `udpkit server -q` (an earlier commit's, say) runs in
+the same rotation, so that a change is measured side by side with what it changed.
+
 usage: scripts/bench_server.py [--seconds 3] [--rounds 3] [--rss-datagrams 5000000]
+                               [--baseline PATH]
 Only loopback traffic; every process it starts is killed before it exits.
 """
 
@@ -43,6 +47,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rss-datagrams", type=int, default=5_000_000)
+    ap.add_argument("--baseline", default=None, help="another build's udpkit, for comparison")
+    ap.add_argument("--only", default=None,
+                    help="run only the servers whose names contain one of these, comma-separated")
     args = ap.parse_args()
 
     udpkit, tools = build()
@@ -56,6 +63,14 @@ def main():
         "seed udp_local.py, lines to a file": lambda p: ["python3", seed, "server", "-p", str(p)],
     }
     logged = {"udpkit server, lines to a file", "seed udp_local.py, lines to a file"}
+    if args.baseline:
+        servers["baseline udpkit server -q"] = lambda p: [args.baseline, "server", "-p", str(p), "-q"]
+        servers["baseline udpkit server, lines to a file"] = \
+            lambda p: [args.baseline, "server", "-p", str(p)]
+        logged.add("baseline udpkit server, lines to a file")
+    if args.only:
+        keep = args.only.split(",")
+        servers = {n: c for n, c in servers.items() if any(k in n for k in keep)}
     windows = [1, 8, 64]
     results = {(name, w): [] for name in servers for w in windows}
     for round_ in range(args.rounds):
@@ -84,15 +99,27 @@ def main():
         print(f"| {name} | " + " | ".join(f"{med[(name, w)]:,.0f}" for w in windows) + " |")
     print()
     ref = "refserver (C, batched)"
-    for w in windows:
+    for w in windows if ref in servers and "udpkit server -q" in servers else []:
         paired = [a / b for a, b in zip(results[("udpkit server -q", w)], results[(ref, w)])]
         print(f"- window {w}: udpkit -q / refserver = {med[('udpkit server -q', w)] / med[(ref, w)]:.2f}x "
               f"(ratio of medians); median of the rounds' own ratios {statistics.median(paired):.2f}x")
-    for w in windows:
+    if args.baseline:
+        for ours, theirs in (("udpkit server -q", "baseline udpkit server -q"),
+                             ("udpkit server, lines to a file",
+                              "baseline udpkit server, lines to a file")):
+            for w in windows if ours in servers and theirs in servers else []:
+                paired = [a / b for a, b in zip(results[(ours, w)], results[(theirs, w)])]
+                print(f"- window {w}: {ours} / baseline = {med[(ours, w)] / med[(theirs, w)]:.2f}x "
+                      f"(ratio of medians); median of the rounds' own ratios "
+                      f"{statistics.median(paired):.2f}x")
+    seedy = ("udpkit server, lines to a file", "seed udp_local.py, lines to a file")
+    for w in windows if all(n in servers for n in seedy) else []:
         ratio = med[("udpkit server, lines to a file", w)] / med[("seed udp_local.py, lines to a file", w)]
         print(f"- window {w}: udpkit (lines to a file) / seed (lines to a file) = {ratio:.1f}x")
 
     # Resident memory over a long run: udpload at window 64 until rss-datagrams are answered.
+    if "udpkit server -q" not in servers:
+        return
     port = free_port()
     proc = start([udpkit, "server", "-p", str(port), "-q"])
     try:

@@ -14,7 +14,17 @@ highest rate achieved with under 0.1% loss.
 Each tool's own figures are used: udpkit's `bits_per_second` and `lost_percent`, iperf3's
 `end.sum` (its receiver's loss).
 
+With --baseline PATH, another build's udpkit (an earlier commit's, say) is searched the
+same way in the same run ("baseline udpkit", "baseline udpkit --no-gso"); --tools picks
+which tools run (comma-separated names as printed).
+
+With --fixed BITS (and --rounds N), no search: every tool sends at that rate, N rounds in
+rotation, and the medians of what it achieved, lost, and its sender CPU per Gbit are
+printed: a steadier figure than the search's, for comparing builds.
+
 usage: scripts/bench_stream.py [--seconds 2] [--steps 4] [--sizes 1400,64] [--paths lo,veth]
+                               [--baseline PATH] [--tools udpkit,iperf3,...]
+                               [--fixed BITS --rounds N]
 Loopback and namespaces only; every process it starts is killed before it exits.
 """
 
@@ -143,9 +153,18 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--sizes", default="1400,64")
     ap.add_argument("--paths", default="lo,veth")
+    ap.add_argument("--baseline", default=None, help="another build's udpkit, for comparison")
+    ap.add_argument("--tools", default=None, help="which tools, comma-separated")
+    ap.add_argument("--fixed", type=float, default=None, help="one rate, bits a second")
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     args_secs = a.seconds
     udpkit, _ = build()
+    tools = list(TOOLS)
+    if a.baseline:
+        tools += ["baseline udpkit", "baseline udpkit --no-gso"]
+    if a.tools:
+        tools = [t for t in tools if t in a.tools.split(",")]
     sizes = [int(s) for s in a.sizes.split(",")]
     paths = a.paths.split(",")
     results = []
@@ -156,14 +175,15 @@ def main():
             path = Path(p)
             for size in sizes:
                 start = 50e6 if size >= 1000 else 10e6
-                for tool in TOOLS:
+                for tool in tools:
                     port = free_port()
-                    if tool.startswith("udpkit"):
+                    if "udpkit" in tool:
                         extra = ("--no-gso",) if "no-gso" in tool else ()
-                        server = start_server(path, [udpkit, "server", "0.0.0.0", "-q", "-p",
+                        binary = a.baseline if tool.startswith("baseline") else udpkit
+                        server = start_server(path, [binary, "server", "0.0.0.0", "-q", "-p",
                                                      str(port)])
-                        trial = lambda r, s=size, pt=port, e=extra: udpkit_trial(
-                            udpkit, path, pt, r, s, a.seconds, e)
+                        trial = lambda r, s=size, pt=port, e=extra, b=binary: udpkit_trial(
+                            b, path, pt, r, s, a.seconds, e)
                     else:
                         # -w: both ends' socket buffers, as iperf3's users raise them.
                         extra = ("-w", "8M") if "-w" in tool else ()
@@ -173,7 +193,10 @@ def main():
                     try:
                         subprocess.run(["sleep", "0.5"])
                         print(f"{p}, {size} bytes, {tool}:", flush=True)
-                        best = search(trial, start, 200e9, a.steps)
+                        if a.fixed:
+                            best = [trial(a.fixed) for _ in range(a.rounds)]
+                        else:
+                            best = search(trial, start, 200e9, a.steps)
                     finally:
                         server.kill()
                         server.wait()
@@ -181,6 +204,27 @@ def main():
     finally:
         if "veth" in paths:
             drop_veth()
+    if a.fixed:
+        import statistics
+        print()
+        print(f"{a.fixed / 1e9:g} Gbit/s offered, {a.seconds} s trials, medians of {a.rounds}; "
+              f"server on CPU 1, sender on CPU 0")
+        print()
+        print("| path | size | tool | Gbit/s achieved | loss % | sender CPU s per Gbit |")
+        print("|---|---|---|---|---|---|")
+        cpu = {}
+        for p, size, tool, runs in results:
+            per = [c / max(b / 1e9 * a.seconds, 1e-9) for b, _, c in runs]
+            cpu[(p, size, tool)] = statistics.median(per)
+            print(f"| {p} | {size} | {tool} | {statistics.median(r[0] for r in runs) / 1e9:.3f} | "
+                  f"{statistics.median(r[1] for r in runs):.3f} | {cpu[(p, size, tool)]:.3f} |")
+        print()
+        for p, size, tool, _ in results:
+            base = cpu.get((p, size, "baseline " + tool))
+            if base:
+                print(f"- {p}, {size} bytes: {tool} / baseline: CPU per Gbit "
+                      f"{cpu[(p, size, tool)] / base:.2f}x")
+        return
     print()
     print(f"{a.seconds} s trials, highest rate with under 0.1% loss (achieved), sender CPU "
           f"seconds per Gbit sent; server on CPU 1, sender on CPU 0")
@@ -198,7 +242,9 @@ def main():
         for size in sizes:
             got = {tool: best for (pp, s, tool, best) in results if pp == p and s == size}
             for ours, theirs in (("udpkit", "iperf3"), ("udpkit", "iperf3 -w 8M"),
-                                 ("udpkit --no-gso", "iperf3 -w 8M")):
+                                 ("udpkit --no-gso", "iperf3 -w 8M"),
+                                 ("udpkit", "baseline udpkit"),
+                                 ("udpkit --no-gso", "baseline udpkit --no-gso")):
                 u, i = got.get(ours), got.get(theirs)
                 if u and i:
                     print(f"- {p}, {size} bytes: {ours} / {theirs} = {u[0] / i[0]:.2f}x the "

@@ -65,3 +65,32 @@ def pinned_client(cmd, timeout):
     out = subprocess.run(["taskset", "-c", "0"] + cmd, capture_output=True, text=True,
                          timeout=timeout, check=True)
     return out.stdout
+
+
+def release(path=None):
+    """`path`, or this checkout's release build of udpkit (built now)."""
+    if path:
+        return path
+    subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "udpkit")
+
+
+def start_ready(cmd):
+    """Starts `cmd` (a udpkit server or relay) with `--ready-file`, output discarded; waits
+    (bounded: 10 s) for its ready event; returns the process and its (host, port)."""
+    import json
+    ready = os.path.join(tempfile.mkdtemp(prefix="udpkit-ready-"), "ready.json")
+    proc = subprocess.Popen(cmd + ["--ready-file", ready], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if os.path.exists(ready):
+            host, port = json.load(open(ready))["address"].rsplit(":", 1)
+            os.remove(ready)
+            os.rmdir(os.path.dirname(ready))
+            return proc, (host, int(port))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise SystemExit(f"not ready: {cmd}")

@@ -32,9 +32,13 @@ pub const REVERSE_PER_THREAD: usize = 4;
 /// Reverse streams one source prefix may run on a server thread.
 pub const REVERSE_PER_PREFIX: usize = 1;
 
-/// The fastest a stream is sent, either way, in datagrams a second (about 11 Gbit/s of
-/// 1,400-byte datagrams).
-pub const STREAM_PPS_MAX: f64 = 1_000_000.0;
+/// The fastest a stream is asked to go, in datagrams a second (a client sending to a server
+/// may go as fast as its host can: 100 million is 51 Gbit/s of 64-byte datagrams).
+pub const STREAM_PPS_MAX: f64 = 100_000_000.0;
+
+/// The fastest a server sends a reverse stream, in datagrams a second (about 11 Gbit/s of
+/// 1,400-byte datagrams): a plan asking for more is refused.
+pub const REVERSE_PPS_MAX: f64 = 1_000_000.0;
 
 /// The slowest: one datagram in a thousand seconds.
 pub const STREAM_PPS_MIN: f64 = 0.001;
@@ -50,8 +54,9 @@ pub const STREAM_IDLE: Duration = Duration::from_secs(10);
 /// A reverse stream whose client has not queried this long stops sending.
 pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(3);
 
-/// The most bytes a stream's sender holds to send at once (its datagrams back to back).
-pub const STREAM_SEND_BYTES: usize = 64 << 10;
+/// The most bytes a stream's sender holds to send at once (its datagrams back to back): a
+/// batch of 64 datagrams up to 4 KiB each, fewer of larger ones.
+pub const STREAM_SEND_BYTES: usize = 256 << 10;
 
 /// How long a stream client goes on past the end of its sending (both ways) for the last
 /// datagrams and the final report, before it ends with what it knows.

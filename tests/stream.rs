@@ -45,6 +45,21 @@ fn a_clean_stream_arrives_whole_both_ways() {
 }
 
 #[test]
+fn a_fast_stream_is_never_refused_by_this_host() {
+    // Fast enough that a turn has more datagrams due than one segmented send may carry
+    // (46 of 1,400 bytes in 64 KiB): every send must still be one the kernel takes. (A
+    // build that packed 64 into one send had every such send refused, `refused_here`.)
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    for extra in [&[][..], &["--no-gso"][..], &["-R"][..]] {
+        let mut args = vec!["-b", "1G", "-s", "1400", "-d", "0.5"];
+        args.extend_from_slice(extra);
+        let (_, v) = stream_json(addr, &args);
+        assert_eq!(v["refused_here"], 0, "{extra:?}: {v}");
+        assert!(v["received"].as_u64().unwrap() > 1000, "{extra:?}: {v}");
+    }
+}
+
+#[test]
 fn loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let mut exact = 0;

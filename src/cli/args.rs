@@ -260,7 +260,8 @@ pub struct StreamArgs {
     /// Bits a second of UDP payload, with K, M or G (1000s): 100M, 1.5G
     #[arg(short = 'b', long = "rate", value_name = "BITS[KMG]", value_parser = bits_per_second, conflicts_with = "pps", default_value = "1M")]
     pub rate: f64,
-    /// Datagrams a second, instead of --rate (0.001 to 1000000)
+    /// Datagrams a second, instead of --rate (0.001 to 100000000; a server sends -R at most
+    /// 1000000)
     #[arg(long = "pps", value_name = "N", value_parser = stream_pps)]
     pub pps: Option<f64>,
     /// Bytes of UDP payload in each datagram (34 to 65507)

@@ -127,7 +127,7 @@ const FAILURE_EVERY: Duration = Duration::from_secs(1);
 impl Console {
     pub fn new(outlet: Outlet, quiet: bool, line_by_line: bool) -> Self {
         Console {
-            pending: if quiet { Vec::new() } else { outlet.buffer() },
+            pending: Vec::with_capacity(if quiet { 0 } else { PENDING_LIMIT }),
             outlet,
             line: String::with_capacity(256),
             pending_lines: 0,
@@ -168,7 +168,7 @@ impl Console {
     fn say(&mut self, line: String) -> io::Result<()> {
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
-        self.outlet.err(bytes, 1)
+        self.outlet.err(&bytes, 1)
     }
 }
 
@@ -243,9 +243,10 @@ impl Observer for Console {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.pending, self.outlet.buffer());
         let lines = std::mem::take(&mut self.pending_lines);
-        self.outlet.out(full, lines)
+        let sent = self.outlet.out(&self.pending, lines);
+        self.pending.clear();
+        sent
     }
 }
 

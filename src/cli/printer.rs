@@ -4,12 +4,12 @@
 //! dropped and counted, so that serving never waits on whoever reads the output.
 //!
 //! Promise: [`Outlet::out`] and [`Outlet::err`] never block and never hold more than
-//! [`limits::CONSOLE_QUEUE_BYTES`] of lines; what they drop is counted in whole lines
-//! ([`Outlet::dropped`]). Lines are written whole and in the order handed over. A writer
+//! [`limits::CONSOLE_QUEUE_BYTES`] of lines (lines that must not be dropped for room, a
+//! summary or a stats line, take at most [`RESERVE`] more); what they drop is counted in
+//! whole lines ([`Outlet::dropped`]). Lines are written whole and in the order handed over. A writer
 //! that fails (a closed pipe) is reported to the next caller, once. [`Printer::finish`]
 //! waits a bounded time for what is queued, then lets go.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,22 +18,24 @@ use std::time::{Duration, Instant};
 
 use udpkit::limits;
 
-/// Which stream a chunk goes to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum To {
-    Out,
-    Err,
-}
+/// Room beyond the queue's bound for lines that must not be dropped for room: a stats line a
+/// period on a reader stuck for days still cannot grow the queue past it.
+pub const RESERVE: usize = 64 << 10;
+
+/// How long the writer, woken by a first line, lets more gather before it writes them all
+/// in one call: a thread printing a line a batch costs a lock, not a wake-up, a batch.
+const GATHER: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct Queue {
-    chunks: VecDeque<(To, Vec<u8>)>,
-    bytes: usize,
-    /// Buffers written out, for callers to fill again.
-    spare: Vec<Vec<u8>>,
-    /// No more chunks will come.
+    /// Lines waiting, for standard output and standard error.
+    out: Vec<u8>,
+    err: Vec<u8>,
+    /// The writer sleeps, waiting for lines (a caller with the first lines wakes it).
+    idle: bool,
+    /// No more lines will come.
     closed: bool,
-    /// The writer is busy with a chunk it has taken.
+    /// The writer is busy with lines it has taken.
     writing: bool,
     /// The writer's failure, once, for the next caller.
     failed: Option<io::Error>,
@@ -41,7 +43,8 @@ struct Queue {
 
 struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when a chunk arrives, when the writer goes idle, and on close.
+    /// Signalled when lines arrive for an idle writer, when the writer goes idle, and on
+    /// close.
     changed: Condvar,
     dropped: AtomicU64,
 }
@@ -71,36 +74,53 @@ impl Printer {
         let thread = std::thread::Builder::new()
             .name("udpkit-printer".into())
             .spawn(move || {
+                // Two buffers swapped with the queue's: nothing allocated a write.
+                let (mut to_out, mut to_err) = (Vec::new(), Vec::new());
                 let mut queue = writer.queue.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    let Some((to, mut chunk)) = queue.chunks.pop_front() else {
+                    if queue.out.is_empty() && queue.err.is_empty() {
                         if queue.closed {
                             return;
                         }
+                        queue.idle = true;
+                        writer.changed.notify_all();
                         queue = writer
                             .changed
                             .wait(queue)
                             .unwrap_or_else(|p| p.into_inner());
+                        if queue.idle && !queue.closed {
+                            // Woken by a first line: let the lines of this moment gather.
+                            drop(queue);
+                            std::thread::sleep(GATHER);
+                            queue = writer.queue.lock().unwrap_or_else(|p| p.into_inner());
+                        }
+                        queue.idle = false;
                         continue;
-                    };
-                    queue.bytes -= chunk.len();
+                    }
+                    std::mem::swap(&mut queue.out, &mut to_out);
+                    std::mem::swap(&mut queue.err, &mut to_err);
                     queue.writing = true;
                     drop(queue);
-                    let written = match to {
-                        To::Out => out.write_all(&chunk).and_then(|()| out.flush()),
-                        To::Err => err.write_all(&chunk).and_then(|()| err.flush()),
-                    };
-                    chunk.clear();
+                    let written = (|| {
+                        if !to_err.is_empty() {
+                            err.write_all(&to_err)?;
+                            err.flush()?;
+                        }
+                        if !to_out.is_empty() {
+                            out.write_all(&to_out)?;
+                            out.flush()?;
+                        }
+                        Ok::<(), io::Error>(())
+                    })();
+                    to_out.clear();
+                    to_err.clear();
                     queue = writer.queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.writing = false;
-                    if queue.spare.len() < 8 {
-                        queue.spare.push(chunk);
-                    }
                     if let Err(e) = written {
                         // Nothing more can be written; the callers hear of it.
                         queue.failed.get_or_insert(e);
-                        queue.chunks.clear();
-                        queue.bytes = 0;
+                        queue.out = Vec::new();
+                        queue.err = Vec::new();
                         queue.closed = true;
                     }
                     writer.changed.notify_all();
@@ -126,7 +146,7 @@ impl Printer {
         let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.closed = true;
         shared.changed.notify_all();
-        while !queue.chunks.is_empty() || queue.writing {
+        while !queue.out.is_empty() || !queue.err.is_empty() || queue.writing {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.thread.is_none() {
                 return false;
@@ -146,30 +166,24 @@ impl Printer {
 }
 
 impl Outlet {
-    /// A buffer to fill with lines (one written out before, where there is one).
-    pub fn buffer(&self) -> Vec<u8> {
-        let mut queue = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.spare.pop().unwrap_or_default()
-    }
-
     /// Queues `lines` (whole lines, `count` of them) for standard output; if they do not
     /// fit, drops them and counts them. The writer's failure, if it has failed.
-    pub fn out(&self, lines: Vec<u8>, count: u64) -> io::Result<()> {
+    pub fn out(&self, lines: &[u8], count: u64) -> io::Result<()> {
         self.queue(To::Out, lines, count, false)
     }
 
     /// The same for standard error.
-    pub fn err(&self, lines: Vec<u8>, count: u64) -> io::Result<()> {
+    pub fn err(&self, lines: &[u8], count: u64) -> io::Result<()> {
         self.queue(To::Err, lines, count, false)
     }
 
     /// Queues a line that must not be dropped for room (a summary, a stats line: one a
-    /// period at most).
-    pub fn out_always(&self, line: Vec<u8>) -> io::Result<()> {
+    /// period at most), in the queue's reserve.
+    pub fn out_always(&self, line: &[u8]) -> io::Result<()> {
         self.queue(To::Out, line, 1, true)
     }
 
-    fn queue(&self, to: To, lines: Vec<u8>, count: u64, always: bool) -> io::Result<()> {
+    fn queue(&self, to: To, lines: &[u8], count: u64, always: bool) -> io::Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
@@ -180,18 +194,20 @@ impl Outlet {
         if queue.closed {
             return Ok(());
         }
-        if !always && queue.bytes + lines.len() > limits::CONSOLE_QUEUE_BYTES {
+        let room = limits::CONSOLE_QUEUE_BYTES + if always { RESERVE } else { 0 };
+        if queue.out.len() + queue.err.len() + lines.len() > room {
             self.0.dropped.fetch_add(count, Ordering::Relaxed);
-            let mut lines = lines;
-            lines.clear();
-            if queue.spare.len() < 8 {
-                queue.spare.push(lines);
-            }
             return Ok(());
         }
-        queue.bytes += lines.len();
-        queue.chunks.push_back((to, lines));
-        self.0.changed.notify_all();
+        let first = queue.out.is_empty() && queue.err.is_empty();
+        match to {
+            To::Out => queue.out.extend_from_slice(lines),
+            To::Err => queue.err.extend_from_slice(lines),
+        }
+        // Only an idle writer needs waking, once; a busy one takes these when it is done.
+        if first && queue.idle {
+            self.0.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -199,6 +215,13 @@ impl Outlet {
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// Which stream lines go to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum To {
+    Out,
+    Err,
 }
 
 #[cfg(test)]
@@ -234,7 +257,7 @@ mod tests {
         for _ in 0..10_000 {
             let mut l = line.clone();
             l.push(b'\n');
-            outlet.out(l, 1).unwrap();
+            outlet.out(&l, 1).unwrap();
         }
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -262,7 +285,7 @@ mod tests {
         let printer = Printer::start(Stuck(gate, Arc::clone(&seen)), io::sink());
         let outlet = printer.outlet();
         for i in 0..100 {
-            outlet.out(format!("{i}\n").into_bytes(), 1).unwrap();
+            outlet.out(format!("{i}\n").as_bytes(), 1).unwrap();
         }
         assert!(printer.finish(Duration::from_secs(5)));
         let text = String::from_utf8(seen.lock().unwrap().clone()).unwrap();
@@ -280,10 +303,10 @@ mod tests {
         }
         let printer = Printer::start(Broken, io::sink());
         let outlet = printer.outlet();
-        outlet.out(b"a\n".to_vec(), 1).unwrap();
+        outlet.out(b"a\n", 1).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         let failed = loop {
-            if let Err(e) = outlet.out(b"b\n".to_vec(), 1) {
+            if let Err(e) = outlet.out(b"b\n", 1) {
                 break e;
             }
             assert!(Instant::now() < deadline);

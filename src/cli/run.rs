@@ -127,7 +127,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     let say = |line: String| {
         let mut bytes = line.into_bytes();
         bytes.push(b'\n');
-        outlet.out_always(bytes).map_err(output)
+        outlet.out_always(&bytes).map_err(output)
     };
     say(console::listening_speaking(
         server.local_addr(),
@@ -141,7 +141,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             server.receive_buffer() >> 10,
             udpkit::serve::RECEIVE_BUFFER >> 10
         );
-        outlet.err(note.into_bytes(), 1).map_err(output)?;
+        outlet.err(note.as_bytes(), 1).map_err(output)?;
     }
 
     let started = Instant::now();
@@ -376,6 +376,15 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     let hlog_file = args.hlog.as_deref().map(Output::create).transpose()?;
     let plot_file = args.plot.as_deref().map(Output::create).transpose()?;
     let stop = stop_on_signals();
+    if let Some((at, name)) = &args.start_at
+        && let Ok(wait) = at.duration_since(std::time::SystemTime::now())
+        && wait > Duration::from_secs(1)
+    {
+        eprintln!(
+            "udpkit: waiting {:.0} s to start at {name} (--start-at)",
+            wait.as_secs_f64()
+        );
+    }
     let bar = if io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(config.duration.map_or(0, |d| d.as_millis() as u64));
         bar.set_style(
@@ -448,6 +457,13 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
             args.rate,
             udpkit::limits::STREAM_PPS_MIN,
             udpkit::limits::STREAM_PPS_MAX
+        )));
+    }
+    if args.reverse && pps > udpkit::limits::REVERSE_PPS_MAX {
+        return Err(Error::Invalid(format!(
+            "-R at {pps:.0} datagrams a second: a server sends a reverse stream at most {}; \
+             give a lower -b (or --pps)",
+            udpkit::limits::REVERSE_PPS_MAX
         )));
     }
     if let Some(count) = args.count

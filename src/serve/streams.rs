@@ -67,7 +67,8 @@ struct Stream {
 pub enum Refused {
     /// The datagram size is outside `wire::stream::DATA_MIN..=limits::DATAGRAM_MAX`.
     Size,
-    /// The rate is outside `limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX`.
+    /// The rate is outside `limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX` (a reverse
+    /// stream's, `..=limits::REVERSE_PPS_MAX`).
     Rate,
     /// No length, or a duration (or a count at the rate) past `limits::STREAM_DURATION_MAX`.
     Length,
@@ -83,7 +84,12 @@ pub fn plan_length(plan: &Plan) -> Result<Duration, Refused> {
         return Err(Refused::Size);
     }
     let pps = plan.milli_pps as f64 / 1000.0;
-    if !(limits::STREAM_PPS_MIN..=limits::STREAM_PPS_MAX).contains(&pps) {
+    let fastest = if plan.reverse {
+        limits::REVERSE_PPS_MAX
+    } else {
+        limits::STREAM_PPS_MAX
+    };
+    if !(limits::STREAM_PPS_MIN..=fastest).contains(&pps) {
         return Err(Refused::Rate);
     }
     let max = limits::STREAM_DURATION_MAX.as_secs_f64();
@@ -253,13 +259,15 @@ impl Streams {
                     counters.sender_skipped = r.skipped.load(Ordering::Relaxed);
                     counters.sender_done = u64::from(r.done.load(Ordering::Relaxed));
                 }
+                // As long as the query, no longer (a shorter query, a shorter report).
+                let room = data.len();
                 Some(
                     Message::Report {
                         id,
                         serial,
                         counters,
                     }
-                    .emit(data, 0),
+                    .emit(data, room),
                 )
             }
             // Not for a server.
@@ -385,8 +393,10 @@ pub(crate) struct DataSender {
     sender: Sender,
     packed: Vec<u8>,
     size: usize,
-    /// Datagrams one turn sends at most.
-    per_turn: usize,
+    /// Datagrams one batch of single sends carries at most.
+    per_batch: usize,
+    /// Datagrams one segmented send carries at most (never past 64 KiB in all).
+    per_segmented: usize,
     segmented: bool,
 }
 
@@ -403,9 +413,10 @@ impl DataSender {
         };
         DataSender {
             sender: Sender::new(),
-            packed: vec![0u8; size * fit],
+            packed: vec![0u8; size * fit.max(gso)],
             size,
-            per_turn: fit,
+            per_batch: fit,
+            per_segmented: gso,
             segmented: gso > 1,
         }
     }
@@ -421,9 +432,12 @@ impl DataSender {
         due: u64,
     ) -> Turn {
         let size = self.size;
-        let n = usize::try_from(due)
-            .unwrap_or(usize::MAX)
-            .min(self.per_turn);
+        let most = if self.segmented {
+            self.per_segmented
+        } else {
+            self.per_batch
+        };
+        let n = usize::try_from(due).unwrap_or(usize::MAX).min(most);
         let at = wall_ns();
         for k in 0..n {
             Message::Data {

@@ -200,6 +200,14 @@ fn planned_length(config: &Config) -> Result<Duration, Error> {
             config.pps
         )));
     }
+    if config.reverse && config.pps > limits::REVERSE_PPS_MAX {
+        return Err(Error::Invalid(format!(
+            "a server sends a reverse stream at most {} datagrams a second, not {}: give a \
+             lower rate with -R",
+            limits::REVERSE_PPS_MAX,
+            config.pps
+        )));
+    }
     let max = limits::STREAM_DURATION_MAX;
     let by_count = config.count.map(|c| c as f64 / config.pps);
     let secs = match (config.duration, by_count) {

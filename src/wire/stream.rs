@@ -9,8 +9,10 @@
 /// The first bytes of every stream datagram.
 pub const MAGIC: [u8; 8] = *b"UDPKSTRM";
 
-/// Version of the layouts below (2: reports say how many slots the sender skipped).
-pub const VERSION: u8 = 2;
+/// Version of the layouts below. A report may carry one more counter than version 1 first
+/// had (`sender_skipped`), written only where the query left room for it and read as 0
+/// where absent: udpkit builds of either length understand each other.
+pub const VERSION: u8 = 1;
 
 /// The header every stream datagram starts with: magic, version, kind, stream ID.
 pub const HEADER: usize = 8 + 1 + 1 + 8;
@@ -21,10 +23,14 @@ pub const DATA_MIN: usize = HEADER + 8 + 8;
 /// A report's length: the query's serial, then the counters.
 pub const REPORT_LEN: usize = HEADER + 8 * 19;
 
+/// The shortest report, and query: without `sender_skipped` (as the first builds sent them).
+pub const REPORT_MIN_LEN: usize = HEADER + 8 * 18;
+
 /// A query's length: padded to a report's, so a report is no amplification.
 pub const QUERY_LEN: usize = REPORT_LEN;
 
-const _: () = assert!(REPORT_LEN <= QUERY_LEN && HEADER + 16 <= START_LEN);
+const _: () =
+    assert!(REPORT_LEN <= QUERY_LEN && REPORT_MIN_LEN <= REPORT_LEN && HEADER + 16 <= START_LEN);
 
 /// A start's length (the client pads it; the server's answer to it is no longer).
 pub const START_LEN: usize = HEADER + 8 * 6;
@@ -178,13 +184,15 @@ impl Message {
             Kind::Start => START_LEN,
             Kind::Accept => HEADER + 16,
             Kind::Data => DATA_MIN,
-            Kind::Query => QUERY_LEN,
-            Kind::Report => REPORT_LEN,
+            Kind::Query => REPORT_MIN_LEN,
+            Kind::Report => REPORT_MIN_LEN,
         }
     }
 
     /// Writes the message into `buf`, `len` bytes long (at least its kind's least length;
-    /// the rest is zero padding). Returns the length written.
+    /// the rest is zero padding; a report takes up to [`REPORT_LEN`] of it, no more, and
+    /// leaves out its last counter where `len` has no room for it). Returns the length
+    /// written.
     pub fn emit(&self, buf: &mut [u8], len: usize) -> usize {
         let len = len.max(Self::min_len(self.kind()));
         let buf = &mut buf[..len];
@@ -227,6 +235,8 @@ impl Message {
                 counters: c,
                 ..
             } => {
+                let len = len.min(REPORT_LEN);
+                let buf = &mut buf[..len];
                 put(buf, HEADER, serial);
                 let fields = [
                     c.received,
@@ -249,8 +259,12 @@ impl Message {
                     c.sender_skipped,
                 ];
                 for (i, v) in fields.into_iter().enumerate() {
-                    put(buf, HEADER + 8 * (i + 1), v);
+                    let at = HEADER + 8 * (i + 1);
+                    if at + 8 <= len {
+                        put(buf, at, v);
+                    }
                 }
+                return len;
             }
         }
         len
@@ -324,7 +338,7 @@ impl Message {
                     sender_done: f(15),
                     malformed: f(16),
                     forged: f(17),
-                    sender_skipped: f(18),
+                    sender_skipped: if data.len() >= REPORT_LEN { f(18) } else { 0 },
                 },
             },
         })
@@ -420,6 +434,31 @@ mod tests {
         assert_eq!(Message::parse(&buf[..n]), None);
         buf[9] = Kind::Report as u8; // too short for a report
         assert_eq!(Message::parse(&buf[..n]), None);
+    }
+
+    #[test]
+    fn a_short_query_gets_a_short_report_and_either_length_reads() {
+        let counters = Counters {
+            received: 3,
+            sender_skipped: 5,
+            ..Counters::default()
+        };
+        let report = Message::Report {
+            id: 1,
+            serial: 2,
+            counters,
+        };
+        let mut buf = vec![0u8; 400];
+        // A first build's query: the report fits in it, without the last counter.
+        assert_eq!(report.emit(&mut buf, REPORT_MIN_LEN), REPORT_MIN_LEN);
+        let Some(Message::Report { counters: c, .. }) = Message::parse(&buf[..REPORT_MIN_LEN])
+        else {
+            panic!()
+        };
+        assert_eq!((c.received, c.sender_skipped), (3, 0));
+        // A longer room: never more than a whole report.
+        assert_eq!(report.emit(&mut buf, 400), REPORT_LEN);
+        assert_eq!(Message::parse(&buf[..REPORT_LEN]), Some(report));
     }
 
     proptest! {

@@ -16,9 +16,57 @@ use std::time::{Duration, Instant};
 /// The longest any single step of a test may wait before the test fails.
 pub const STEP: Duration = Duration::from_secs(10);
 
-/// A `udpkit` command, ready for arguments.
+/// A `udpkit` command, ready for arguments: this build's, or `$UDPKIT_BIN` (to run the
+/// suite against another build, an older one say, and see which tests it fails).
 pub fn udpkit() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_udpkit"))
+    match std::env::var_os("UDPKIT_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_udpkit")),
+    }
+}
+
+/// The resident memory of process `pid` now, in KiB (`VmRSS`), where /proc says.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    field_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had, in KiB (`VmHWM`), where /proc says.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    field_kib(pid, "VmHWM:")
+}
+
+fn field_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd` to its end (bounded by `limit`) under Python's `resource` module, which
+/// reads the child's peak resident memory as it is reaped: its output, and that peak in
+/// KiB.
+pub fn run_measured(cmd: &Command, limit: Duration) -> (Output, u64) {
+    // Python kills its child when the time is up (subprocess.run's timeout), so that none
+    // outlives the test.
+    let script = "import resource, subprocess, sys\n\
+                  p = subprocess.run(sys.argv[2:], capture_output=True, timeout=float(sys.argv[1]))\n\
+                  sys.stdout.buffer.write(p.stdout)\n\
+                  sys.stderr.buffer.write(p.stderr)\n\
+                  sys.stderr.write('\\npeak-kib %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                  sys.exit(p.returncode if p.returncode >= 0 else 128 - p.returncode)\n";
+    let mut py = Command::new("python3");
+    py.arg("-c")
+        .arg(script)
+        .arg(format!("{}", limit.as_secs_f64()))
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    let mut out = run_for(py, limit + Duration::from_secs(5));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (err, peak) = err
+        .rsplit_once("\npeak-kib ")
+        .map(|(e, p)| (e.to_string(), p.trim().parse().unwrap_or(0)))
+        .unwrap_or((err, 0));
+    out.stderr = err.into_bytes();
+    (out, peak)
 }
 
 /// The seed's `udp_local.py`: `$UDPKIT_SEED_SCRIPT`, or `../shared/seed/` beside the
@@ -186,16 +234,33 @@ pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    // Read as it comes: a child writing more than a pipe holds must not wait on us.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let deadline = Instant::now() + limit;
-    while child.try_wait().expect("try_wait").is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {limit:?}");
         }
         thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
-    child.wait_with_output().expect("output")
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -347,21 +412,34 @@ impl Scripted {
     pub fn start(
         mut respond: impl FnMut(&UdpSocket, SocketAddr, &[u8], usize) + Send + 'static,
     ) -> Scripted {
+        let mut n = 0;
+        Self::looping(Duration::from_millis(20), move |socket, got| {
+            if let Some((peer, request)) = got {
+                respond(socket, peer, request, n);
+                n += 1;
+            }
+        })
+    }
+
+    /// A server whose `step(socket, datagram)` runs at least every `wait`, with the datagram
+    /// received meanwhile if one came (to send on its own: floods, streams), until dropped
+    /// or `STEP` passes.
+    pub fn looping(
+        wait: Duration,
+        mut step: impl FnMut(&UdpSocket, Option<(SocketAddr, &[u8])>) + Send + 'static,
+    ) -> Scripted {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
+        socket.set_read_timeout(Some(wait)).expect("timeout");
         let addr = socket.local_addr().expect("addr");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = thread::spawn(move || {
             let deadline = Instant::now() + STEP;
             let mut buf = vec![0u8; 65_536];
-            let mut n = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
-                if let Ok((len, peer)) = socket.recv_from(&mut buf) {
-                    respond(&socket, peer, &buf[..len], n);
-                    n += 1;
+                match socket.recv_from(&mut buf) {
+                    Ok((len, peer)) => step(&socket, Some((peer, &buf[..len]))),
+                    Err(_) => step(&socket, None),
                 }
             }
         });
