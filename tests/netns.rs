@@ -198,7 +198,8 @@ impl Lab {
     /// `udpkit ARGS` run inside `ns`.
     fn udpkit(&self, ns: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_udpkit")])
+        cmd.args(["netns", "exec", ns])
+            .arg(udpkit().get_program())
             .args(args);
         cmd
     }
@@ -252,6 +253,55 @@ fn client_and_server_on_two_hosts() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn a_stream_over_a_link_whose_mtu_is_under_its_datagrams_arrives_whole_both_ways() {
+    // The case: a veth at MTU 1400 (a WireGuard tunnel's 1420 is such a path), the
+    // default 1,400-byte datagrams (1,428 on the wire): every segmented send was refused
+    // (EMSGSIZE) and counted lost; -R delivered 225 datagrams and then nothing, exit 0.
+    let Some(mut lab) = Lab::new("a_stream_over_a_link_whose_mtu_is_under_its_datagrams") else {
+        return;
+    };
+    let (a, b) = lab.pair("a", "b");
+    lab.run(&a, &["link", "set", "eth0", "mtu", "1400"]);
+    lab.run(&b, &["link", "set", "eth0", "mtu", "1400"]);
+    let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
+    let port = port.to_string();
+    for reverse in [false, true] {
+        let mut args = vec![
+            "stream",
+            "192.0.2.2",
+            "-p",
+            &port,
+            "-b",
+            "100M",
+            "-d",
+            "2",
+            "--json",
+        ];
+        if reverse {
+            args.push("-R");
+        }
+        let out = run_for(lab.udpkit(&a, &args), std::time::Duration::from_secs(30));
+        let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap_or_default();
+        println!("reverse {reverse}: {v}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "reverse {reverse}: {v} {}",
+            stderr(&out)
+        );
+        assert_eq!(v["refused_here"], 0, "reverse {reverse}: {v}");
+        let sent = v["sent"].as_u64().unwrap();
+        assert!(sent > 17_000, "reverse {reverse}: {v}");
+        assert_eq!(
+            v["received"].as_u64().unwrap(),
+            sent,
+            "reverse {reverse}: {v}"
+        );
+        assert_eq!(v["lost"], 0, "reverse {reverse}: {v}");
+    }
 }
 
 #[test]

@@ -237,6 +237,7 @@ pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
         "forged": c.forged,
         "foreign": r.foreign,
         "refused_here": r.refused_here,
+        "refused_why": r.refused_why,
         "skipped": r.skipped,
         "jitter_ms": t.jitter_ms,
         "pdv_ms": {

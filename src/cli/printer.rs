@@ -35,8 +35,10 @@ struct Queue {
     idle: bool,
     /// No more lines will come.
     closed: bool,
-    /// The writer is busy with lines it has taken.
+    /// The writer is busy with lines it has taken, this many bytes of them (counted
+    /// against the bound until written).
     writing: bool,
+    in_flight: usize,
     /// The writer's failure, once, for the next caller.
     failed: Option<io::Error>,
 }
@@ -100,6 +102,7 @@ impl Printer {
                     std::mem::swap(&mut queue.out, &mut to_out);
                     std::mem::swap(&mut queue.err, &mut to_err);
                     queue.writing = true;
+                    queue.in_flight = to_out.len() + to_err.len();
                     drop(queue);
                     let written = (|| {
                         if !to_err.is_empty() {
@@ -116,6 +119,7 @@ impl Printer {
                     to_err.clear();
                     queue = writer.queue.lock().unwrap_or_else(|p| p.into_inner());
                     queue.writing = false;
+                    queue.in_flight = 0;
                     if let Err(e) = written {
                         // Nothing more can be written; the callers hear of it.
                         queue.failed.get_or_insert(e);
@@ -195,7 +199,7 @@ impl Outlet {
             return Ok(());
         }
         let room = limits::CONSOLE_QUEUE_BYTES + if always { RESERVE } else { 0 };
-        if queue.out.len() + queue.err.len() + lines.len() > room {
+        if queue.in_flight + queue.out.len() + queue.err.len() + lines.len() > room {
             self.0.dropped.fetch_add(count, Ordering::Relaxed);
             return Ok(());
         }

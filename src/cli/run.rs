@@ -512,7 +512,8 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
         text::stream_summary(&report)
     };
     out.write_all(text.as_bytes()).map_err(output)?;
-    Ok(report.complete && report.total.received > 0)
+    // The run did what was asked: complete, something arrived, nothing refused here.
+    Ok(report.complete && report.total.received > 0 && report.refused_here == 0)
 }
 
 /// This agent's share of a split run: `--segment`, or the orchestrator's environment

@@ -565,10 +565,6 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
             "datagrams that were not this stream's were ignored",
         ),
         (
-            r.refused_here,
-            "datagrams were refused by this host (a firewall, a route) and count as lost",
-        ),
-        (
             r.skipped,
             "datagram slots were skipped: the sender stalled and, rather than rush to catch \
              up, went on at the rate (a run by duration sent fewer, one by count took longer; \
@@ -578,6 +574,13 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
         if n > 0 {
             text.push_str(&format!("{n} {what}\n"));
         }
+    }
+    if r.refused_here > 0 {
+        text.push_str(&format!(
+            "{} datagrams were refused by this host and count as lost: {}\n",
+            r.refused_here,
+            r.refused_why.as_deref().unwrap_or("a firewall, a route")
+        ));
     }
     if let Some(why) = &r.incomplete {
         text.push_str(&format!("Incomplete: {why}\n"));

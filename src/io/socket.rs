@@ -248,6 +248,18 @@ pub fn gso_refused(e: &std::io::Error) -> bool {
     }
 }
 
+/// Whether a refused send means the datagram (or a segment of a segmented send) is larger
+/// than this host sends on the path (`EMSGSIZE`).
+pub fn is_too_big(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::EMSGSIZE);
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Whether a refused send means the kernel's buffers were full for now (`ENOBUFS`): the
 /// same datagram may go a moment later.
 pub fn is_buffer_full(e: &std::io::Error) -> bool {
@@ -257,6 +269,57 @@ pub fn is_buffer_full(e: &std::io::Error) -> bool {
     {
         let _ = e;
         false
+    }
+}
+
+/// Sets the don't-fragment bit (IPv4) or forbids fragmentation (IPv6), ignoring the
+/// kernel's cached path MTU (`IP_PMTUDISC_PROBE`), which a forged ICMP can lower.
+pub fn forbid_fragments(socket: &UdpSocket, target: SocketAddr) -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    {
+        let (level, name, value) = if target.is_ipv4() {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            )
+        } else {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            )
+        };
+        set_int_option(socket, level, name, value)
+            .map_err(|e| Error::io("cannot forbid fragmentation", e))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, target);
+        Err(Error::io(
+            "cannot forbid fragmentation on this system",
+            std::io::Error::from(std::io::ErrorKind::Unsupported),
+        ))
+    }
+}
+
+/// The kernel's MTU for a connected socket's route (`IP_MTU`/`IPV6_MTU`, its cached path
+/// MTU where it has one), Linux only.
+pub fn path_mtu(socket: &UdpSocket, target: SocketAddr) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let (level, name) = if target.is_ipv4() {
+            (libc::IPPROTO_IP, libc::IP_MTU)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+        };
+        let value = get_int_option(socket, level, name).ok()?;
+        usize::try_from(value).ok().filter(|v| *v > 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, target);
+        None
     }
 }
 

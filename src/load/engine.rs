@@ -343,8 +343,8 @@ impl Engine {
                 in_flight.saturating_mul(flows).max(4),
                 if gro { 64 * MAX_REPLY } else { REPLY_ROOM },
             ),
-            out: Outbox::new(gso),
-            sender: Sender::new(),
+            out: Outbox::new(),
+            sender: Sender::with_gso(gso),
             foreign_buf: vec![0; 2048],
             tally: Tally::default(),
             sent: 0,
@@ -423,7 +423,7 @@ impl Engine {
     /// refuses a segmented send).
     pub fn offload(&self) -> Offload {
         Offload {
-            gso: self.out.gso > 1,
+            gso: self.sender.gso(),
             gro: self.gro,
         }
     }
@@ -852,8 +852,6 @@ struct Outbox {
     seqs: [u64; BATCH],
     flow: usize,
     queued: usize,
-    /// Requests one send may carry (`UDP_SEGMENT`); 1: no GSO.
-    gso: usize,
     /// The queued requests back to back, for a segmented send.
     packed: Vec<u8>,
     /// When each queued request was meant to go (open loop), for the send lag.
@@ -863,13 +861,12 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn new(gso: usize) -> Self {
+    fn new() -> Self {
         Outbox {
             bufs: (0..BATCH).map(|_| Vec::new()).collect(),
             seqs: [0; BATCH],
             flow: 0,
             queued: 0,
-            gso,
             packed: Vec::new(),
             intended: [None; BATCH],
             lag: Latency::new(),
@@ -894,57 +891,6 @@ impl Outbox {
         }
     }
 
-    /// Sends the queued requests, all of one size, as one segmented send; false (nothing
-    /// sent) where that cannot be done, and the path's refusal turns GSO off.
-    fn send_segmented(
-        &mut self,
-        sender: &mut Sender,
-        socket: &UdpSocket,
-        events: &mut Vec<Event>,
-    ) -> bool {
-        let queued = &self.bufs[..self.queued];
-        let size = queued[0].len();
-        if self.gso < 2
-            || self.queued < 2
-            || size * self.queued > net::MAX_GSO_BYTES
-            || queued.iter().any(|b| b.len() != size)
-        {
-            return false;
-        }
-        self.packed.clear();
-        for b in queued {
-            self.packed.extend_from_slice(b);
-        }
-        let transmit = [Transmit {
-            destination: None,
-            source: None,
-            contents: &self.packed,
-            segment_size: Some(size),
-        }];
-        let mut error = None;
-        sender.send(socket, &transmit, |_, e| {
-            error = Some(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0)))
-        });
-        match error {
-            None => true,
-            Some(e) if net::gso_refused(&e) => {
-                self.gso = 1; // quinn-udp's rule: the path refuses GSO; one at a time now
-                false
-            }
-            // An ICMP error held from earlier, a full buffer...: the requests one by one,
-            // which says what became of each.
-            Some(e) => {
-                if let Err(kind) = refusal(&e) {
-                    events.push(Event::Unreachable {
-                        seq: self.seqs[0],
-                        kind,
-                    });
-                }
-                false
-            }
-        }
-    }
-
     /// The buffer for the next request.
     fn next(&mut self) -> &mut Vec<u8> {
         self.queued += 1;
@@ -961,24 +907,42 @@ impl Outbox {
         self.queued == BATCH
     }
 
-    /// Sends what is queued on its flow's socket. A request refused for an ICMP error that
-    /// the kernel held from an earlier datagram is tried once more; the events say what was
-    /// refused.
+    /// Sends what is queued on its flow's socket, as one segmented send where the requests
+    /// are of one size and the sender allows (the sender sends again singly what the path
+    /// refuses segmented). A request refused for an ICMP error that the kernel held from
+    /// an earlier datagram is tried once more; the events say what was refused.
     fn send(&mut self, sender: &mut Sender, flows: &[FlowState], events: &mut Vec<Event>) {
         let flow = self.flow;
         let socket = &flows[flow].socket;
         self.note_lag();
-        if self.send_segmented(sender, socket, events) {
-            self.queued = 0;
-            return;
-        }
+        let queued = self.queued;
+        let size = self.bufs[0].len();
+        let segmented = queued > 1
+            && sender.segments(size) >= queued
+            && self.bufs[..queued].iter().all(|b| b.len() == size);
         let mut transmits = [Transmit::EMPTY; BATCH];
-        for (t, buf) in transmits.iter_mut().zip(&self.bufs[..self.queued]) {
-            t.contents = buf;
-        }
+        let count = if segmented {
+            self.packed.clear();
+            for b in &self.bufs[..queued] {
+                self.packed.extend_from_slice(b);
+            }
+            transmits[0] = Transmit {
+                contents: &self.packed,
+                segment_size: Some(size),
+                ..Transmit::EMPTY
+            };
+            1
+        } else {
+            for (t, buf) in transmits.iter_mut().zip(&self.bufs[..queued]) {
+                t.contents = buf;
+            }
+            queued
+        };
         let mut again = [0usize; BATCH];
         let mut retries = 0;
-        sender.send(socket, &transmits[..self.queued], |i, e| {
+        sender.send(socket, &transmits[..count], |t, k, e| {
+            // Request `i` of those queued: a segmented send's k-th, or the t-th single.
+            let i = if segmented { k } else { t };
             let seq = self.seqs[i];
             match refusal(e) {
                 Err(kind) => {
@@ -989,8 +953,22 @@ impl Outbox {
                 Ok(why) => events.push(Event::NotSent { flow, seq, why }),
             }
         });
+        // The refusal of a segmented send got past by sending singly: an ICMP error held
+        // from an earlier datagram is counted.
+        if let Some(e) = sender.take_recovered()
+            && let Err(kind) = refusal(&e)
+        {
+            events.push(Event::Unreachable {
+                seq: self.seqs[0],
+                kind,
+            });
+        }
         for &i in &again[..retries] {
-            sender.send(socket, &transmits[i..=i], |_, e| {
+            let single = [Transmit {
+                contents: &self.bufs[i],
+                ..Transmit::EMPTY
+            }];
+            sender.send(socket, &single, |_, _, e| {
                 let seq = self.seqs[i];
                 let why = match refusal(e) {
                     Err(kind) => {

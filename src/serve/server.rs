@@ -234,11 +234,11 @@ impl Server {
                             )
                         }),
                         limiter,
-                        gso: if self.config.gso {
+                        sender: Sender::with_gso(if self.config.gso {
                             net::gso_segments(socket)
                         } else {
                             1
-                        },
+                        }),
                         protocol: self.config.protocol,
                         sessions: (self.config.protocol == Protocol::Stamp && self.config.stateful)
                             .then(|| {
@@ -293,8 +293,8 @@ struct Worker<'a> {
     /// `--drop-rate`: the relay's impairment stage, with loss alone.
     loss: Option<Impairer>,
     limiter: Option<&'a Mutex<RateLimiter>>,
-    /// Replies one send may carry (`UDP_SEGMENT`); 1: no GSO.
-    gso: usize,
+    /// Sends the replies: segmented (`UDP_SEGMENT`) where the socket and the path allow.
+    sender: Sender,
     protocol: Protocol,
     /// A stateful STAMP reflector's sessions.
     sessions: Option<Sessions>,
@@ -309,17 +309,6 @@ const MAX_SEGMENTS: usize = 128;
 
 /// The most requests one batch can hold: 64 receives of up to `MAX_SEGMENTS` datagrams.
 const MAX_REQUESTS: usize = BATCH * MAX_SEGMENTS;
-
-/// What became of a transmit.
-const SENT: u8 = 0;
-const FAILED: u8 = 1;
-const REFUSED_GSO: u8 = 2;
-
-/// The datagrams a transmit carries.
-fn segments(t: &Transmit) -> u64 {
-    t.segment_size
-        .map_or(1, |size| t.contents.len().div_ceil(size.max(1)) as u64)
-}
 
 /// One send to make: replies `start..end` of the reply buffer (or of the receive's own,
 /// `in_place`), to the sender of receive `datagram`, segmented when more than one.
@@ -352,7 +341,6 @@ impl Worker<'_> {
         let mut replies = vec![0u8; MAX_REQUESTS * MAX_REPLY];
         let mut answers = vec![Answer::default(); MAX_REQUESTS];
         let mut plan = Vec::with_capacity(MAX_REQUESTS);
-        let mut sender = Sender::new();
         // Under load every receive finds datagrams queued and nothing waits.
         let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
@@ -533,7 +521,7 @@ impl Worker<'_> {
                 let mut n = 1;
                 // Back to back: the same receive, the same buffer, the same size, each
                 // starting where the one before ended.
-                while n < net::gso_fit(self.gso, first.len)
+                while n < self.sender.segments(first.len)
                     && k + n < answered
                     && answers[k + n].len == first.len
                     && answers[k + n].datagram == first.datagram
@@ -552,7 +540,6 @@ impl Worker<'_> {
                 });
                 k += n;
             }
-            let mut refused_gso = Vec::new();
             for chunk in plan.chunks(BATCH) {
                 let mut transmits = [Transmit::EMPTY; BATCH];
                 for (t, p) in transmits.iter_mut().zip(chunk) {
@@ -566,44 +553,10 @@ impl Worker<'_> {
                     };
                 }
                 let transmits = &transmits[..chunk.len()];
-                let mut outcome = [SENT; BATCH];
-                let totals = sender.send(self.socket, transmits, |t, e| {
-                    if transmits[t].segment_size.is_some() && net::gso_refused(e) {
-                        outcome[t] = REFUSED_GSO;
-                    } else {
-                        outcome[t] = FAILED;
-                        if failure.is_ok()
-                            && let Some(peer) = transmits[t].destination
-                        {
-                            failure = observer.send_failed(peer, e);
-                        }
-                    }
-                });
-                tally.bytes_out += totals.bytes;
-                for (t, transmit) in transmits.iter().enumerate() {
-                    match outcome[t] {
-                        SENT => tally.replied += segments(transmit),
-                        FAILED => tally.send_failed += segments(transmit),
-                        _ => refused_gso.extend(
-                            transmit
-                                .contents
-                                .chunks(transmit.segment_size.unwrap_or(1).max(1))
-                                .map(|c| Transmit {
-                                    contents: c,
-                                    segment_size: None,
-                                    ..*transmit
-                                }),
-                        ),
-                    }
-                }
-            }
-            if !refused_gso.is_empty() {
-                // The path refuses GSO (quinn-udp's rule): from now on one reply a send,
-                // and those refused go again that way.
-                self.gso = 1;
-                let totals = sender.send(self.socket, &refused_gso, |t, e| {
+                // A segmented send the path refuses goes again reply by reply, inside.
+                let totals = self.sender.send(self.socket, transmits, |t, _, e| {
                     if failure.is_ok()
-                        && let Some(peer) = refused_gso[t].destination
+                        && let Some(peer) = transmits[t].destination
                     {
                         failure = observer.send_failed(peer, e);
                     }

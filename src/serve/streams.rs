@@ -373,9 +373,9 @@ impl Drop for Streams {
 pub(crate) struct Turn {
     /// Datagrams that went, the first ones of those asked for.
     pub went: u64,
-    /// The refusal that stopped the turn (a path refusing GSO is handled, not returned),
-    /// with how many datagrams the refused send carried.
-    pub refusal: Option<(io::Error, u64)>,
+    /// The refusal of the datagram that stopped the turn (a path refusing segmented sends
+    /// is got past, not returned).
+    pub refusal: Option<io::Error>,
 }
 
 impl Turn {
@@ -390,14 +390,13 @@ impl Turn {
 /// stopping at a refusal so that no number is skipped and sent later. It holds at most
 /// [`limits::STREAM_SEND_BYTES`] (and one datagram) of them at a time.
 pub(crate) struct DataSender {
+    /// Segmented where the socket and the path allow (it sends singly what a path
+    /// refuses segmented: too big for its MTU, or no segmentation at all).
     sender: Sender,
     packed: Vec<u8>,
     size: usize,
     /// Datagrams one batch of single sends carries at most.
     per_batch: usize,
-    /// Datagrams one segmented send carries at most (never past 64 KiB in all).
-    per_segmented: usize,
-    segmented: bool,
 }
 
 impl DataSender {
@@ -406,18 +405,16 @@ impl DataSender {
     pub fn new(socket: &UdpSocket, size: usize, offload: bool) -> DataSender {
         let size = size.clamp(1, limits::DATAGRAM_MAX);
         let fit = (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH);
-        let gso = if offload {
-            net::gso_fit(net::gso_segments(socket).min(BATCH), size).min(fit)
+        let sender = Sender::with_gso(if offload {
+            net::gso_segments(socket).min(BATCH)
         } else {
             1
-        };
+        });
         DataSender {
-            sender: Sender::new(),
-            packed: vec![0u8; size * fit.max(gso)],
+            packed: vec![0u8; size * fit.max(sender.segments(size))],
+            sender,
             size,
             per_batch: fit,
-            per_segmented: gso,
-            segmented: gso > 1,
         }
     }
 
@@ -432,8 +429,9 @@ impl DataSender {
         due: u64,
     ) -> Turn {
         let size = self.size;
-        let most = if self.segmented {
-            self.per_segmented
+        let segments = self.sender.segments(size);
+        let most = if segments > 1 {
+            segments
         } else {
             self.per_batch
         };
@@ -448,8 +446,7 @@ impl DataSender {
             .emit(&mut self.packed[k * size..(k + 1) * size], size);
         }
         let mut transmits = [Transmit::EMPTY; BATCH];
-        let segmented = self.segmented && n > 1;
-        let count = if segmented {
+        let count = if segments > 1 && n > 1 {
             transmits[0] = Transmit {
                 destination: to,
                 contents: &self.packed[..n * size],
@@ -464,22 +461,13 @@ impl DataSender {
             }
             n
         };
+        // In order, stopping at the first datagram refused (a segmented send the path
+        // refuses goes again singly, inside).
         let (totals, refusal) = self.sender.send_prefix(socket, &transmits[..count]);
-        let went = match (segmented, totals.sent > 0) {
-            (true, true) => n as u64,
-            (true, false) => 0,
-            (false, _) => totals.sent,
-        };
-        let refusal = match refusal {
-            Some(e) if segmented && net::gso_refused(&e) => {
-                // The path refuses GSO (quinn-udp's rule): single datagrams from now on.
-                self.segmented = false;
-                None
-            }
-            Some(e) => Some((e, if segmented { n as u64 } else { 1 })),
-            None => None,
-        };
-        Turn { went, refusal }
+        Turn {
+            went: totals.sent,
+            refusal,
+        }
     }
 }
 
@@ -540,7 +528,7 @@ fn send_reverse(
         match turn.refusal {
             None => {}
             // A full buffer: the rest go on a later turn (or are skipped, if too late).
-            Some((e, _)) if Turn::is_transient(&e) => std::thread::sleep(Duration::from_micros(50)),
+            Some(e) if Turn::is_transient(&e) => std::thread::sleep(Duration::from_micros(50)),
             // The host refuses these datagrams for good (too big, a firewall, no route):
             // trying again would only spin.
             Some(_) => break,

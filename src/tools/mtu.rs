@@ -12,7 +12,7 @@
 //! guessing. Probes ignore the kernel's path-MTU cache (`IP_PMTUDISC_PROBE`), so a spoofed
 //! ICMP "fragmentation needed" cannot shrink them; such errors are counted.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ pub fn mtu_until(
     let pace = Pace::Interval(wait);
     let mut engine = Engine::exact(target, ID_LEN, pace, wait, stop)?;
     engine.set_protocol(protocol, (0, 0));
-    forbid_fragments(engine.socket(0), target)?;
+    net::forbid_fragments(engine.socket(0), target)?;
     let overhead = if target.is_ipv4() { 28 } else { 48 };
     let largest = if target.is_ipv4() { 65_507 } else { 65_527 };
     let mut proven = Proven::default();
@@ -283,7 +283,7 @@ pub fn mtu_until(
             }
             Probe::TooBigHere => {
                 high = mid - 1;
-                if let Some(m) = kernel_mtu(engine.socket(0), target) {
+                if let Some(m) = net::path_mtu(engine.socket(0), target) {
                     high = high.min(m.saturating_sub(overhead)).max(low);
                 }
             }
@@ -295,7 +295,7 @@ pub fn mtu_until(
     Ok(Report {
         payload,
         path_mtu: payload + overhead,
-        kernel_mtu: kernel_mtu(engine.socket(0), target),
+        kernel_mtu: net::path_mtu(engine.socket(0), target),
         probes: engine.sent() as u32,
         authenticated: engine.matching() == Matching::Ids,
         answered_share: f64::from(good_answers) / f64::from(good_tries.max(1)),
@@ -303,56 +303,6 @@ pub fn mtu_until(
         forged: tally.forged,
         icmp_errors: tally.unreachable,
     })
-}
-
-/// Sets the don't-fragment bit (IPv4) or forbids fragmentation (IPv6), ignoring the
-/// kernel's cached path MTU (`IP_PMTUDISC_PROBE`), which a forged ICMP can lower.
-fn forbid_fragments(socket: &UdpSocket, target: SocketAddr) -> Result<(), Error> {
-    #[cfg(target_os = "linux")]
-    {
-        let (level, name, value) = if target.is_ipv4() {
-            (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_PROBE,
-            )
-        } else {
-            (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_PROBE,
-            )
-        };
-        net::set_int_option(socket, level, name, value)
-            .map_err(|e| Error::io("cannot forbid fragmentation", e))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (socket, target);
-        Err(Error::io(
-            "cannot forbid fragmentation on this system",
-            io::Error::from(io::ErrorKind::Unsupported),
-        ))
-    }
-}
-
-/// The kernel's MTU for the connected route (`IP_MTU`/`IPV6_MTU`), Linux only.
-fn kernel_mtu(socket: &UdpSocket, target: SocketAddr) -> Option<usize> {
-    #[cfg(target_os = "linux")]
-    {
-        let (level, name) = if target.is_ipv4() {
-            (libc::IPPROTO_IP, libc::IP_MTU)
-        } else {
-            (libc::IPPROTO_IPV6, libc::IPV6_MTU)
-        };
-        let value = net::get_int_option(socket, level, name).ok()?;
-        usize::try_from(value).ok().filter(|v| *v > 0)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (socket, target);
-        None
-    }
 }
 
 #[cfg(test)]

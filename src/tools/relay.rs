@@ -550,7 +550,7 @@ impl State<'_> {
             }
         };
         let mut icmp = false;
-        let totals = self.sender.send(socket, &[transmit], |_, e| {
+        let totals = self.sender.send(socket, &[transmit], |_, _, e| {
             icmp = IcmpError::of(e).is_some();
         });
         let leg = self.flow(up);

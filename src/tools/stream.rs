@@ -88,6 +88,9 @@ pub struct Report {
     /// Datagrams this host refused to send (a local firewall, too big for the route):
     /// counted as sent, and so as lost.
     pub refused_here: u64,
+    /// Why, when some were: the first refusal, in a sentence (naming the path's MTU when
+    /// the datagrams were too big for it).
+    pub refused_why: Option<String>,
     /// Datagrams to this client's port that were not its stream's.
     pub foreign: u64,
     /// Datagrams the sender's pacer skipped after stalls (this host's, or the server's in
@@ -167,6 +170,7 @@ pub fn stream(
         arrivals: Arrivals::precise(),
         foreign: 0,
         refused: 0,
+        refusal: None,
         skipped: 0,
         serial: 0,
     };
@@ -353,8 +357,9 @@ struct Run<'a> {
     arrivals: Arrivals,
     /// Datagrams that were neither this stream's data nor its reports.
     foreign: u64,
-    /// Datagrams this host refused to send (counted sent, and lost).
+    /// Datagrams this host refused to send (counted sent, and lost), and the first refusal.
     refused: u64,
+    refusal: Option<io::Error>,
     /// Slots the pacer skipped.
     skipped: u64,
     /// The latest query's serial.
@@ -494,6 +499,22 @@ impl Run<'_> {
             complete: incomplete.is_none(),
             incomplete,
             refused_here: self.refused,
+            refused_why: self.refusal.as_ref().map(|e| {
+                let target = config.target;
+                if net::is_too_big(e) {
+                    let mtu = net::path_mtu(self.socket, target).map_or(String::new(), |m| {
+                        format!(" (the route's MTU is {m} bytes)")
+                    });
+                    format!(
+                        "datagrams of {} bytes are larger than this host sends to {}{mtu}: \
+                         give a smaller -s",
+                        config.size,
+                        crate::addr::shown(target)
+                    )
+                } else {
+                    format!("this host refused them: {}", crate::error::plain(e))
+                }
+            }),
             foreign: self.foreign,
             skipped: self.skipped,
         }
@@ -564,21 +585,22 @@ impl Run<'_> {
             schedule.take(turn.went);
             match turn.refusal {
                 None => {}
-                Some((e, _)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Error::Refused {
                         server: config.target,
                     });
                 }
-                Some((e, _)) if Turn::is_transient(&e) => {
+                Some(e) if Turn::is_transient(&e) => {
                     // A full buffer: the rest go on a later turn (or, too late, are skipped).
                     std::thread::sleep(Duration::from_micros(20));
                 }
-                Some((_, carried)) => {
-                    // Refused by this host (a firewall, too big for the route): what that
-                    // send carried is sent and lost here, so the run still ends and says so.
-                    sent += carried;
-                    self.refused += carried;
-                    schedule.take(carried);
+                Some(e) => {
+                    // Refused by this host (a firewall, too big for the route): the datagram
+                    // is sent and lost here, so the run still ends and says why.
+                    sent += 1;
+                    self.refused += 1;
+                    self.refusal.get_or_insert(e);
+                    schedule.take(1);
                 }
             }
         }
