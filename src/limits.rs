@@ -73,6 +73,14 @@ pub const PACER_BURST: u64 = 64;
 /// See [`PACER_BURST`].
 pub const PACER_BURST_TIME: Duration = Duration::from_millis(2);
 
+/// A burst is also at most this many bytes of datagrams (but never under [`PACER_BURST`]
+/// datagrams).
+pub const PACER_BURST_BYTES: usize = 4 << 20;
+
+/// The shortest interval between a stream's reports (iperf3's too): a run keeps one
+/// interval's figures per report, at most an hour's worth.
+pub const STREAM_INTERVAL_MIN: Duration = Duration::from_millis(100);
+
 // ---- Load generation --------------------------------------------------------------------
 
 /// Requests a load remembers across all its flows, at most (32 bytes each: 32 MiB).
@@ -179,6 +187,12 @@ pub fn pacer_burst(per_second: f64) -> u64 {
     PACER_BURST.max(timed as u64)
 }
 
+/// The same for datagrams of `size` bytes: also at most [`PACER_BURST_BYTES`] of them.
+pub fn pacer_burst_of(per_second: f64, size: usize) -> u64 {
+    let by_bytes = (PACER_BURST_BYTES / size.max(1)) as u64;
+    pacer_burst(per_second).min(by_bytes).max(PACER_BURST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +210,7 @@ mod tests {
         assert_eq!(pacer_burst(5000.0), 64);
         assert_eq!(pacer_burst(1e6), 2000);
         assert_eq!(pacer_burst(0.001), 64);
+        assert_eq!(pacer_burst_of(1e8, 65_507), 64);
+        assert_eq!(pacer_burst_of(1e6, 1400), 2000);
     }
 }

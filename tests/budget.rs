@@ -101,7 +101,6 @@ fn still_serving(addr: SocketAddr) {
     assert_eq!(ask(&socket, addr, b"ping"), b"Your data was 4 bytes long");
 }
 
-#[test]
 fn a_reverse_stream_of_any_size_neither_kills_nor_swells_the_server() {
     // The issue's case: the handshake from the client's real address, then a reverse
     // stream of 0xFFFFFFFF-byte datagrams (the old server allocated 64 times that and
@@ -128,7 +127,6 @@ fn a_reverse_stream_of_any_size_neither_kills_nor_swells_the_server() {
     assert!(grown < 8 << 10, "the server grew by {grown} KiB");
 }
 
-#[test]
 fn a_reverse_plan_by_count_is_held_to_the_hour_too() {
     // The issue's case: 2^64-1 datagrams at 1,000,000 a second, no duration.
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
@@ -151,7 +149,6 @@ fn a_reverse_plan_by_count_is_held_to_the_hour_too() {
     );
 }
 
-#[test]
 fn one_source_cannot_hold_every_stream_slot() {
     // The issue's case: one socket holds every slot (4 reverse and 60 forward), kept
     // alive by queries; a stream and a reverse stream from elsewhere were refused.
@@ -184,7 +181,6 @@ fn one_source_cannot_hold_every_stream_slot() {
     assert!(other.start(3001, plan(true, 100, 100, 5)).0);
 }
 
-#[test]
 fn a_servers_streams_stay_small_with_every_table_full() {
     // The issue's case: 256 streams at --threads 4 took the server from 5.8 to 146.6 MB.
     // The attacker's best: every slot of every thread, each stream fed data of every
@@ -228,7 +224,6 @@ fn a_servers_streams_stay_small_with_every_table_full() {
     assert!(grown < 16 << 10, "the server grew by {grown} KiB");
 }
 
-#[test]
 fn a_slow_console_never_holds_up_serving() {
     // The issue's case: stdout to a pipe nobody reads answered 0 of 5 requests; a flood
     // of 20,000 requests held the first legitimate answer 13 s.
@@ -320,7 +315,6 @@ fn arrivals(socket: &UdpSocket, seconds: f64, mut query: impl FnMut()) -> Vec<In
     times
 }
 
-#[test]
 fn a_reverse_stream_never_floods_after_a_stall() {
     // The issue's case: the server stopped 1.8 s at 5,000 a second asked, then sent 9,267
     // datagrams in 50 ms (37 times the rate).
@@ -415,7 +409,6 @@ fn endless(send_data: bool) -> Scripted {
     })
 }
 
-#[test]
 fn a_reverse_stream_client_ends_whatever_the_server_does() {
     // The issue's case: a server that answers queries but never says it is done, or keeps
     // sending: `-d 2` ran past 30 s.
@@ -436,7 +429,6 @@ fn a_reverse_stream_client_ends_whatever_the_server_does() {
     }
 }
 
-#[test]
 fn a_relay_gives_one_prefix_a_share_of_its_sessions() {
     // The attacker's best: fill the relay's whole table (here 224 sessions, at `ulimit -n
     // 256`) from one prefix, every session sending twice (confirmed, so never evicted). A
@@ -476,7 +468,6 @@ fn stateful_reflector(limit: &str) -> (Running, SocketAddr) {
     udpkit_server(&[&args[..], &["--rate-limit", limit]].concat())
 }
 
-#[test]
 fn a_stateful_reflector_counts_only_what_it_answers() {
     // RFC 8762 4.3.1: the reflector counts what it transmits. A reflector over its rate
     // limit that counted what it refused made the sender see loss on the way back where
@@ -524,10 +515,11 @@ fn real_log(dir: &std::path::Path) -> String {
 }
 
 /// `real`'s header, then its first interval again at each of `seconds` seconds, then
-/// totals for as many replies as that makes; with `edit` applied to the text.
+/// totals for as many replies as that makes.
 fn long_log(real: &str, seconds: u64) -> String {
     let interval = real.lines().find(|l| l.starts_with("Tag=")).unwrap();
     let fields: Vec<&str> = interval.splitn(5, ',').collect();
+    let replies = udpkit::load::hlog::decode(fields[4]).unwrap().len() * seconds;
     let mut text: String = real
         .lines()
         .take_while(|l| !l.starts_with("Tag="))
@@ -540,13 +532,12 @@ fn long_log(real: &str, seconds: u64) -> String {
         ));
     }
     text.push_str(&format!(
-        "#udpkit-totals {{\"sent\":0,\"received\":0,\"lost\":0,\"duplicates\":0,\"late\":0,\
-         \"forged\":0,\"bad\":0,\"unverified\":0,\"seconds\":{seconds}.0}}\n"
+        "#udpkit-totals {{\"sent\":{replies},\"received\":{replies},\"lost\":0,\"duplicates\":0,\
+         \"late\":0,\"forged\":0,\"bad\":0,\"unverified\":0,\"seconds\":{seconds}.0}}\n"
     ));
     text
 }
 
-#[test]
 fn merge_reads_a_long_log_in_bounded_memory() {
     // The issue's case: a real one-day log of one agent was killed by the kernel at 24 GB
     // (about 270 KB held per interval). Here 20,000 intervals (5.4 GB at that rate).
@@ -570,7 +561,6 @@ fn merge_reads_a_long_log_in_bounded_memory() {
     assert!(peak > 0 && peak < 64 << 10, "peak {peak} KiB");
 }
 
-#[test]
 fn merge_never_hangs_on_what_is_not_a_regular_file() {
     // The issue's cases: a FIFO hung for ever; /dev/zero read until allocation failed.
     let dir = tempfile::tempdir().unwrap();
@@ -597,6 +587,31 @@ fn merge_never_hangs_on_what_is_not_a_regular_file() {
     }
 }
 
+/// A V2 payload (zig-zag varints, HdrHistogram's) that skips 1,000 buckets, then counts
+/// 2^62 four times: a sum no run can have (the adversary's case: hdrhistogram saturated it
+/// and merge printed 18446744073709551615 requests/s).
+fn huge_counts() -> Vec<u8> {
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        for _ in 0..8 {
+            if n < 0x80 {
+                out.push(n as u8);
+                return;
+            }
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    let zigzag = |n: i64| ((n << 1) ^ (n >> 63)) as u64;
+    let mut out = Vec::new();
+    varint(zigzag(-1000), &mut out);
+    for _ in 0..4 {
+        varint(zigzag(1 << 62), &mut out);
+    }
+    out.resize(40, 0);
+    out
+}
+
 /// A base64, compressed V2 histogram of udpkit's bounds whose inner header declares
 /// `payload` bytes and holds `body`.
 fn crafted_histogram(payload: u32, body: &[u8]) -> String {
@@ -620,7 +635,6 @@ fn crafted_histogram(payload: u32, body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-#[test]
 fn merge_refuses_hostile_logs_by_name_before_they_size_anything() {
     let dir = tempfile::tempdir().unwrap();
     let real = real_log(dir.path());
@@ -640,13 +654,18 @@ fn merge_refuses_hostile_logs_by_name_before_they_size_anything() {
             "decompresses to more than",
         ),
         (
+            "counts",
+            one.replace(encoded, &crafted_histogram(40, &huge_counts())),
+            "counts more than",
+        ),
+        (
             "segments",
             one.replace("\"segment\":[1,1]", "\"segment\":[1,4611686018427387904]"),
             "not a share",
         ),
         (
             "sent",
-            one.replace("\"sent\":0", "\"sent\":9223372036854775808"),
+            one.replacen("\"sent\":", "\"sent\":9223372036854775808,\"was\":", 1),
             "count over",
         ),
         (
@@ -677,10 +696,7 @@ fn merge_refuses_hostile_logs_by_name_before_they_size_anything() {
         }
     }
     // Two files whose counts add past what a count can be: refused, never wrapped.
-    let big = one.replace(
-        "\"sent\":0,\"received\":0",
-        "\"sent\":9007199254740992,\"received\":0",
-    );
+    let big = one.replacen("\"sent\":", "\"sent\":9007199254740992,\"was\":", 1);
     let (a, b) = (dir.path().join("a.hlog"), dir.path().join("b.hlog"));
     std::fs::write(&a, big.replace("\"segment\":[1,1]", "\"segment\":[1,2]")).unwrap();
     std::fs::write(&b, big.replace("\"segment\":[1,1]", "\"segment\":[2,2]")).unwrap();
@@ -692,7 +708,6 @@ fn merge_refuses_hostile_logs_by_name_before_they_size_anything() {
     assert!(err.contains("add up to more than"), "{err}");
 }
 
-#[test]
 fn output_files_replace_a_planted_link_and_never_follow_it() {
     // The issue's case: a symlink at a predictable output path (FILE.partial of
     // --ready-file, --histogram, --plot, --hlog, merge --plot) made udpkit overwrite the
@@ -774,7 +789,6 @@ fn flooder() -> Scripted {
     })
 }
 
-#[test]
 fn a_client_flooded_by_its_server_still_ends_on_time() {
     // The attacker's move against a measuring client: answer with a flood faster than it
     // reads. Each client must still end within its duration and a stated grace.
@@ -818,7 +832,6 @@ fn connected_port(server: SocketAddr) -> Option<u16> {
     })
 }
 
-#[test]
 fn forgeries_in_a_stamp_session_void_its_loss_split() {
     // The issue's case: a forger who knows the sender's port sprays every SSID at a
     // stateful reflector over its rate limit, in the sender's name. The reflector counted
@@ -848,24 +861,19 @@ fn forgeries_in_a_stamp_session_void_its_loss_split() {
         assert!(Instant::now() < deadline, "ping's socket not found");
         std::thread::sleep(Duration::from_millis(2));
     };
-    // The forger, as the same user, shares the sender's port (SO_REUSEPORT) and sends
-    // from it: to the reflector it is the sender.
-    let forger = {
-        use socket2::{Domain, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
-        s.set_reuse_port(true).unwrap();
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
-            .unwrap();
-        UdpSocket::from(s)
-    };
-    for round in 0..3u32 {
-        for ssid in 0..=u16::MAX {
-            let mut p = [0u8; 44];
-            p[..4].copy_from_slice(&round.to_be_bytes());
-            p[14..16].copy_from_slice(&ssid.to_be_bytes());
-            let _ = forger.send_to(&p, addr);
-        }
-    }
+    // The forger (raw sockets) sends in the sender's name: to the reflector it is the
+    // sender. (It cannot share the sender's port: nobody, this user included, can join it.)
+    let victim = format!("127.0.0.1:{port}");
+    let out = spoof(&[
+        "stamp",
+        "--to",
+        &addr.to_string(),
+        "--victim",
+        &victim,
+        "--rounds",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let line = ping.line();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let s = &v["stamp"];
@@ -882,4 +890,49 @@ fn forgeries_in_a_stamp_session_void_its_loss_split() {
             "{v}"
         );
     }
+}
+
+fn a_benchs_threads_share_the_requests_it_remembers() {
+    // The adversary's case: the in-flight budget was an engine's, and each of a bench's
+    // threads had its own: --threads 64 --flows 256 --window 65536 took 3.3 GB and 66 s
+    // for -d 0.5, ignoring Ctrl-C meanwhile.
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let cmd = udpkit_to(
+        "bench",
+        addr,
+        &[
+            "--threads",
+            "64",
+            "--flows",
+            "256",
+            "--window",
+            "65536",
+            "-d",
+            "0.5",
+        ],
+    );
+    let (out, peak) = run_measured(&cmd, Duration::from_secs(30));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("flows x window"), "{err}");
+    assert!(peak < 64 << 10, "peak {peak} KiB");
+}
+
+udpkit_tests! {
+    a_benchs_threads_share_the_requests_it_remembers,
+    a_reverse_stream_of_any_size_neither_kills_nor_swells_the_server,
+    a_reverse_plan_by_count_is_held_to_the_hour_too,
+    one_source_cannot_hold_every_stream_slot,
+    a_servers_streams_stay_small_with_every_table_full,
+    a_slow_console_never_holds_up_serving,
+    a_reverse_stream_never_floods_after_a_stall,
+    a_reverse_stream_client_ends_whatever_the_server_does,
+    a_relay_gives_one_prefix_a_share_of_its_sessions,
+    a_stateful_reflector_counts_only_what_it_answers,
+    merge_reads_a_long_log_in_bounded_memory,
+    merge_never_hangs_on_what_is_not_a_regular_file [Need::Tool("mkfifo")],
+    merge_refuses_hostile_logs_by_name_before_they_size_anything,
+    output_files_replace_a_planted_link_and_never_follow_it,
+    a_client_flooded_by_its_server_still_ends_on_time,
+    forgeries_in_a_stamp_session_void_its_loss_split [Need::Root],
 }

@@ -17,7 +17,6 @@ const SUBCOMMANDS: [&str; 9] = [
     "man",
 ];
 
-#[test]
 fn every_subcommand_has_help() {
     for sub in SUBCOMMANDS {
         let mut cmd = udpkit();
@@ -32,7 +31,6 @@ fn every_subcommand_has_help() {
     }
 }
 
-#[test]
 fn completions_cover_every_subcommand_in_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let mut cmd = udpkit();
@@ -46,7 +44,6 @@ fn completions_cover_every_subcommand_in_each_shell() {
     }
 }
 
-#[test]
 fn the_man_page_documents_every_subcommand() {
     let mut cmd = udpkit();
     cmd.arg("man");
@@ -65,7 +62,6 @@ fn the_man_page_documents_every_subcommand() {
     }
 }
 
-#[test]
 fn bad_values_are_refused_with_the_reason() {
     for (args, reason) in [
         (&["server", "-p", "70000"][..], "70000 is not in 0..=65535"),
@@ -157,7 +153,7 @@ const NUMERIC: &[(&str, &[&str], &[&str])] = &[
             "--reorder",
             "--delay",
             "--jitter",
-            "--rate",
+            "--pps",
             "--seed",
             "--impair-from",
             "--idle",
@@ -294,7 +290,6 @@ fn other_name(sub: &str, flag: &str) -> Option<String> {
     })
 }
 
-#[test]
 fn every_numeric_flag_takes_extremes_without_a_panic_and_refuses_in_one_line() {
     let mut cases = Vec::new();
     for (sub, flags, base) in NUMERIC {
@@ -351,7 +346,6 @@ fn every_numeric_flag_takes_extremes_without_a_panic_and_refuses_in_one_line() {
     );
 }
 
-#[test]
 fn every_flag_that_takes_a_value_is_in_the_extremes_table() {
     // A new numeric flag must be tried too: the table above lists every flag whose help
     // shows a value, but those that take words (files, addresses, names).
@@ -391,7 +385,6 @@ fn every_flag_that_takes_a_value_is_in_the_extremes_table() {
     }
 }
 
-#[test]
 fn orchestrator_variables_are_checked_like_flags() {
     // The cases: JOB_COMPLETION_INDEX=18446744073709551615 wrapped to segment 0;
     // -1 was silently ignored.
@@ -401,13 +394,17 @@ fn orchestrator_variables_are_checked_like_flags() {
         ("JOB_COMPLETION_INDEX", "1e300"),
         ("JOB_COMPLETION_INDEX", "7"),
         ("SLURM_PROCID", "NaN"),
+        // An index without a count, and a count without an index where one was meant.
+        ("SLURM_PROCID", "1"),
     ] {
         let out = run({
             let mut c = udpkit();
             c.args(["bench", "127.0.0.1", "-p", "9", "-n", "30", "-W", "0.1"])
                 .env(name, value)
-                .env("UDPKIT_SEGMENTS", "4")
-                .env("SLURM_NTASKS", "4");
+                .env("UDPKIT_SEGMENTS", "4");
+            if value != "1" {
+                c.env("SLURM_NTASKS", "4");
+            }
             c
         });
         let err = stderr(&out);
@@ -415,4 +412,31 @@ fn orchestrator_variables_are_checked_like_flags() {
         assert_eq!(err.lines().count(), 1, "{name}={value}: {err}");
         assert!(err.contains(name), "{name}={value}: {err}");
     }
+    let out = run({
+        let mut c = udpkit();
+        c.args([
+            "bench",
+            "127.0.0.1",
+            "-p",
+            "9",
+            "-n",
+            "3",
+            "--segments",
+            "4",
+        ])
+        .env_remove("JOB_COMPLETION_INDEX");
+        c
+    });
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--segments"), "{}", stderr(&out));
+}
+
+udpkit_tests! {
+    every_subcommand_has_help,
+    completions_cover_every_subcommand_in_each_shell,
+    the_man_page_documents_every_subcommand,
+    bad_values_are_refused_with_the_reason,
+    every_numeric_flag_takes_extremes_without_a_panic_and_refuses_in_one_line,
+    every_flag_that_takes_a_value_is_in_the_extremes_table,
+    orchestrator_variables_are_checked_like_flags,
 }

@@ -14,7 +14,6 @@ fn client(port: u16, extra: &[&str]) -> std::process::Command {
     cmd
 }
 
-#[test]
 fn the_normal_exchange_prints_the_seeds_two_lines() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
     let out = run(client(addr.port(), &[]));
@@ -39,7 +38,6 @@ fn the_normal_exchange_prints_the_seeds_two_lines() {
     );
 }
 
-#[test]
 fn nothing_listening_fails_at_the_first_try_with_exit_1() {
     let port = free_port();
     let out = run(client(port, &["-v"]));
@@ -61,7 +59,6 @@ fn nothing_listening_fails_at_the_first_try_with_exit_1() {
     );
 }
 
-#[test]
 fn a_silent_server_gets_five_tries_over_three_seconds_then_exit_1() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -95,7 +92,6 @@ fn a_silent_server_gets_five_tries_over_three_seconds_then_exit_1() {
     assert_eq!(received, 5);
 }
 
-#[test]
 fn backoff_bounds_are_settable() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
@@ -141,7 +137,6 @@ fn scripted_server(
     (port, handle)
 }
 
-#[test]
 fn a_reply_from_another_socket_is_ignored() {
     let (port, server) = scripted_server(1, b"Your data was 5 bytes long", |_, client| {
         let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -162,7 +157,6 @@ fn a_reply_from_another_socket_is_ignored() {
     assert_eq!(server.join().unwrap(), 1);
 }
 
-#[test]
 fn a_lost_request_is_retransmitted_and_answered() {
     // The server ignores the first two copies, as if they were lost.
     let (port, server) = scripted_server(3, b"Your data was 5 bytes long", |_, _| {});
@@ -181,7 +175,6 @@ fn a_lost_request_is_retransmitted_and_answered() {
     assert_eq!(server.join().unwrap(), 3);
 }
 
-#[test]
 fn a_reply_for_another_length_is_not_taken_for_ours() {
     let (port, server) = scripted_server(1, b"Your data was 5 bytes long", |socket, client| {
         // A stale answer, to some earlier 3-byte request, from the server's own address.
@@ -204,7 +197,6 @@ fn a_reply_for_another_length_is_not_taken_for_ours() {
     assert_eq!(server.join().unwrap(), 1);
 }
 
-#[test]
 fn ipv6_client_and_server() {
     let (mut server, addr) = udpkit_server(&["::1", "-p", "0"]);
     let out = run(client(addr.port(), &["::1", "-m", "v6"]));
@@ -224,7 +216,6 @@ fn ipv6_client_and_server() {
     assert!(server.line().ends_with(" says 'v6'"));
 }
 
-#[test]
 fn the_server_reply_is_escaped_too() {
     // Not a reply, so not accepted, but shown, escaped.
     let (port, server) = scripted_server(1, b"\x1b[31mred\x07", |_, _| {});
@@ -238,7 +229,6 @@ fn the_server_reply_is_escaped_too() {
     server.join().unwrap();
 }
 
-#[test]
 fn only_the_seeds_reply_for_the_length_sent_is_accepted_and_the_rest_is_counted() {
     // From the server's own address: garbage, a reply for another length, then the reply.
     let server = Scripted::start(|socket, peer, request, _| {
@@ -264,7 +254,6 @@ fn only_the_seeds_reply_for_the_length_sent_is_accepted_and_the_rest_is_counted(
     );
 }
 
-#[test]
 fn a_tiny_wait_is_refused_and_tries_are_bounded() {
     let out = run(client(free_port(), &["--wait", "1e-300"]));
     assert_eq!(out.status.code(), Some(2));
@@ -289,4 +278,18 @@ fn a_tiny_wait_is_refused_and_tries_are_bounded() {
         got += 1;
     }
     assert_eq!(got, 5);
+}
+
+udpkit_tests! {
+    the_normal_exchange_prints_the_seeds_two_lines,
+    nothing_listening_fails_at_the_first_try_with_exit_1,
+    a_silent_server_gets_five_tries_over_three_seconds_then_exit_1,
+    backoff_bounds_are_settable,
+    a_reply_from_another_socket_is_ignored,
+    a_lost_request_is_retransmitted_and_answered,
+    a_reply_for_another_length_is_not_taken_for_ours,
+    ipv6_client_and_server [Need::Ipv6],
+    the_server_reply_is_escaped_too,
+    only_the_seeds_reply_for_the_length_sent_is_accepted_and_the_rest_is_counted,
+    a_tiny_wait_is_refused_and_tries_are_bounded,
 }

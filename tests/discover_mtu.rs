@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 
-#[test]
 fn discover_finds_a_wildcard_server_through_the_loopback_broadcast() {
     let (_server, addr) = udpkit_server(&["0.0.0.0", "-p", "0", "-q"]);
     let (code, v) = json_of(&[
@@ -25,7 +24,6 @@ fn discover_finds_a_wildcard_server_through_the_loopback_broadcast() {
     assert_eq!(v["unverified"], 0, "{v}");
 }
 
-#[test]
 fn discover_marks_answers_without_the_request_id_as_unverified() {
     // Answers with the seed's sentence for the right length, no ID: the seed's server, or
     // anyone who guessed the port and the length. Before the fix it was listed as a server
@@ -47,7 +45,6 @@ fn discover_marks_answers_without_the_request_id_as_unverified() {
     assert!(text.contains("; 1 unverified"), "{text}");
 }
 
-#[test]
 fn discover_refuses_a_multicast_address() {
     for group in ["ff02::1", "224.0.0.1"] {
         let mut cmd = udpkit();
@@ -60,7 +57,6 @@ fn discover_refuses_a_multicast_address() {
     }
 }
 
-#[test]
 fn discover_with_no_answer_lists_none_and_exits_1() {
     let (code, v) = json_of(&[
         "discover",
@@ -75,7 +71,6 @@ fn discover_with_no_answer_lists_none_and_exits_1() {
     assert_eq!(v["servers"].as_array().map(Vec::len), Some(0), "{v}");
 }
 
-#[test]
 fn mtu_on_loopback_is_the_largest_udp_payload() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let (code, v) = json_to("mtu", addr, &[]);
@@ -84,7 +79,6 @@ fn mtu_on_loopback_is_the_largest_udp_payload() {
     assert_eq!(v["path_mtu"], 65_535, "{v}");
 }
 
-#[test]
 fn mtu_against_a_closed_port_says_so() {
     let mut cmd = udpkit();
     cmd.args(["mtu", "127.0.0.1", "-p", &free_port().to_string()]);
@@ -97,7 +91,6 @@ fn mtu_against_a_closed_port_says_so() {
     );
 }
 
-#[test]
 fn forged_replies_cannot_make_a_probe_size_pass() {
     // A server that repeats IDs and whose path carries at most 1200 bytes; a forger on the
     // path answers every larger probe with the seed's sentence for its length, no ID.
@@ -117,13 +110,10 @@ fn forged_replies_cannot_make_a_probe_size_pass() {
     assert!(v["forged"].as_u64().unwrap() > 0, "{v}");
 }
 
-#[test]
 fn a_server_that_never_repeats_ids_is_reported_unauthenticated() {
     // The seed's server, or a silent one with a forger who answers like it: the two cannot
     // be told apart, and the report says so.
-    let Some((_server, addr)) = seed_server() else {
-        return;
-    };
+    let (_server, addr) = seed_server();
     let (code, v) = json_to("mtu", addr, &["-W", "0.05"]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["payload"], 65_507, "{v}");
@@ -134,4 +124,15 @@ fn a_server_that_never_repeats_ids_is_reported_unauthenticated() {
         "{}",
         stdout(&out)
     );
+}
+
+udpkit_tests! {
+    discover_finds_a_wildcard_server_through_the_loopback_broadcast,
+    discover_marks_answers_without_the_request_id_as_unverified,
+    discover_refuses_a_multicast_address [Need::Ipv6],
+    discover_with_no_answer_lists_none_and_exits_1,
+    mtu_on_loopback_is_the_largest_udp_payload,
+    mtu_against_a_closed_port_says_so,
+    forged_replies_cannot_make_a_probe_size_pass,
+    a_server_that_never_repeats_ids_is_reported_unauthenticated [Need::Seed],
 }

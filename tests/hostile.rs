@@ -23,7 +23,6 @@ impl Bytes {
     }
 }
 
-#[test]
 fn hostile_datagrams_of_every_size_class_are_answered_and_shown_safely() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
     let socket = roomy_socket("127.0.0.1:0");
@@ -71,7 +70,6 @@ fn hostile_datagrams_of_every_size_class_are_answered_and_shown_safely() {
     );
 }
 
-#[test]
 fn a_thousand_random_datagrams_leave_the_server_serving() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--json"]);
     let socket = roomy_socket("127.0.0.1:0");
@@ -91,7 +89,6 @@ fn a_thousand_random_datagrams_leave_the_server_serving() {
     );
 }
 
-#[test]
 fn a_restarted_server_is_reported_as_a_gap_and_ping_recovers() {
     let (server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let port = addr.port().to_string();
@@ -123,7 +120,6 @@ fn a_restarted_server_is_reported_as_a_gap_and_ping_recovers() {
     );
 }
 
-#[test]
 fn bench_against_a_port_that_closes_counts_unreachable_and_ends() {
     let (server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let port = addr.port().to_string();
@@ -155,7 +151,6 @@ fn bench_against_a_port_that_closes_counts_unreachable_and_ends() {
     );
 }
 
-#[test]
 fn many_sources_leave_the_server_small() {
     // 20,000 sources in 20,000 /24 prefixes, under the rate limiter: its table is fixed.
     let (server, addr) = udpkit_server(&["-p", "0", "-q", "--rate-limit", "10"]);
@@ -184,7 +179,6 @@ fn many_sources_leave_the_server_small() {
     );
 }
 
-#[test]
 fn ping_and_bench_end_quietly_on_a_closed_pipe() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let port = addr.port().to_string();
@@ -198,7 +192,6 @@ fn ping_and_bench_end_quietly_on_a_closed_pipe() {
     assert!(err.is_empty(), "{err}");
 }
 
-#[test]
 fn printing_every_largest_datagram_keeps_the_server_small() {
     // Without -q, each 65,507-byte datagram is a line of up to four times that (escaped).
     // Before the fix, a batch's lines were gathered whole: about 20 MiB a thread.
@@ -225,4 +218,14 @@ fn printing_every_largest_datagram_keeps_the_server_small() {
     }
     println!("peak resident {peak} KiB");
     assert!(peak < 14 * 1024, "resident {peak} KiB");
+}
+
+udpkit_tests! {
+    hostile_datagrams_of_every_size_class_are_answered_and_shown_safely,
+    a_thousand_random_datagrams_leave_the_server_serving,
+    a_restarted_server_is_reported_as_a_gap_and_ping_recovers,
+    bench_against_a_port_that_closes_counts_unreachable_and_ends,
+    many_sources_leave_the_server_small,
+    ping_and_bench_end_quietly_on_a_closed_pipe,
+    printing_every_largest_datagram_keeps_the_server_small,
 }

@@ -4,12 +4,9 @@ mod common;
 
 use common::*;
 
-#[test]
 fn seed_client_gets_its_answer_from_udpkit_server() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
-    let Some(mut cmd) = seed() else {
-        return;
-    };
+    let mut cmd = seed();
     cmd.args(["client", "-p", &addr.port().to_string()]);
     let out = run(cmd);
     assert!(out.status.success(), "seed client failed: {}", stderr(&out));
@@ -39,11 +36,8 @@ fn seed_client_gets_its_answer_from_udpkit_server() {
     );
 }
 
-#[test]
 fn udpkit_client_gets_its_answer_from_seed_server() {
-    let Some((mut server, addr)) = seed_server() else {
-        return;
-    };
+    let (mut server, addr) = seed_server();
     let port = addr.port();
 
     let mut cmd = udpkit();
@@ -72,11 +66,8 @@ fn udpkit_client_gets_its_answer_from_seed_server() {
     );
 }
 
-#[test]
 fn udpkit_client_message_reaches_seed_server_unchanged() {
-    let Some((mut server, addr)) = seed_server() else {
-        return;
-    };
+    let (mut server, addr) = seed_server();
     let port = addr.port();
 
     let mut cmd = udpkit();
@@ -85,4 +76,10 @@ fn udpkit_client_message_reaches_seed_server_unchanged() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(server.line().ends_with(" says 'hello, seed'"));
     assert!(stdout(&out).ends_with("replied 'Your data was 11 bytes long'\n"));
+}
+
+udpkit_tests! {
+    seed_client_gets_its_answer_from_udpkit_server [Need::Seed],
+    udpkit_client_gets_its_answer_from_seed_server [Need::Seed],
+    udpkit_client_message_reaches_seed_server_unchanged [Need::Seed],
 }

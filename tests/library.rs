@@ -1,5 +1,7 @@
 //! The library API as a Rust user drives it: a server on port 0 inside a test, a client.
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -7,7 +9,6 @@ use std::time::Duration;
 
 use udpkit::{Backoff, Client, Error, Observer, Server, Stop};
 
-#[test]
 fn a_spawned_server_answers_and_stops_when_dropped() {
     let server = Server::bind("127.0.0.1:0".parse().unwrap())
         .unwrap()
@@ -45,7 +46,6 @@ impl Observer for Seen {
     }
 }
 
-#[test]
 fn an_observer_hears_every_datagram_and_stop_ends_run() {
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
@@ -72,7 +72,6 @@ fn an_observer_hears_every_datagram_and_stop_ends_run() {
     );
 }
 
-#[test]
 fn attempts_are_reported_with_their_waits() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = Client::connect(silent.local_addr().unwrap()).unwrap();
@@ -91,4 +90,10 @@ fn attempts_are_reported_with_their_waits() {
     assert!(matches!(err, Error::NoReply { tries: 3, .. }), "{err}");
     let ms = |n| Duration::from_millis(n);
     assert_eq!(attempts, [(1, ms(5)), (2, ms(10)), (3, ms(20))]);
+}
+
+udpkit_tests! {
+    a_spawned_server_answers_and_stops_when_dropped,
+    an_observer_hears_every_datagram_and_stop_ends_run,
+    attempts_are_reported_with_their_waits,
 }

@@ -11,40 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 
-/// A Python with the `hdrhistogram` package: `$UDPKIT_HDRH_PYTHON`, or the venv `.ci/run`
-/// makes in `target/hdrh-venv`; `None` (said) elsewhere, a failure under CI.
-fn hdrh_python(test: &str) -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("UDPKIT_HDRH_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hdrh-venv/bin/python")])
-        .collect();
-    let found = candidates.into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", "import hdrh"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if found.is_none() {
-        let why = format!(
-            "skipped {test}: no Python with the hdrhistogram package (python3 -m venv \
-             target/hdrh-venv && target/hdrh-venv/bin/pip install hdrhistogram)"
-        );
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-        println!("{why}");
-    }
-    found
-}
-
-/// A file in a fresh temporary folder.
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "udpkit-merge-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A file in `dir` (a temporary folder the test holds: removed when it ends).
+fn temp(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
 }
 
 fn start_in(seconds: u64) -> String {
@@ -53,8 +22,14 @@ fn start_in(seconds: u64) -> String {
 }
 
 /// Runs three agents at once, each its share; their JSON reports and log files.
-fn three_agents(addr: std::net::SocketAddr, start: &str) -> (Vec<serde_json::Value>, Vec<PathBuf>) {
-    let files: Vec<PathBuf> = (1..=3).map(|i| temp(&format!("agent{i}.hlog"))).collect();
+fn three_agents(
+    addr: std::net::SocketAddr,
+    start: &str,
+    dir: &tempfile::TempDir,
+) -> (Vec<serde_json::Value>, Vec<PathBuf>) {
+    let files: Vec<PathBuf> = (1..=3)
+        .map(|i| temp(dir, &format!("agent{i}.hlog")))
+        .collect();
     let agents: Vec<Running> = (1..=3)
         .map(|i| {
             let segment = format!("{i}/3");
@@ -97,10 +72,10 @@ fn merge_json(files: &[PathBuf]) -> (Option<i32>, serde_json::Value, String) {
     (out.status.code(), v, stderr(&out))
 }
 
-#[test]
 fn three_agents_merge_into_their_sums_and_one_histograms_percentiles() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (reports, files) = three_agents(addr, &start_in(2));
+    let dir = tempfile::tempdir().unwrap();
+    let (reports, files) = three_agents(addr, &start_in(2), &dir);
     for (i, r) in reports.iter().enumerate() {
         assert_eq!(r["sent"], 3000, "agent {}: a third of -n: {r}", i + 1);
         assert_eq!(
@@ -127,10 +102,7 @@ fn three_agents_merge_into_their_sums_and_one_histograms_percentiles() {
     assert_eq!(per_second, m["received"].as_u64().unwrap(), "{m}");
 
     // HdrHistogram's Python implementation reads the same files to the same figures.
-    let test = "three_agents_merge_into_their_sums_and_one_histograms_percentiles";
-    let Some(python) = hdrh_python(test) else {
-        return;
-    };
+    let python = harness::hdrh_python().expect("Need::Hdrh");
     let helper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/hlog_check.py");
     let out = run({
         let mut cmd = Command::new(python);
@@ -158,12 +130,12 @@ fn three_agents_merge_into_their_sums_and_one_histograms_percentiles() {
     }
 }
 
-#[test]
 fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let (_, files) = three_agents(addr, &start_in(1));
+    let dir = tempfile::tempdir().unwrap();
+    let (_, files) = three_agents(addr, &start_in(1), &dir);
     // Another run's agent 3.
-    let other = temp("other.hlog");
+    let other = temp(&dir, "other.hlog");
     let out = run(udpkit_to(
         "bench",
         addr,
@@ -187,7 +159,7 @@ fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     assert!(err.contains("both segment 1/3"), "{err}");
     // Cut short, corrupted, empty: the file is named.
     let text = std::fs::read(&files[1]).unwrap();
-    let cut = temp("cut.hlog");
+    let cut = temp(&dir, "cut.hlog");
     std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
     let (code, _, err) = merge_json(&[files[0].clone(), cut.clone()]);
     assert_eq!(code, Some(2));
@@ -195,12 +167,12 @@ fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     let mut bad = text.clone();
     let at = String::from_utf8_lossy(&text).find("HIST").unwrap() + 30;
     bad[at] ^= 0x01;
-    let corrupted = temp("corrupted.hlog");
+    let corrupted = temp(&dir, "corrupted.hlog");
     std::fs::write(&corrupted, &bad).unwrap();
     let (code, _, err) = merge_json(&[corrupted]);
     assert_eq!(code, Some(2));
     assert!(err.contains("corrupted.hlog"), "{err}");
-    let empty = temp("empty.hlog");
+    let empty = temp(&dir, "empty.hlog");
     std::fs::write(&empty, b"").unwrap();
     let (code, _, err) = merge_json(&[empty]);
     assert_eq!(code, Some(2));
@@ -212,7 +184,6 @@ fn files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name() {
     assert!(m["notes"][0].as_str().unwrap().contains("3/3"), "{m}");
 }
 
-#[test]
 fn the_segment_comes_from_a_kubernetes_indexed_job_or_slurm_and_is_said() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     for (vars, expect) in [
@@ -247,10 +218,10 @@ fn the_segment_comes_from_a_kubernetes_indexed_job_or_slurm_and_is_said() {
     assert!(stderr(&out).contains("--segments N"), "{}", stderr(&out));
 }
 
-#[test]
 fn a_late_agent_says_by_how_much_and_still_runs_its_share() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
-    let hlog = temp("late.hlog");
+    let dir = tempfile::tempdir().unwrap();
+    let hlog = temp(&dir, "late.hlog");
     let past = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -278,4 +249,66 @@ fn a_late_agent_says_by_how_much_and_still_runs_its_share() {
     let (_, m, _) = merge_json(&[hlog]);
     let late = m["agents"][0]["late_start_s"].as_f64().unwrap();
     assert!((4.0..60.0).contains(&late), "{m}");
+}
+
+fn an_outage_shows_as_seconds_with_no_replies() {
+    // The server stopped (SIGSTOP) for 2.2 s of a 5 s run: the merged seconds must show it,
+    // not skip from second 1 to second 3 (the adversary's case).
+    let (server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let dir = tempfile::tempdir().unwrap();
+    let hlog = temp(&dir, "gap.hlog");
+    let pid = server.pid() as i32;
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        std::thread::sleep(Duration::from_millis(2200));
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    let out = run(udpkit_to(
+        "bench",
+        addr,
+        &[
+            "--rate",
+            "500",
+            "-d",
+            "5",
+            "-W",
+            "0.2",
+            "--hlog",
+            hlog.to_str().unwrap(),
+        ],
+    ));
+    stopper.join().unwrap();
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        stderr(&out)
+    );
+    let (_, m, err) = merge_json(&[hlog]);
+    let seconds = m["per_second"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{err}"));
+    let numbers: Vec<u64> = seconds
+        .iter()
+        .map(|s| s["second"].as_u64().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "seconds skipped: {numbers:?}"
+    );
+    assert!(
+        seconds
+            .iter()
+            .any(|s| s["replies"] == 0 && s["p99_us"].is_null()),
+        "{m}"
+    );
+}
+
+udpkit_tests! {
+    an_outage_shows_as_seconds_with_no_replies,
+    three_agents_merge_into_their_sums_and_one_histograms_percentiles [Need::Hdrh],
+    files_of_other_runs_twice_the_same_cut_or_empty_are_refused_by_name,
+    the_segment_comes_from_a_kubernetes_indexed_job_or_slurm_and_is_said,
+    a_late_agent_says_by_how_much_and_still_runs_its_share,
 }

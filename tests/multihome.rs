@@ -21,7 +21,6 @@ fn client_to(host: &str, port: u16) -> std::process::Output {
     run(cmd)
 }
 
-#[test]
 fn a_server_on_all_ipv4_addresses_answers_from_each_one_asked() {
     let (_server, addr) = udpkit_server(&["0.0.0.0", "-p", "0", "-q"]);
     for host in ["127.0.0.1", "127.0.0.2", "127.1.2.3"] {
@@ -35,7 +34,6 @@ fn a_server_on_all_ipv4_addresses_answers_from_each_one_asked() {
     }
 }
 
-#[test]
 fn a_dual_stack_server_answers_ipv4_and_ipv6_from_the_address_asked() {
     let (_server, addr) = udpkit_server(&["::", "-p", "0", "-q"]);
     for host in ["::1", "127.0.0.2"] {
@@ -44,7 +42,6 @@ fn a_dual_stack_server_answers_ipv4_and_ipv6_from_the_address_asked() {
     }
 }
 
-#[test]
 fn the_reply_really_comes_from_the_address_asked() {
     // The same check without udpkit's client: an unconnected socket sees the source.
     let (_server, addr) = udpkit_server(&["0.0.0.0", "-p", "0", "-q"]);
@@ -56,7 +53,6 @@ fn the_reply_really_comes_from_the_address_asked() {
     assert_eq!(from, asked);
 }
 
-#[test]
 fn a_relay_on_all_addresses_answers_from_the_address_asked() {
     // Before the fix the relay answered from the host's main address, and a connected
     // client (which accepts only the address it sent to) dropped every reply.
@@ -85,4 +81,11 @@ fn a_relay_on_all_addresses_answers_from_the_address_asked() {
     assert_eq!(from, asked);
     let out = client_to("127.0.0.9", port);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+udpkit_tests! {
+    a_server_on_all_ipv4_addresses_answers_from_each_one_asked,
+    a_dual_stack_server_answers_ipv4_and_ipv6_from_the_address_asked [Need::Ipv6],
+    the_reply_really_comes_from_the_address_asked,
+    a_relay_on_all_addresses_answers_from_the_address_asked,
 }

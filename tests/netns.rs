@@ -2,7 +2,8 @@
 //! with several servers, a host with two addresses, and the relay in the middle.
 //!
 //! Each test builds its own hosts with `ip netns` (root only) and removes them when it
-//! ends, also on failure. Without root or `ip`, each test prints why it was skipped.
+//! ends, also on failure. Without root or `ip` (or `nft`, for those that filter), the
+//! harness reports it ignored, saying what it needs (a failure under CI).
 //! Addresses are from the documentation ranges (RFC 5737) and exist only inside the
 //! namespaces these tests create.
 
@@ -39,23 +40,17 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Lab {
-    /// A new lab, or `None` (with the reason printed) where namespaces cannot be made.
-    fn new(test: &str) -> Option<Lab> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("skipped {test}: network namespaces need root");
-            return None;
-        }
+    /// A new lab (a test that makes one declares `Need::Root` and `Need::Tool("ip")`).
+    fn new() -> Lab {
         let n = LABS.fetch_add(1, Ordering::Relaxed);
         let mut lab = Lab {
             prefix: format!("udpk{}x{n}", std::process::id()),
             made: Vec::new(),
         };
         if let Err(e) = lab.host("probe") {
-            println!("skipped {test}: cannot create a network namespace ({e})");
-            return None;
+            panic!("cannot create a network namespace: {e}");
         }
-        Some(lab)
+        lab
     }
 
     /// A new host (namespace) with its loopback up; returns its name.
@@ -211,20 +206,6 @@ impl Lab {
     }
 }
 
-/// Whether `nft` (nftables) is installed; says why the test is skipped where it is not.
-fn has_nft(test: &str) -> bool {
-    let found = Command::new("nft")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        println!("skipped {test}: nftables' nft is not installed (apt-get install nftables)");
-    }
-    found
-}
-
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.made.drain(..) {
@@ -233,11 +214,8 @@ impl Drop for Lab {
     }
 }
 
-#[test]
 fn client_and_server_on_two_hosts() {
-    let Some(mut lab) = Lab::new("client_and_server_on_two_hosts") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, b) = lab.pair("a", "b");
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
     let out = run(lab.udpkit(&a, &["client", "192.0.2.2", "-p", &port.to_string()]));
@@ -255,14 +233,11 @@ fn client_and_server_on_two_hosts() {
     );
 }
 
-#[test]
 fn a_stream_over_a_link_whose_mtu_is_under_its_datagrams_arrives_whole_both_ways() {
     // The issue's case: a veth at MTU 1400 (a WireGuard tunnel's 1420 is such a path), the
     // default 1,400-byte datagrams (1,428 on the wire): every segmented send was refused
     // (EMSGSIZE) and counted lost; -R delivered 225 datagrams and then nothing, exit 0.
-    let Some(mut lab) = Lab::new("a_stream_over_a_link_whose_mtu_is_under_its_datagrams") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, b) = lab.pair("a", "b");
     lab.run(&a, &["link", "set", "eth0", "mtu", "1400"]);
     lab.run(&b, &["link", "set", "eth0", "mtu", "1400"]);
@@ -304,11 +279,8 @@ fn a_stream_over_a_link_whose_mtu_is_under_its_datagrams_arrives_whole_both_ways
     }
 }
 
-#[test]
 fn mtu_finds_1280_behind_a_router() {
-    let Some(mut lab) = Lab::new("mtu_finds_1280_behind_a_router") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, r, b) = lab.in_a_row();
     lab.run(&r, &["link", "set", "eth1", "mtu", "1280"]);
     lab.run(&b, &["link", "set", "eth0", "mtu", "1280"]);
@@ -324,12 +296,8 @@ fn mtu_finds_1280_behind_a_router() {
     assert_eq!(v["kernel_mtu"], 1280, "{v}");
 }
 
-#[test]
 fn mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide() {
-    let test = "mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide";
-    let Some(mut lab) = Lab::new(test) else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, r, b) = lab.in_a_row();
     lab.run(&r, &["link", "set", "eth1", "mtu", "1280"]);
     lab.run(&b, &["link", "set", "eth0", "mtu", "1280"]);
@@ -337,9 +305,6 @@ fn mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide() 
     let lossy = "table inet lossy {\n chain lossy_forward {\n \
                  type filter hook forward priority 0;\n \
                  meta l4proto udp numgen random mod 100 < 30 drop\n }\n}\n";
-    if !has_nft(test) {
-        return;
-    }
     lab.nft(&r, lossy).unwrap();
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
     let port = port.to_string();
@@ -370,11 +335,8 @@ fn mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide() 
     assert!(right >= 9, "{right} right, {undecided} undecided");
 }
 
-#[test]
 fn discover_lists_three_servers_on_a_bridge() {
-    let Some(mut lab) = Lab::new("discover_lists_three_servers_on_a_bridge") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let hosts = lab.bridged(4);
     let (first, port) = lab.server(&hosts[0], &["0.0.0.0", "-p", "0", "-q"]);
     let p = port.to_string();
@@ -400,11 +362,8 @@ fn discover_lists_three_servers_on_a_bridge() {
     drop((first, others));
 }
 
-#[test]
 fn a_host_with_two_addresses_answers_each_from_itself() {
-    let Some(mut lab) = Lab::new("a_host_with_two_addresses_answers_each_from_itself") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, b) = lab.pair("a", "b");
     lab.run(&b, &["addr", "add", "192.0.2.3/24", "dev", "eth0"]);
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
@@ -422,11 +381,8 @@ fn a_host_with_two_addresses_answers_each_from_itself() {
     }
 }
 
-#[test]
 fn the_relay_between_hosts_loses_and_duplicates_as_told() {
-    let Some(mut lab) = Lab::new("the_relay_between_hosts_loses_and_duplicates_as_told") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, m, b) = lab.in_a_row();
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q"]);
     let to = format!("203.0.113.2:{port}");
@@ -497,12 +453,8 @@ fn the_relay_between_hosts_loses_and_duplicates_as_told() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-#[test]
 fn replies_to_unresolvable_neighbours_never_stall_the_server() {
-    let test = "replies_to_unresolvable_neighbours_never_stall_the_server";
-    let Some(mut lab) = Lab::new(test) else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (c, s) = lab.pair("c", "s");
     let (mut server, port) = lab.server(&s, &["0.0.0.0", "-p", "0", "-q", "--rate-limit", "off"]);
     let to = format!("192.0.2.2:{port}");
@@ -573,15 +525,8 @@ fn replies_to_unresolvable_neighbours_never_stall_the_server() {
     assert!(failed > 0, "{summary}");
 }
 
-#[test]
 fn requests_a_local_firewall_refuses_are_said_and_counted_lost() {
-    let test = "requests_a_local_firewall_refuses_are_said_and_counted_lost";
-    if !has_nft(test) {
-        return;
-    }
-    let Some(mut lab) = Lab::new(test) else {
-        return;
-    };
+    let mut lab = Lab::new();
     let (a, b) = lab.pair("a", "b");
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q", "--rate-limit", "off"]);
     // Every other request dropped on its way out: the kernel refuses the send (EPERM).
@@ -648,15 +593,8 @@ fn requests_a_local_firewall_refuses_are_said_and_counted_lost() {
     }
 }
 
-#[test]
 fn stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking() {
-    let test = "stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking";
-    let Some(mut lab) = Lab::new(test) else {
-        return;
-    };
-    if !has_nft(test) {
-        return;
-    }
+    let mut lab = Lab::new();
     let (a, m, b) = lab.in_a_row();
     let (_server, port) = lab.server(&b, &["0.0.0.0", "-p", "0", "-q", "--protocol", "stamp"]);
     let ping = |lab: &Lab| {
@@ -734,15 +672,8 @@ fn stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking() {
     );
 }
 
-#[test]
 fn stream_works_both_ways_from_behind_a_nat() {
-    let test = "stream_works_both_ways_from_behind_a_nat";
-    let Some(mut lab) = Lab::new(test) else {
-        return;
-    };
-    if !has_nft(test) {
-        return;
-    }
+    let mut lab = Lab::new();
     let (a, m, b) = lab.in_a_row();
     // The server's host has no route back to the client's network: only the router's
     // masquerading (source NAT to its own 203.0.113.1) lets anything come back.
@@ -785,11 +716,8 @@ fn stream_works_both_ways_from_behind_a_nat() {
     }
 }
 
-#[test]
 fn three_agent_hosts_load_one_server_and_merge_exactly() {
-    let Some(mut lab) = Lab::new("three_agent_hosts_load_one_server_and_merge_exactly") else {
-        return;
-    };
+    let mut lab = Lab::new();
     let hosts = lab.bridged(4);
     let (_server, port) = lab.server(&hosts[0], &["0.0.0.0", "-p", "0", "-q"]);
     let p = port.to_string();
@@ -799,11 +727,11 @@ fn three_agent_hosts_load_one_server_and_merge_exactly() {
         .as_secs()
         + 2)
     .to_string();
-    let dir = std::env::temp_dir().join(format!("udpkit-agents-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let files: Vec<String> = (1..=3)
         .map(|i| {
-            dir.join(format!("agent{i}.hlog"))
+            dir.path()
+                .join(format!("agent{i}.hlog"))
                 .to_str()
                 .unwrap()
                 .to_string()
@@ -859,5 +787,19 @@ fn three_agent_hosts_load_one_server_and_merge_exactly() {
     for a in agents {
         assert!(a["late_start_s"].as_f64().unwrap() < 1.0, "{m}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+udpkit_tests! {
+    client_and_server_on_two_hosts [Need::Root, Need::Tool("ip")],
+    a_stream_over_a_link_whose_mtu_is_under_its_datagrams_arrives_whole_both_ways [Need::Root, Need::Tool("ip")],
+    mtu_finds_1280_behind_a_router [Need::Root, Need::Tool("ip")],
+    mtu_on_a_path_losing_30_percent_each_way_is_right_or_says_it_cannot_decide [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
+    discover_lists_three_servers_on_a_bridge [Need::Root, Need::Tool("ip")],
+    a_host_with_two_addresses_answers_each_from_itself [Need::Root, Need::Tool("ip")],
+    the_relay_between_hosts_loses_and_duplicates_as_told [Need::Root, Need::Tool("ip")],
+    replies_to_unresolvable_neighbours_never_stall_the_server [Need::Root, Need::Tool("ip")],
+    requests_a_local_firewall_refuses_are_said_and_counted_lost [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
+    stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
+    stream_works_both_ways_from_behind_a_nat [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
+    three_agent_hosts_load_one_server_and_merge_exactly [Need::Root, Need::Tool("ip")],
 }

@@ -10,7 +10,6 @@ fn count(v: &serde_json::Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
-#[test]
 fn every_request_and_reply_counts_whichever_side_batches() {
     // (bench's flags, server's flags)
     let cases: [(&[&str], &[&str]); 4] = [
@@ -40,7 +39,6 @@ fn every_request_and_reply_counts_whichever_side_batches() {
     }
 }
 
-#[test]
 fn the_rate_limit_weighs_each_datagram_of_a_coalesced_receive() {
     // A GSO flood from one client: a 20-a-second limit still answers only about its burst
     // plus its rate, whatever the batching.
@@ -64,7 +62,6 @@ fn the_rate_limit_weighs_each_datagram_of_a_coalesced_receive() {
     assert!(count(&v, "received") <= replied, "{v} / {s}");
 }
 
-#[test]
 fn the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     // A rate this loop can keep: every request is stamped, the lag is measured.
@@ -92,7 +89,6 @@ fn the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind() {
     );
 }
 
-#[test]
 fn a_flood_of_the_largest_segmented_sends_of_one_byte_datagrams_leaves_the_server_serving() {
     // The attacker's best GRO move: every send the kernel's cap of one-byte datagrams (128
     // on this kernel), as fast as it goes, so that one batch of receives holds as many
@@ -132,4 +128,11 @@ for n in (128, 64):  # the cap since Linux 6.x, then the one before
     let s = json_summary(&mut server);
     assert_eq!(count(&s, "received"), 200 * per_send + 1, "{s}");
     assert_eq!(count(&s, "replied"), 200 * per_send + 1, "{s}");
+}
+
+udpkit_tests! {
+    every_request_and_reply_counts_whichever_side_batches,
+    the_rate_limit_weighs_each_datagram_of_a_coalesced_receive,
+    the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind,
+    a_flood_of_the_largest_segmented_sends_of_one_byte_datagrams_leaves_the_server_serving,
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
 fn against_udpkit_server_every_request_is_answered_and_matched_by_id() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let cmd = udpkit_to("ping", addr, &["-c", "5", "-i", "0.01"]);
@@ -32,7 +31,6 @@ fn against_udpkit_server_every_request_is_answered_and_matched_by_id() {
     assert!(text.contains("rtt p50/p90/p99 = "), "{text}");
 }
 
-#[test]
 fn json_has_the_promised_keys_and_counts_add_up() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let (code, v) = json_to("ping", addr, &["-c", "20", "-i", "0"]);
@@ -64,7 +62,6 @@ fn json_has_the_promised_keys_and_counts_add_up() {
     assert!(min > 0.0 && min <= p50 && p50 <= max * 1.001, "{v}");
 }
 
-#[test]
 fn loss_is_reported_when_the_server_drops() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--drop-rate", "0.5", "--seed", "9"]);
     let (code, v) = json_to("ping", addr, &["-c", "200", "-i", "0", "-W", "0.05"]);
@@ -79,7 +76,6 @@ fn loss_is_reported_when_the_server_drops() {
     );
 }
 
-#[test]
 fn duplicated_replies_are_marked_dup_and_counted_once() {
     let server = Scripted::start(|socket, peer, request, _| {
         let reply = udpkit_reply(request);
@@ -105,7 +101,6 @@ fn duplicated_replies_are_marked_dup_and_counted_once() {
     assert!(text.contains(&format!(", {dups} duplicates,")), "{text}");
 }
 
-#[test]
 fn replies_without_the_right_id_are_rejected_as_forged() {
     // The server answers properly, then sends, from its own address and port, what an
     // off-path forger would: the seed's sentence with no ID, and one with a made-up ID.
@@ -129,7 +124,6 @@ fn replies_without_the_right_id_are_rejected_as_forged() {
     assert!((4..=6).contains(&forged), "{v}");
 }
 
-#[test]
 fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
     let server = Scripted::start(|socket, peer, request, _| {
         let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -151,11 +145,8 @@ fn replies_from_another_socket_are_never_accepted_and_counted_as_foreign() {
     assert_eq!(v["foreign"].as_u64(), Some(3), "{v}");
 }
 
-#[test]
 fn the_seeds_server_is_matched_by_length_and_said_so_once() {
-    let Some((mut server, addr)) = seed_server() else {
-        return;
-    };
+    let (mut server, addr) = seed_server();
     let cmd = udpkit_to("ping", addr, &["-c", "4", "-i", "0.02"]);
     let out = run(cmd);
     let text = stdout(&out);
@@ -175,7 +166,6 @@ fn the_seeds_server_is_matched_by_length_and_said_so_once() {
     assert_eq!(server.lines_within(Duration::from_millis(200)).len(), 4);
 }
 
-#[test]
 fn nothing_listening_is_reported_as_unreachable_and_exit_1() {
     let p = free_port();
     let mut cmd = udpkit();
@@ -199,7 +189,6 @@ fn nothing_listening_is_reported_as_unreachable_and_exit_1() {
     assert!(text.contains("100% loss"), "{text}");
 }
 
-#[test]
 fn sigint_ends_an_endless_ping_with_the_summary() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let cmd = udpkit_to("ping", addr, &["-i", "0.05"]);
@@ -228,7 +217,6 @@ fn reply_times(text: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
 fn a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request() {
     // The book's udp_remote.py: every other request is dropped, the others answered at
     // once with the seed's sentence (no request ID). Before the fix, a reply after a drop
@@ -257,7 +245,6 @@ fn a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request() {
     assert!(text.contains("12 requests sent, 6 received"), "{text}");
 }
 
-#[test]
 fn forged_replies_without_id_that_arrive_first_are_never_counted() {
     // Each request is answered first by a forger who fakes the server's address (the
     // seed's sentence for the right length, no ID), 20 ms later by the server with the ID.
@@ -280,12 +267,7 @@ fn forged_replies_without_id_that_arrive_first_are_never_counted() {
     );
 }
 
-#[test]
 fn forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on() {
-    let test = "forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on";
-    if !can_spoof(test) {
-        return;
-    }
     // Protocol unreachable (2), fragmentation needed (4), host prohibited (10), filtered
     // (13), each forged about the client's own requests, once the server has its address.
     // Before the fix, the first of them ended ping with an error and no summary.
@@ -309,12 +291,7 @@ fn forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on() {
     assert_eq!(v["icmp"]["host_unreachable"], 2, "{v}");
 }
 
-#[test]
 fn another_user_cannot_bind_the_port_ping_listens_on() {
-    let test = "another_user_cannot_bind_the_port_ping_listens_on";
-    if !can_spoof(test) {
-        return;
-    }
     // As user nobody, with every reuse option set, try to join ping's port. Before the fix
     // (SO_REUSEADDR on ping's socket) this worked and read 7 of 8 replies.
     let attempt = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
@@ -353,4 +330,20 @@ fn another_user_cannot_bind_the_port_ping_listens_on() {
         Some("refused 98"),
         "the other user: {said:?}"
     );
+}
+
+udpkit_tests! {
+    against_udpkit_server_every_request_is_answered_and_matched_by_id,
+    json_has_the_promised_keys_and_counts_add_up,
+    loss_is_reported_when_the_server_drops,
+    duplicated_replies_are_marked_dup_and_counted_once,
+    replies_without_the_right_id_are_rejected_as_forged,
+    replies_from_another_socket_are_never_accepted_and_counted_as_foreign,
+    the_seeds_server_is_matched_by_length_and_said_so_once [Need::Seed],
+    nothing_listening_is_reported_as_unreachable_and_exit_1,
+    sigint_ends_an_endless_ping_with_the_summary,
+    a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request,
+    forged_replies_without_id_that_arrive_first_are_never_counted,
+    forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on [Need::Root],
+    another_user_cannot_bind_the_port_ping_listens_on [Need::Root],
 }

@@ -3,45 +3,20 @@
 //! Session-Reflector, in both directions; and udpkit's own echo server and reflector
 //! against bad input and the book's lossy peer.
 //!
-//! A peer that is not installed makes its test say so and skip, except under CI
-//! (`CI=true`), whose `.ci/run` installs them all: there a missing peer fails the test.
+//! A peer that is not installed makes the harness report its test ignored, saying so,
+//! except under CI (`CI=true`), whose `.ci/run` installs them all: there it fails.
 
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-/// A peer's program, or `None` (said) where it is not installed; a failure under CI.
-fn peer(name: &str, env: &str, test: &str) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os(env)
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
-    }
-    if let Some(cargo) = std::env::var_os("CARGO_HOME") {
-        candidates.push(PathBuf::from(cargo).join("bin").join(name));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(PathBuf::from(home).join(".cargo/bin").join(name));
-    }
-    let found = candidates.into_iter().find(|p| p.is_file());
-    if found.is_none() {
-        let why = format!("skipped {test}: {name} is not installed (set {env} to its path)");
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
-        println!("{why}");
-    }
-    found
-}
-
 /// socat echoing through a pipe (`socat UDP-LISTEN:PORT,fork PIPE`), as a user would.
-fn socat_echo(test: &str) -> Option<(Running, SocketAddr)> {
-    let socat = peer("socat", "UDPKIT_SOCAT", test)?;
+fn socat_echo() -> (Running, SocketAddr) {
+    let socat = harness::tool("socat").expect("Need::Tool(\"socat\")");
     let port = free_port();
     let mut cmd = Command::new(socat);
     cmd.args([
@@ -61,7 +36,7 @@ fn socat_echo(test: &str) -> Option<(Running, SocketAddr)> {
         let _ = socket.send_to(b"ready?", addr);
         let mut buf = [0u8; 16];
         if socket.recv_from(&mut buf).is_ok() {
-            return Some((proc, addr));
+            return (proc, addr);
         }
     }
     panic!("socat did not start echoing on {addr}");
@@ -96,7 +71,6 @@ fn ping_bench_mtu_speak_echo(addr: SocketAddr, window: &str) {
     );
 }
 
-#[test]
 fn ping_bench_and_mtu_speak_echo_to_a_python_echo_server() {
     let (_server, addr) = python_echo();
     ping_bench_mtu_speak_echo(addr, "16");
@@ -107,18 +81,13 @@ fn ping_bench_and_mtu_speak_echo_to_a_python_echo_server() {
     assert_eq!(v["bad"], 2, "{v}");
 }
 
-#[test]
 fn ping_bench_and_mtu_speak_echo_to_socat() {
-    let test = "ping_bench_and_mtu_speak_echo_to_socat";
-    let Some((_server, addr)) = socat_echo(test) else {
-        return;
-    };
+    let (_server, addr) = socat_echo();
     // socat echoes through a byte pipe, which joins datagrams that wait in it together:
     // one request at a time.
     ping_bench_mtu_speak_echo(addr, "1");
 }
 
-#[test]
 fn udpkit_echoes_every_datagram_unchanged_and_counts_it() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "echo"]);
     let socket = test_socket("127.0.0.1:0");
@@ -161,12 +130,8 @@ fn stamp_suite_summary(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-#[test]
 fn stamp_suites_sender_measures_udpkits_reflector_and_both_agree() {
-    let test = "stamp_suites_sender_measures_udpkits_reflector_and_both_agree";
-    let Some(stamp_suite) = peer("stamp-suite", "UDPKIT_STAMP_SUITE", test) else {
-        return;
-    };
+    let stamp_suite = harness::tool("stamp-suite").expect("Need::Tool");
     for stateful in [false, true] {
         let mut args = vec![
             "127.0.0.1",
@@ -208,12 +173,8 @@ fn stamp_suites_sender_measures_udpkits_reflector_and_both_agree() {
     }
 }
 
-#[test]
 fn udpkit_pings_stamp_suites_reflector_and_both_agree() {
-    let test = "udpkit_pings_stamp_suites_reflector_and_both_agree";
-    let Some(stamp_suite) = peer("stamp-suite", "UDPKIT_STAMP_SUITE", test) else {
-        return;
-    };
+    let stamp_suite = harness::tool("stamp-suite").expect("Need::Tool");
     let port = free_port();
     let mut cmd = Command::new(&stamp_suite);
     cmd.args([
@@ -285,7 +246,6 @@ fn udpkit_pings_stamp_suites_reflector_and_both_agree() {
     assert_eq!(reflected, 21, "{said}");
 }
 
-#[test]
 fn a_stateful_reflector_splits_the_books_lossy_peer_by_direction() {
     // Requests dropped before the reflector sees them (--drop-rate, udp_remote.py's
     // habit) are lost on the way there; replies dropped by a relay on the way back are
@@ -394,7 +354,6 @@ fn a_stateful_reflector_splits_the_books_lossy_peer_by_direction() {
     );
 }
 
-#[test]
 fn a_stateless_reflector_does_not_pretend_to_know_which_way() {
     let (_server, addr) = udpkit_server(&[
         "-p",
@@ -426,7 +385,6 @@ fn a_stateless_reflector_does_not_pretend_to_know_which_way() {
     assert!(v["stamp"]["loss_direction_unknown_why"].is_string(), "{v}");
 }
 
-#[test]
 fn short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_goes_on() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "stamp"]);
     let socket = test_socket("127.0.0.1:0");
@@ -458,7 +416,6 @@ fn short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_
     assert_eq!(s["replied"], 4, "{s}");
 }
 
-#[test]
 fn forged_stamp_replies_are_never_counted() {
     // A forger answers every request first, with the right sequence number, SSID and even
     // udpkit's nonce, but not the request's exact timestamp; the genuine reply follows.
@@ -496,7 +453,6 @@ fn forged_stamp_replies_are_never_counted() {
     );
 }
 
-#[test]
 fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
@@ -524,12 +480,7 @@ fn a_stamp_request_too_small_for_the_protocol_is_refused_before_sending() {
     );
 }
 
-#[test]
 fn stamp_over_ipv6_reports_the_hop_limit_and_traffic_class_that_arrived() {
-    if UdpSocket::bind("[::1]:0").is_err() {
-        println!("skipped: no IPv6 loopback here");
-        return;
-    }
     for host in ["::1", "::"] {
         let (_server, addr) = udpkit_server(&[host, "-p", "0", "-q", "--protocol", "stamp"]);
         let to = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()));
@@ -561,7 +512,6 @@ fn stamp_over_ipv6_reports_the_hop_limit_and_traffic_class_that_arrived() {
     }
 }
 
-#[test]
 fn mtu_and_bench_speak_stamp_without_a_single_false_forgery() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp", "--stateful"]);
     let (code, v) = json_to("mtu", addr, &["--protocol", "stamp", "-W", "0.2"]);
@@ -599,7 +549,6 @@ fn mtu_and_bench_speak_stamp_without_a_single_false_forgery() {
     assert_eq!(v["stamp"]["one_way"], "exact", "{v}");
 }
 
-#[test]
 fn an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more() {
     // The seed's slip (one in two refused requests answered when the reply is no longer)
     // would bounce half of a spoofed flood off an echo or a reflector, whose replies are
@@ -633,4 +582,20 @@ fn an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more() {
             "{protocol}: {s}"
         );
     }
+}
+
+udpkit_tests! {
+    ping_bench_and_mtu_speak_echo_to_a_python_echo_server,
+    ping_bench_and_mtu_speak_echo_to_socat [Need::Tool("socat")],
+    udpkit_echoes_every_datagram_unchanged_and_counts_it,
+    stamp_suites_sender_measures_udpkits_reflector_and_both_agree [Need::Tool("stamp-suite")],
+    udpkit_pings_stamp_suites_reflector_and_both_agree [Need::Tool("stamp-suite")],
+    a_stateful_reflector_splits_the_books_lossy_peer_by_direction,
+    a_stateless_reflector_does_not_pretend_to_know_which_way,
+    short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_goes_on,
+    forged_stamp_replies_are_never_counted,
+    a_stamp_request_too_small_for_the_protocol_is_refused_before_sending,
+    stamp_over_ipv6_reports_the_hop_limit_and_traffic_class_that_arrived [Need::Ipv6],
+    mtu_and_bench_speak_stamp_without_a_single_false_forgery,
+    an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more,
 }

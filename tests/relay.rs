@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
 fn a_clean_relay_forwards_both_ways_and_keeps_clients_apart() {
     let (mut server, target) = udpkit_server(&["-p", "0"]);
     let (mut relay, addr) = udpkit_relay(target, &["--json"]);
@@ -31,7 +30,6 @@ fn a_clean_relay_forwards_both_ways_and_keeps_clients_apart() {
     );
 }
 
-#[test]
 fn the_client_gets_through_half_the_datagrams_dropped() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--drop", "0.5", "--seed", "11"]);
@@ -53,7 +51,6 @@ fn the_client_gets_through_half_the_datagrams_dropped() {
     assert!(stdout(&out).ends_with("replied 'Your data was 5 bytes long'\n"));
 }
 
-#[test]
 fn drop_upward_only_loses_about_that_share() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(
@@ -65,7 +62,6 @@ fn drop_upward_only_loses_about_that_share() {
     assert!((20.0..=40.0).contains(&loss), "{v}");
 }
 
-#[test]
 fn drop_both_ways_loses_about_51_percent() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--drop", "0.3", "--seed", "2"]);
@@ -75,7 +71,6 @@ fn drop_both_ways_loses_about_51_percent() {
     assert!((41.0..=61.0).contains(&loss), "{v}");
 }
 
-#[test]
 fn duplicates_show_as_dup() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--duplicate", "1", "--direction", "down"]);
@@ -88,7 +83,6 @@ fn duplicates_show_as_dup() {
     assert!(text.contains("3 requests sent, 3 received"), "{text}");
 }
 
-#[test]
 fn the_same_seed_gives_the_same_run() {
     let answered = |seed: &str| {
         let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
@@ -111,7 +105,6 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(first, answered("8"));
 }
 
-#[test]
 fn delay_adds_to_the_round_trip() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (_relay, addr) = udpkit_relay(target, &["--delay", "20"]);
@@ -121,7 +114,6 @@ fn delay_adds_to_the_round_trip() {
     assert_eq!(v["received"], 5);
 }
 
-#[test]
 fn reordering_is_counted_and_every_datagram_still_arrives() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (mut relay, addr) = udpkit_relay(
@@ -143,7 +135,6 @@ fn reordering_is_counted_and_every_datagram_still_arrives() {
     assert!(r["down"]["reordered"].as_u64().unwrap() > 100, "{r}");
 }
 
-#[test]
 fn idle_sessions_expire() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (mut relay, addr) = udpkit_relay(target, &["--idle", "0.2", "--json"]);
@@ -174,7 +165,6 @@ fn assert_accounted(v: &serde_json::Value) {
     }
 }
 
-#[test]
 fn every_datagram_is_accounted_for_under_all_impairments_at_once() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let args = [
@@ -223,7 +213,6 @@ fn upstream_port_of(server: &mut Running, text: &str) -> String {
     panic!("the server never saw '{text}'");
 }
 
-#[test]
 fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() {
     // At `ulimit -n 128`, 400 one-datagram sources: before the fix the relay exited when it
     // ran out of files (no summary), and could lock real clients out.
@@ -247,7 +236,11 @@ fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() 
         s.send_to(b"flood", addr).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ask(&real, addr, b"real-3"), b"Your data was 6 bytes long");
+    // Under the flood the relay or the kernel may drop one: asked again, not failed.
+    assert_eq!(
+        ask_again(&real, addr, b"real-3"),
+        b"Your data was 6 bytes long"
+    );
     assert_eq!(
         upstream_port_of(&mut server, "real-3"),
         before,
@@ -261,7 +254,6 @@ fn more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client() 
     assert_eq!(v["up"]["received"], 403, "{v}");
 }
 
-#[test]
 fn beyond_loopback_the_relay_limits_what_it_sends_to_each_client_prefix() {
     // A source (forged, as far as the relay can tell) floods the relay; everything it
     // forwards comes back to that source from a loopback server with no limit. Before the
@@ -286,7 +278,6 @@ fn beyond_loopback_the_relay_limits_what_it_sends_to_each_client_prefix() {
     assert!(v["down"]["rate_limited"].as_u64().unwrap() > 0, "{v}");
 }
 
-#[test]
 fn the_delay_queue_is_bounded_in_bytes() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (mut relay, addr) = udpkit_relay(
@@ -319,7 +310,6 @@ fn the_delay_queue_is_bounded_in_bytes() {
     assert_eq!(queued, 17, "{v}"); // 17 x 60,000 bytes fit in a MiB
 }
 
-#[test]
 fn what_the_kernel_drops_before_the_relay_reads_it_is_counted() {
     let (_server, target) = udpkit_server(&["-p", "0", "-q"]);
     let (mut relay, addr) = udpkit_relay(target, &["--json"]);
@@ -345,7 +335,6 @@ fn what_the_kernel_drops_before_the_relay_reads_it_is_counted() {
     );
 }
 
-#[test]
 fn a_relay_that_would_forward_to_itself_is_refused() {
     let port = free_port();
     for (listen, to) in [
@@ -362,12 +351,7 @@ fn a_relay_that_would_forward_to_itself_is_refused() {
     }
 }
 
-#[test]
 fn forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding() {
-    let test = "forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding";
-    if !can_spoof(test) {
-        return;
-    }
     let (mut server, target) = udpkit_server(&["-p", "0"]);
     let (mut relay, addr) = udpkit_relay(target, &["--json"]);
     let client = test_socket("127.0.0.1:0");
@@ -382,4 +366,23 @@ fn forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding() {
     assert_eq!(ask(&client, addr, b"after"), b"Your data was 5 bytes long");
     let v = json_summary(&mut relay);
     assert_eq!(v["down"]["icmp_errors"], 4, "{v}");
+}
+
+udpkit_tests! {
+    a_clean_relay_forwards_both_ways_and_keeps_clients_apart,
+    the_client_gets_through_half_the_datagrams_dropped,
+    drop_upward_only_loses_about_that_share,
+    drop_both_ways_loses_about_51_percent,
+    duplicates_show_as_dup,
+    the_same_seed_gives_the_same_run,
+    delay_adds_to_the_round_trip,
+    reordering_is_counted_and_every_datagram_still_arrives,
+    idle_sessions_expire,
+    every_datagram_is_accounted_for_under_all_impairments_at_once,
+    more_sources_than_open_files_neither_end_the_relay_nor_evict_a_real_client,
+    beyond_loopback_the_relay_limits_what_it_sends_to_each_client_prefix,
+    the_delay_queue_is_bounded_in_bytes,
+    what_the_kernel_drops_before_the_relay_reads_it_is_counted,
+    a_relay_that_would_forward_to_itself_is_refused,
+    forged_icmp_errors_neither_end_the_relay_nor_stop_it_forwarding [Need::Root],
 }

@@ -19,7 +19,6 @@ fn check(server: &mut Running, addr: std::net::SocketAddr, data: &[u8], shown: &
     );
 }
 
-#[test]
 fn every_kind_of_datagram_gets_the_seeds_reply_and_an_escaped_line() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
     check(&mut server, addr, b"", "''");
@@ -48,7 +47,6 @@ fn every_kind_of_datagram_gets_the_seeds_reply_and_an_escaped_line() {
     check(&mut server, addr, b"The time is now", "'The time is now'");
 }
 
-#[test]
 fn random_bytes_never_put_a_control_character_on_the_terminal() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
     let socket = test_socket("127.0.0.1:0");
@@ -73,7 +71,6 @@ fn random_bytes_never_put_a_control_character_on_the_terminal() {
     }
 }
 
-#[test]
 fn ipv6_loopback_is_served() {
     let (mut server, addr) = udpkit_server(&["::1", "-p", "0"]);
     assert!(addr.is_ipv6(), "{addr}");
@@ -86,7 +83,6 @@ fn ipv6_loopback_is_served() {
     );
 }
 
-#[test]
 fn all_interfaces_listen_on_loopback_too() {
     let (mut server, addr) = udpkit_server(&["0.0.0.0", "-p", "0"]);
     assert_eq!(addr.ip().to_string(), "0.0.0.0");
@@ -96,7 +92,6 @@ fn all_interfaces_listen_on_loopback_too() {
     assert!(server.line().ends_with(" says 'hi'"));
 }
 
-#[test]
 fn a_port_in_use_is_a_one_line_error() {
     let (_first, addr) = udpkit_server(&["-p", "0"]);
     let mut cmd = udpkit();
@@ -113,7 +108,6 @@ fn a_port_in_use_is_a_one_line_error() {
     );
 }
 
-#[test]
 fn an_address_not_on_this_host_is_a_one_line_error() {
     // 192.0.2.1 is TEST-NET-1 (RFC 5737): never assigned here; binding sends nothing.
     let mut cmd = udpkit();
@@ -128,7 +122,6 @@ fn an_address_not_on_this_host_is_a_one_line_error() {
     );
 }
 
-#[test]
 fn an_unresolvable_host_is_a_one_line_error() {
     let mut cmd = udpkit();
     cmd.args(["server", "no-such-host.invalid"]);
@@ -142,7 +135,6 @@ fn an_unresolvable_host_is_a_one_line_error() {
     );
 }
 
-#[test]
 fn a_closed_output_pipe_ends_the_server_quietly() {
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
     server.close_stdout();
@@ -159,4 +151,15 @@ fn a_closed_output_pipe_ends_the_server_quietly() {
     let (status, err) = server.wait();
     assert!(status.success(), "exit {status}, stderr: {err}");
     assert!(err.is_empty(), "stderr: {err}");
+}
+
+udpkit_tests! {
+    every_kind_of_datagram_gets_the_seeds_reply_and_an_escaped_line,
+    random_bytes_never_put_a_control_character_on_the_terminal,
+    ipv6_loopback_is_served [Need::Ipv6],
+    all_interfaces_listen_on_loopback_too,
+    a_port_in_use_is_a_one_line_error,
+    an_address_not_on_this_host_is_a_one_line_error,
+    an_unresolvable_host_is_a_one_line_error,
+    a_closed_output_pipe_ends_the_server_quietly,
 }

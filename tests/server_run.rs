@@ -29,7 +29,6 @@ fn ask_n(addr: SocketAddr, n: usize) {
     }
 }
 
-#[test]
 fn sigint_prints_the_summary_and_exits_0() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q"]);
     ask_n(addr, 3);
@@ -49,7 +48,6 @@ fn sigint_prints_the_summary_and_exits_0() {
     );
 }
 
-#[test]
 fn sigterm_prints_the_json_summary_with_every_counter() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json"]);
     ask_n(addr, 2);
@@ -75,7 +73,6 @@ fn sigterm_prints_the_json_summary_with_every_counter() {
     }
 }
 
-#[test]
 fn stats_are_printed_every_period() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--stats", "0.2", "--json"]);
     ask_n(addr, 4);
@@ -87,7 +84,6 @@ fn stats_are_printed_every_period() {
     assert_eq!(second["received"], 4);
 }
 
-#[test]
 fn quiet_prints_no_line_per_datagram() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q"]);
     ask_n(addr, 5);
@@ -97,7 +93,6 @@ fn quiet_prints_no_line_per_datagram() {
     );
 }
 
-#[test]
 fn lines_to_a_pipe_arrive_as_they_happen() {
     // Buffered per batch, not until exit: each request's line shows up before the next.
     let (mut server, addr) = udpkit_server(&["-p", "0"]);
@@ -108,7 +103,6 @@ fn lines_to_a_pipe_arrive_as_they_happen() {
     }
 }
 
-#[test]
 fn threads_share_the_port_and_the_summary_adds_them_up() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--threads", "2", "--json"]);
     let sockets: Vec<_> = (0..32).map(|_| test_socket("127.0.0.1:0")).collect();
@@ -120,7 +114,6 @@ fn threads_share_the_port_and_the_summary_adds_them_up() {
     assert_eq!(v["replied"], 32);
 }
 
-#[test]
 fn the_kernels_drops_are_counted_and_serving_goes_on() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json"]);
     // Freeze the server so its receive buffer fills, flood it, then let it go on.
@@ -143,4 +136,14 @@ fn the_kernels_drops_are_counted_and_serving_goes_on() {
     assert!(dropped > 0, "{v}");
     // Every datagram was either received or dropped by the kernel.
     assert_eq!(received + dropped, sent + u64::from(reply.attempts), "{v}");
+}
+
+udpkit_tests! {
+    sigint_prints_the_summary_and_exits_0,
+    sigterm_prints_the_json_summary_with_every_counter,
+    stats_are_printed_every_period,
+    quiet_prints_no_line_per_datagram,
+    lines_to_a_pipe_arrive_as_they_happen,
+    threads_share_the_port_and_the_summary_adds_them_up,
+    the_kernels_drops_are_counted_and_serving_goes_on,
 }

@@ -24,7 +24,6 @@ fn stops_with_summary(mut proc: Running, sig: i32, summary: &str) {
     assert!(lines.iter().any(|l| l.contains(summary)), "{lines:?} {err}");
 }
 
-#[test]
 fn sighup_ends_server_ping_and_relay_with_their_summaries() {
     let (server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let mut ping = Running::start(udpkit_to("ping", addr, &["-i", "0.05"]));
@@ -36,7 +35,6 @@ fn sighup_ends_server_ping_and_relay_with_their_summaries() {
     stops_with_summary(server, libc::SIGHUP, "Summary after");
 }
 
-#[test]
 fn sigterm_ends_a_bench_waiting_a_day_for_replies_within_a_second() {
     // A silent server: every request waits out -W. Before the fix, bench ignored SIGTERM
     // for the whole wait.
@@ -66,7 +64,6 @@ fn sigterm_ends_a_bench_waiting_a_day_for_replies_within_a_second() {
     );
 }
 
-#[test]
 fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let started = Instant::now();
@@ -85,7 +82,6 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
     assert!(err.contains("before the run"), "{err}");
 }
 
-#[test]
 fn a_stopped_bench_still_takes_the_replies_on_their_way() {
     // Replies take 200 ms through the relay; a stop gives them half a second. Before the
     // drain waited on the sockets, the stopped loop spun without reading and lost them all.
@@ -104,4 +100,11 @@ fn a_stopped_bench_still_takes_the_replies_on_their_way() {
     let v: serde_json::Value = serde_json::from_str(&lines.concat()).unwrap();
     assert!(v["sent"].as_u64().unwrap() >= 16, "{v}");
     assert_eq!(v["lost"], 0, "{v}");
+}
+
+udpkit_tests! {
+    sighup_ends_server_ping_and_relay_with_their_summaries,
+    sigterm_ends_a_bench_waiting_a_day_for_replies_within_a_second,
+    a_plot_that_cannot_be_written_is_refused_before_the_run,
+    a_stopped_bench_still_takes_the_replies_on_their_way,
 }

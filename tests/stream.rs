@@ -14,7 +14,6 @@ fn stream_json(to: SocketAddr, args: &[&str]) -> (Option<i32>, serde_json::Value
     json_to("stream", to, args)
 }
 
-#[test]
 fn a_clean_stream_arrives_whole_both_ways() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     // Both ways, and forward without segmentation offload (batches of single datagrams).
@@ -44,7 +43,6 @@ fn a_clean_stream_arrives_whole_both_ways() {
     }
 }
 
-#[test]
 fn a_fast_stream_is_never_refused_by_this_host() {
     // Fast enough that a turn has more datagrams due than one segmented send may carry
     // (46 of 1,400 bytes in 64 KiB): every send must still be one the kernel takes. (A
@@ -59,7 +57,6 @@ fn a_fast_stream_is_never_refused_by_this_host() {
     }
 }
 
-#[test]
 fn loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let mut exact = 0;
@@ -145,7 +142,6 @@ fn start(socket: &UdpSocket, server: SocketAddr, id: u64, plan: Plan) -> u64 {
     panic!("the stream did not start");
 }
 
-#[test]
 fn strangers_get_no_state_and_forgeries_change_nothing() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json"]);
     let stranger = test_socket("127.0.0.1:0");
@@ -215,7 +211,6 @@ fn strangers_get_no_state_and_forgeries_change_nothing() {
     assert_eq!(s["malformed"], 0, "{s}");
 }
 
-#[test]
 fn a_reverse_stream_stops_soon_after_its_client_goes_silent() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
     let client = test_socket("127.0.0.1:0");
@@ -254,7 +249,6 @@ fn a_reverse_stream_stops_soon_after_its_client_goes_silent() {
     );
 }
 
-#[test]
 fn a_server_restarted_mid_stream_ends_the_client_in_bounded_time_with_what_it_knows() {
     for reverse in [false, true] {
         let (mut server, addr) = udpkit_server(&["-p", "0", "-q"]);
@@ -301,7 +295,6 @@ fn a_server_restarted_mid_stream_ends_the_client_in_bounded_time_with_what_it_kn
     }
 }
 
-#[test]
 fn a_stream_shares_the_port_with_every_protocol_and_leaves_its_answers_alone() {
     for protocol in ["seed", "echo", "stamp"] {
         let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", protocol]);
@@ -319,7 +312,6 @@ fn a_stream_shares_the_port_with_every_protocol_and_leaves_its_answers_alone() {
     }
 }
 
-#[test]
 fn a_server_that_is_not_udpkits_is_named_as_such() {
     // An echo server answers the start with the start itself: an answer, not udpkit's.
     let (_echo, addr) = python_echo();
@@ -330,4 +322,37 @@ fn a_server_that_is_not_udpkits_is_named_as_such() {
         "{}",
         stderr(&out)
     );
+}
+
+fn a_sender_that_cannot_keep_the_rate_stops_at_its_end() {
+    // Asked for far more than this host can send (100 million datagrams of 65,507 bytes a
+    // second): the build before sent its catch-up bursts through the whole grace (5.5 s
+    // for -d 0.5) and said "sent N of the 18446744073709551615 datagrams asked".
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q"]);
+    let started = std::time::Instant::now();
+    let (_, v) = stream_json(addr, &["--pps", "1e8", "-s", "65507", "-d", "0.5"]);
+    let took = started.elapsed();
+    println!("{took:?}: {v}");
+    assert!(
+        v["seconds"].as_f64().unwrap() < 1.5,
+        "sent until {}: {v}",
+        v["seconds"]
+    );
+    assert!(v["skipped"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        !v["incomplete"].to_string().contains("18446744073709551615"),
+        "{v}"
+    );
+}
+
+udpkit_tests! {
+    a_sender_that_cannot_keep_the_rate_stops_at_its_end,
+    a_clean_stream_arrives_whole_both_ways,
+    a_fast_stream_is_never_refused_by_this_host,
+    loss_duplicates_and_reordering_equal_what_the_relay_did_both_ways,
+    strangers_get_no_state_and_forgeries_change_nothing,
+    a_reverse_stream_stops_soon_after_its_client_goes_silent,
+    a_server_restarted_mid_stream_ends_the_client_in_bounded_time_with_what_it_knows,
+    a_stream_shares_the_port_with_every_protocol_and_leaves_its_answers_alone,
+    a_server_that_is_not_udpkits_is_named_as_such,
 }

@@ -257,10 +257,10 @@ pub struct StreamArgs {
     /// The server's UDP port
     #[arg(short = 'p', value_name = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Bits a second of UDP payload, with K, M or G (1000s): 100M, 1.5G
-    #[arg(short = 'b', long = "rate", value_name = "BITS[KMG]", value_parser = bits_per_second, conflicts_with = "pps", default_value = "1M")]
-    pub rate: f64,
-    /// Datagrams a second, instead of --rate (0.001 to 100000000; a server sends -R at most
+    /// Bits a second of UDP payload, with K, M or G (1000s): 100M, 1.5G (iperf3's -b)
+    #[arg(short = 'b', long = "bitrate", value_name = "BITS[KMG]", value_parser = bits_per_second, conflicts_with = "pps", default_value = "1M")]
+    pub bitrate: f64,
+    /// Datagrams a second, instead of -b (0.001 to 100000000; a server sends -R at most
     /// 1000000)
     #[arg(long = "pps", value_name = "N", value_parser = stream_pps)]
     pub pps: Option<f64>,
@@ -277,8 +277,8 @@ pub struct StreamArgs {
     /// The server sends, to this client's own address and port (works from behind NAT)
     #[arg(short = 'R', long = "reverse")]
     pub reverse: bool,
-    /// Seconds between interval reports
-    #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1", value_parser = seconds)]
+    /// Seconds between interval reports, at least 0.1
+    #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1", value_parser = stream_interval)]
     pub interval: Duration,
     /// The TOS byte of every datagram this client sends (DSCP times 4 plus ECN)
     #[arg(long = "tos", value_name = "N", conflicts_with = "dscp")]
@@ -322,8 +322,8 @@ pub struct RelayArgs {
     #[arg(long = "jitter", value_name = "MS", default_value = "0", value_parser = millis)]
     pub jitter: Duration,
     /// Let at most this many datagrams a second through in each direction; more wait
-    #[arg(long = "rate", value_name = "PPS", value_parser = per_second)]
-    pub rate: Option<f64>,
+    #[arg(long = "pps", value_name = "PPS", value_parser = per_second)]
+    pub pps: Option<f64>,
     /// Seed for the random choices, for a reproducible run
     #[arg(long = "seed", value_name = "N")]
     pub seed: Option<u64>,
@@ -551,6 +551,18 @@ fn stream_pps(text: &str) -> Result<f64, String> {
             limits::STREAM_PPS_MAX
         )),
     }
+}
+
+/// A stream's report interval: `limits::STREAM_INTERVAL_MIN` to a day.
+fn stream_interval(text: &str) -> Result<Duration, String> {
+    let d = seconds(text)?;
+    if d < limits::STREAM_INTERVAL_MIN {
+        return Err(format!(
+            "{text} seconds is shorter than reports come: give at least {}",
+            limits::STREAM_INTERVAL_MIN.as_secs_f64()
+        ));
+    }
+    Ok(d)
 }
 
 /// A stream's duration: a millisecond to `limits::STREAM_DURATION_MAX`.

@@ -449,12 +449,12 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
 pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
     let target = net::resolve(&args.host, args.port)?;
     let size = usize::from(args.size);
-    let pps = args.pps.unwrap_or(args.rate / (size as f64 * 8.0));
+    let pps = args.pps.unwrap_or(args.bitrate / (size as f64 * 8.0));
     if !(udpkit::limits::STREAM_PPS_MIN..=udpkit::limits::STREAM_PPS_MAX).contains(&pps) {
         return Err(Error::Invalid(format!(
             "-b {} with -s {size} is {pps:.3e} datagrams a second: a stream runs at {} to {}; \
              give another -b (or --pps)",
-            args.rate,
+            args.bitrate,
             udpkit::limits::STREAM_PPS_MIN,
             udpkit::limits::STREAM_PPS_MAX
         )));
@@ -550,11 +550,41 @@ fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
             })?,
         };
         Some((index + 1, count, "JOB_COMPLETION_INDEX"))
-    } else if let (Some(index), Some(count)) = (var("SLURM_PROCID")?, var("SLURM_NTASKS")?) {
-        Some((index + 1, count, "SLURM_PROCID and SLURM_NTASKS"))
     } else {
-        None
+        match (var("SLURM_PROCID")?, var("SLURM_NTASKS")?) {
+            (Some(index), Some(count)) => Some((index + 1, count, "SLURM_PROCID and SLURM_NTASKS")),
+            (Some(_), None) => {
+                return Err(Error::Invalid(
+                    "SLURM_PROCID is set but not SLURM_NTASKS: not how many agents share the \
+                     run; give --segment I/N"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                eprintln!(
+                    "udpkit: note: SLURM_NTASKS is set but not SLURM_PROCID (not a task of \
+                     srun): this agent runs the whole load; give --segment I/N to share it"
+                );
+                None
+            }
+            (None, None) => None,
+        }
     };
+    if found.is_none() {
+        if args.segments.is_some() {
+            return Err(Error::Invalid(
+                "--segments N shares the run where JOB_COMPLETION_INDEX gives this agent's \
+                 index, and it is not set: give --segment I/N"
+                    .into(),
+            ));
+        }
+        if std::env::var_os("UDPKIT_SEGMENTS").is_some() {
+            eprintln!(
+                "udpkit: note: UDPKIT_SEGMENTS is set but not JOB_COMPLETION_INDEX: this agent \
+                 runs the whole load"
+            );
+        }
+    }
     match found {
         Some((i, n, from)) if (1..=n).contains(&i) => {
             eprintln!("udpkit: this agent is segment {i}/{n} (from {from})");
@@ -647,7 +677,7 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
             reorder: args.reorder,
             delay: args.delay,
             jitter: args.jitter,
-            rate: args.rate,
+            rate: args.pps,
         },
         direction: args.direction,
         seed: args.seed,

@@ -634,16 +634,19 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
         ));
     }
     for s in &r.per_second {
+        let p99 = s
+            .p99_us
+            .map_or("no replies".to_string(), |p| format!("p99 {p:.1} µs"));
         if s.covered >= 1.0 {
             text.push_str(&format!(
-                "  second {}: {} requests/s, p99 {:.1} µs\n",
-                s.second, s.replies, s.p99_us
+                "  second {}: {} requests/s, {p99}\n",
+                s.second, s.replies
             ));
         } else {
             // A second the run covered only in part: its replies, not a rate.
             text.push_str(&format!(
-                "  second {} (the run's last {:.2} s): {} replies, p99 {:.1} µs\n",
-                s.second, s.covered, s.replies, s.p99_us
+                "  second {} (the run's last {:.2} s): {} replies, {p99}\n",
+                s.second, s.covered, s.replies
             ));
         }
     }

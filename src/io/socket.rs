@@ -379,18 +379,16 @@ pub(crate) fn get_int_option(
 /// A client's socket, connected to `server` so that the kernel delivers only the server's
 /// datagrams to it and reports ICMP errors (port unreachable, ...) to it.
 ///
-/// The port is bound first with `SO_REUSEPORT` (Linux), so that a [`foreign_witness`] can
-/// share it: Linux lets only sockets of the same effective user join such a port, so no
-/// other user can bind it and read replies (`SO_REUSEADDR`, used before, let anyone).
-/// Elsewhere the port is not shared and no witness is made.
+/// Its port is its own: bound without `SO_REUSEPORT`, so the kernel gives it a port no
+/// other socket holds (a port-0 bind with `SO_REUSEPORT` may be handed a port another
+/// socket of the same user already shares, and two flows on one port and one server
+/// receive each other's replies). A [`foreign_witness`] may then join it, briefly allowed.
 pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
     let socket = udp_socket(&server)?;
     let any = match server {
         SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
         SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
     };
-    #[cfg(target_os = "linux")]
-    let _ = socket.set_reuse_port(true);
     socket
         .bind(&any.into())
         .map_err(|source| Error::Bind { addr: any, source })?;
@@ -401,10 +399,12 @@ pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
 }
 
 /// A socket for the datagrams that reach a connected client's port from anyone but its
-/// server: bound to the same port (both with `SO_REUSEPORT`, same user only; the kernel
-/// gives the connected socket, the better match, everything its server sends),
-/// non-blocking. What arrives here was never accepted as a reply, and is counted as
-/// foreign. `None` where the system will not share the port (everywhere but Linux).
+/// server: bound to the same port (the kernel gives the connected socket, the better match,
+/// everything its server sends), non-blocking. What arrives here was never accepted as a
+/// reply, and is counted as foreign. To share the port, both sockets allow `SO_REUSEPORT`
+/// (which Linux lets only the same effective user join) just for the witness's bind, then
+/// forbid it again: from then on nobody, this user included, can bind the port. `None`
+/// where the system will not share the port (everywhere but Linux).
 #[cfg(target_os = "linux")]
 pub fn foreign_witness(connected: &UdpSocket) -> Option<UdpSocket> {
     let local = connected.local_addr().ok()?;
@@ -412,11 +412,17 @@ pub fn foreign_witness(connected: &UdpSocket) -> Option<UdpSocket> {
         SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port()),
         SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), local.port()),
     };
-    let witness = udp_socket(&any).ok()?;
-    witness.set_reuse_port(true).ok()?;
-    witness.bind(&any.into()).ok()?;
-    witness.set_nonblocking(true).ok()?;
-    Some(witness.into())
+    let connected = socket2::SockRef::from(connected);
+    connected.set_reuse_port(true).ok()?;
+    let witness = udp_socket(&any).ok().and_then(|w| {
+        w.set_reuse_port(true).ok()?;
+        w.bind(&any.into()).ok()?;
+        w.set_reuse_port(false).ok()?;
+        w.set_nonblocking(true).ok()?;
+        Some(w)
+    });
+    connected.set_reuse_port(false).ok()?;
+    witness.map(Into::into)
 }
 
 /// No witness off Linux (see the Linux version).

@@ -257,9 +257,34 @@ impl Engine {
         stop: &Stop,
         offload: Offload,
     ) -> Result<Engine, Error> {
-        Self::build(target, flows, pace, timeout, stop, offload, |capacity| {
+        Self::build(target, flows, pace, timeout, stop, offload, 1, |capacity| {
             Flow::new(size, capacity)
         })
+    }
+
+    /// [`Engine::new`] for one of `engines` engines of one load (a bench's threads), which
+    /// share [`MAX_REMEMBERED`] between them.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sharing(
+        target: SocketAddr,
+        flows: usize,
+        size: usize,
+        pace: Pace,
+        timeout: Duration,
+        stop: &Stop,
+        offload: Offload,
+        engines: usize,
+    ) -> Result<Engine, Error> {
+        Self::build(
+            target,
+            flows,
+            pace,
+            timeout,
+            stop,
+            offload,
+            engines,
+            |capacity| Flow::new(size, capacity),
+        )
     }
 
     /// One flow whose requests are exactly `size` bytes until [`Engine::set_size`] (see
@@ -278,10 +303,12 @@ impl Engine {
             timeout,
             stop,
             Offload::default(),
+            1,
             |capacity| Flow::exact(size, capacity),
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         target: SocketAddr,
         flows: usize,
@@ -289,23 +316,28 @@ impl Engine {
         timeout: Duration,
         stop: &Stop,
         offload: Offload,
+        engines: usize,
         make: impl Fn(usize) -> Flow,
     ) -> Result<Engine, Error> {
         let flows = flows.max(1);
+        // This engine's share of what a whole load may remember.
+        let budget = MAX_REMEMBERED / engines.max(1);
         let in_flight = pace.in_flight(flows, timeout);
-        if matches!(pace, Pace::Window(_)) && flows.saturating_mul(in_flight) * 4 > MAX_REMEMBERED {
+        if matches!(pace, Pace::Window(_)) && flows.saturating_mul(in_flight) * 4 > budget {
             return Err(Error::Invalid(format!(
-                "{flows} flows of {in_flight} requests in flight are too many: keep flows x \
+                "{} flows of {in_flight} requests in flight are too many: keep flows x \
                  window at most {}",
+                flows * engines.max(1),
                 MAX_REMEMBERED / 4
             )));
         }
-        // Four times what can be in flight, at least 64: room for two window's worth of
+        // Four times what can be in flight, at least 16: room for two window's worth of
         // lengths, and to tell an old request of the same length from a new one. A reply
-        // to a request forgotten this long ago is unmatched rather than credited anew.
+        // to a request forgotten this long ago is unmatched rather than credited anew. All
+        // the flows of all the engines of a load remember MAX_REMEMBERED at most.
         let capacity = in_flight
             .saturating_mul(4)
-            .clamp(64, (MAX_REMEMBERED / flows).max(64));
+            .clamp(16, (budget / flows).max(16));
         let waiting = |e| Error::io("cannot wait for replies", e);
         let mut poller = Poller::new(stop).map_err(waiting)?;
         let mut states = Vec::with_capacity(flows);
@@ -528,8 +560,10 @@ impl Engine {
                 match phase.pace {
                     Pace::Window(window) => {
                         for i in 0..flows_n {
+                            // At most a batch a flow a turn: a large window fills over a few
+                            // turns, each of which looks at the clock and the stop.
                             let waiting = self.flows[i].flow.waiting();
-                            let n = (window.saturating_sub(waiting) as u64).min(budget);
+                            let n = (window.saturating_sub(waiting).min(BATCH) as u64).min(budget);
                             budget -= n;
                             for _ in 0..n {
                                 self.enqueue(i, now, false, &mut events);

@@ -563,6 +563,20 @@ pub fn decode(encoded: &str) -> Result<Histogram<u64>, String> {
     let histogram: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &inner[..])
         .map_err(|_| "a histogram cannot be decoded (corrupted?)".to_string())?;
+    // Its counts: each, and their sum, within what a run can count (hdrhistogram would
+    // saturate a larger sum and report it as u64::MAX).
+    let mut total: u64 = 0;
+    for v in histogram.iter_recorded() {
+        total = total
+            .checked_add(v.count_at_value())
+            .filter(|t| *t <= limits::COUNT_MAX)
+            .ok_or_else(|| {
+                format!(
+                    "a histogram counts more than {} latencies: not a run's",
+                    limits::COUNT_MAX
+                )
+            })?;
+    }
     Ok(histogram)
 }
 

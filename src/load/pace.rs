@@ -5,8 +5,10 @@
 //! Promise: a sender that takes only what [`Schedule::due`] gives never sends faster than
 //! its rate, beyond a burst of [`crate::limits::pacer_burst`] slots after a stall: slots it
 //! fell further behind on are skipped and counted ([`Schedule::skipped`]), never sent in a
-//! rush. No slot lies at or past the schedule's end. Nothing overflows or panics, whatever
-//! the rate and the times (the rate is checked when the schedule is made).
+//! rush; once the schedule's end time has passed, at most [`limits::PACER_BURST`] more (a
+//! sender that could not keep up stops there, never catching up past the end). No slot
+//! lies at or past the schedule's end. Nothing overflows or panics, whatever the rate and
+//! the times (the rate is checked when the schedule is made).
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -24,8 +26,9 @@ pub struct Schedule {
     skipped: u64,
     /// Slots due at once after a stall, at most.
     burst: u64,
-    /// The first slot at or past the end, if the schedule ends.
+    /// The first slot at or past the end, if the schedule ends, and when that is.
     end: Option<u64>,
+    end_at: Option<Instant>,
 }
 
 impl Schedule {
@@ -40,6 +43,7 @@ impl Schedule {
             skipped: 0,
             burst: limits::pacer_burst(per_second),
             end: None,
+            end_at: None,
         })
     }
 
@@ -50,8 +54,16 @@ impl Schedule {
         self
     }
 
+    /// The same schedule with bursts of datagrams of `size` bytes: also at most
+    /// [`limits::PACER_BURST_BYTES`] of them.
+    pub fn of_datagrams(mut self, size: usize) -> Schedule {
+        self.burst = limits::pacer_burst_of(self.per_second, size).min(self.burst.max(1));
+        self
+    }
+
     /// The same schedule with no slot at or past `start + length`.
     pub fn ending_after(mut self, length: Duration) -> Schedule {
+        self.end_at = self.start.checked_add(length);
         let slots = (length.as_secs_f64() * self.per_second).ceil();
         self.end = Some(if slots >= u64::MAX as f64 {
             u64::MAX
@@ -89,8 +101,14 @@ impl Schedule {
     pub fn due(&mut self, now: Instant, max: u64) -> Range<u64> {
         let come = self.come(now);
         let behind = come.saturating_sub(self.next);
-        if behind > self.burst {
-            let skip = behind - self.burst;
+        // Past the end, no more than a small burst: the rest will never be on time.
+        let burst = if self.end_at.is_some_and(|t| now >= t) {
+            self.burst.min(limits::PACER_BURST)
+        } else {
+            self.burst
+        };
+        if behind > burst {
+            let skip = behind - burst;
             self.next += skip;
             self.skipped = self.skipped.saturating_add(skip);
         }
@@ -203,6 +221,27 @@ mod tests {
             0..0,
             "before the start"
         );
+    }
+
+    #[test]
+    fn past_its_end_a_sender_behind_stops_within_a_small_burst() {
+        let t = Instant::now();
+        let mut s = Schedule::new(t, 1e6)
+            .unwrap()
+            .ending_after(Duration::from_millis(500));
+        // Far behind at the end: a small burst at most, then over.
+        let due = s.due(t + Duration::from_millis(600), u64::MAX);
+        assert_eq!(due.end - due.start, limits::PACER_BURST);
+        s.take(due.end - due.start);
+        assert!(s.is_over());
+    }
+
+    #[test]
+    fn a_burst_is_bounded_in_bytes_too() {
+        let t = Instant::now();
+        let mut s = Schedule::new(t, 1e8).unwrap().of_datagrams(65_507);
+        let due = s.due(t + Duration::from_secs(1), u64::MAX);
+        assert_eq!(due.end - due.start, limits::PACER_BURST);
     }
 
     #[test]

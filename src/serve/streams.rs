@@ -491,6 +491,7 @@ fn send_reverse(
         shared.done.store(true, Ordering::Relaxed);
         return;
     };
+    let schedule = schedule.of_datagrams(size);
     // By duration: no slot past it. By count: the count, however late (a stall delays
     // it; it is never rushed), but never past the length and half the client's grace.
     let mut schedule = if plan.duration_ms > 0 {

@@ -189,10 +189,10 @@ pub fn bench(
             .map(|t| {
                 let config = part(t);
                 let note = &note;
-                scope.spawn(move || run_one(&config, stop, start, |p| note(t, p)))
+                scope.spawn(move || run_one(&config, stop, start, threads, |p| note(t, p)))
             })
             .collect();
-        let first = run_one(&part(0), stop, start, |p| {
+        let first = run_one(&part(0), stop, start, threads, |p| {
             note(0, p);
             let sum = |v: &[AtomicU64]| v.iter().map(|a| a.load(Ordering::Relaxed)).sum();
             progress(&Progress {
@@ -266,11 +266,12 @@ fn run_one(
     config: &Config,
     stop: &Stop,
     start: Instant,
+    engines: usize,
     mut progress: impl FnMut(&Progress),
 ) -> Result<(Report, Recorded), Error> {
     let mut recorder = config.intervals.then(|| Recorder::new(start));
     let pace = config.pace();
-    let mut engine = Engine::new(
+    let mut engine = Engine::sharing(
         config.target,
         config.flows,
         config.size,
@@ -278,6 +279,7 @@ fn run_one(
         config.timeout,
         stop,
         config.offload,
+        engines,
     )?;
     engine.prepare(&config.requests)?;
     let phase = Phase {

@@ -13,7 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use hdrhistogram::Histogram;
@@ -43,7 +43,8 @@ pub struct Second {
     pub replies: u64,
     /// The share of the second the run covered (the last one may be cut short).
     pub covered: f64,
-    pub p99_us: f64,
+    /// The 99th percentile of its round trips; none without replies.
+    pub p99_us: Option<f64>,
 }
 
 /// The merged report.
@@ -71,13 +72,15 @@ impl Report {
 struct Opened {
     name: String,
     file: File,
+    /// Its size when opened: what is read, however it grows meanwhile.
+    size: u64,
 }
 
 fn open(path: &std::path::Path) -> Result<Opened, Error> {
     let name = path.display().to_string();
-    let (file, _) = files::open_regular(path, limits::HLOG_FILE_BYTES)
+    let (file, size) = files::open_regular(path, limits::HLOG_FILE_BYTES)
         .map_err(|e| Error::io(format!("cannot read {name}"), e))?;
-    Ok(Opened { name, file })
+    Ok(Opened { name, file, size })
 }
 
 /// What the first pass learns of a file.
@@ -96,12 +99,22 @@ fn scan(opened: &Opened) -> Result<Scanned, Error> {
     let mut file = &opened.file;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(format!("cannot read {}", opened.name), e))?;
-    let mut reader = Reader::new(&opened.name, BufReader::with_capacity(64 << 10, file))?;
+    let bounded = file.take(opened.size);
+    let mut reader = Reader::new(&opened.name, BufReader::with_capacity(64 << 10, bounded))?;
     let mut histogram = new_histogram();
     let (mut recorded, mut intervals) = (0u64, 0u64);
     while let Some(interval) = reader.next_interval()? {
         let h = reader.decode(&interval)?;
-        recorded = recorded.saturating_add(h.len());
+        recorded = recorded
+            .checked_add(h.len())
+            .filter(|r| *r <= limits::COUNT_MAX)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: its histograms count more than {} latencies: not a run's",
+                    opened.name,
+                    limits::COUNT_MAX
+                ))
+            })?;
         intervals += 1;
         histogram.add(&h).expect("same bounds");
     }
@@ -110,13 +123,14 @@ fn scan(opened: &Opened) -> Result<Scanned, Error> {
         .cloned()
         .expect("a header once read through");
     let totals = *reader.totals().expect("totals once read through");
-    // Every answer's latency is in the histograms (more only where forged answers were
-    // taken back after they were recorded).
-    if recorded < totals.received {
+    // Every answer's latency is in the histograms, and no more than those (and the
+    // forged ones taken back after they were recorded).
+    let most = totals.received.saturating_add(totals.forged);
+    if recorded < totals.received || recorded > most {
         return Err(Error::Invalid(format!(
-            "{}: its histograms hold {recorded} latencies but its totals say {} received: \
-             intervals are missing or the file was altered",
-            opened.name, totals.received
+            "{}: its histograms hold {recorded} latencies but its totals say {} received \
+             ({} forged): intervals are missing, or the file was altered",
+            opened.name, totals.received, totals.forged
         )));
     }
     Ok(Scanned {
@@ -208,6 +222,16 @@ pub fn merge_files(paths: &[PathBuf]) -> Result<Report, Error> {
     for s in &scanned {
         totals.add(&s.totals)?;
     }
+    let (earliest, latest) = scanned.iter().fold((f64::INFINITY, 0f64), |(a, b), s| {
+        (a.min(s.header.started), b.max(s.header.started))
+    });
+    if latest - earliest > limits::RUN_SECONDS_MAX as f64 {
+        return Err(Error::Invalid(format!(
+            "the files' agents started {:.0} s apart: not one run (at most {} s)",
+            latest - earliest,
+            limits::RUN_SECONDS_MAX
+        )));
+    }
     let t0 = scanned
         .iter()
         .map(|s| s.header.started)
@@ -270,7 +294,7 @@ fn missing_ranges(seen: &std::collections::BTreeMap<usize, &str>, count: usize) 
 /// One file's place in the second pass: its reader and the next interval's second of the
 /// whole run and place in the file.
 struct Cursor<'a> {
-    reader: Reader<BufReader<&'a File>>,
+    reader: Reader<BufReader<std::io::Take<&'a File>>>,
     offset: f64,
     intervals: u64,
     recorded: u64,
@@ -293,7 +317,10 @@ fn seconds(
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(format!("cannot read {}", o.name), e))?;
         let mut c = Cursor {
-            reader: Reader::new(&o.name, BufReader::with_capacity(16 << 10, file))?,
+            reader: Reader::new(
+                &o.name,
+                BufReader::with_capacity(16 << 10, file.take(o.size)),
+            )?,
             offset: s.header.started - t0,
             intervals: 0,
             recorded: 0,
@@ -311,8 +338,14 @@ fn seconds(
     let mut places: Vec<(u64, usize)> = cursors.iter().map(|c| c.reader.last_line()).collect();
     let mut line = Vec::new();
     while let Some(Reverse((second, i))) = next.pop() {
-        if current.is_some_and(|c| c != second) {
-            per_second.push(close(current.unwrap_or(0), &mut sum, length));
+        if let Some(c) = current
+            && c != second
+        {
+            per_second.push(close(c, &mut sum, length));
+            // Seconds in between with no reply at all (an outage) are rows too.
+            for quiet in c + 1..second {
+                per_second.push(close(quiet, &mut sum, length));
+            }
         }
         current = Some(second);
         let c = &mut cursors[i];
@@ -365,7 +398,7 @@ fn close(second: u64, sum: &mut Histogram<u64>, length: f64) -> Second {
         second,
         replies: sum.len(),
         covered: (length - second as f64).clamp(0.0, 1.0),
-        p99_us: sum.value_at_quantile(0.99) as f64 / 1e3,
+        p99_us: (!sum.is_empty()).then(|| sum.value_at_quantile(0.99) as f64 / 1e3),
     };
     sum.reset();
     row

@@ -212,6 +212,13 @@ fn planned_length(config: &Config) -> Result<Duration, Error> {
             config.pps
         )));
     }
+    if config.interval < limits::STREAM_INTERVAL_MIN {
+        return Err(Error::Invalid(format!(
+            "reports come at most every {} s: give -i {} or more",
+            limits::STREAM_INTERVAL_MIN.as_secs_f64(),
+            limits::STREAM_INTERVAL_MIN.as_secs_f64()
+        )));
+    }
     let max = limits::STREAM_DURATION_MAX;
     let by_count = config.count.map(|c| c as f64 / config.pps);
     let secs = match (config.duration, by_count) {
@@ -530,7 +537,8 @@ impl Run<'_> {
     ) -> Result<Report, Error> {
         let mut data = DataSender::new(self.socket, config.size, config.offload);
         let mut schedule = Schedule::new(self.started, config.pps)
-            .ok_or_else(|| Error::Invalid("the rate must be above zero".into()))?;
+            .ok_or_else(|| Error::Invalid("the rate must be above zero".into()))?
+            .of_datagrams(config.size);
         if let Some(d) = config.duration {
             schedule = schedule.ending_after(d);
         }
@@ -547,11 +555,18 @@ impl Run<'_> {
                 break;
             }
             if now >= self.hard_end {
-                short = Some(format!(
-                    "sent {sent} of the {limit} datagrams asked: this host could not send at \
-                     the rate within the run's length and {} s of grace",
-                    limits::STREAM_GRACE.as_secs()
-                ));
+                short = Some(match config.count {
+                    Some(count) => format!(
+                        "sent {sent} of the {count} datagrams asked: this host could not send \
+                         at the rate within the run's length and {} s of grace",
+                        limits::STREAM_GRACE.as_secs()
+                    ),
+                    None => format!(
+                        "the sender could not keep the rate and was still sending {} s after \
+                         the run's end",
+                        limits::STREAM_GRACE.as_secs()
+                    ),
+                });
                 break;
             }
             if now >= next_interval {

@@ -1,9 +1,16 @@
 //! Helpers for the integration tests: real processes on real loopback sockets.
 //!
 //! Every process started here is killed when its handle drops (also when a test fails),
-//! every wait is bounded, and every port is chosen by the kernel (port 0).
+//! every wait is bounded, and every port is chosen by the kernel (port 0). Each test binary
+//! runs on `harness` (its `main` from `udpkit_tests!`), which checks what a test needs
+//! before running it.
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
+
+pub mod harness;
+
+#[allow(unused_imports)] // not every test binary declares a need
+pub use harness::Need;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -69,50 +76,29 @@ pub fn run_measured(cmd: &Command, limit: Duration) -> (Output, u64) {
     (out, peak)
 }
 
-/// The seed's `udp_local.py`: `$UDPKIT_SEED_SCRIPT`, or `../shared/seed/` beside the
-/// checkout. Where it is absent (a bare clone) the test says it is skipped and gets `None`;
-/// under CI (`CI=true`), which always has it, its absence fails the test, so interop is
-/// proven on every submission.
-pub fn seed_script() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("UDPKIT_SEED_SCRIPT")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/udp_local.py")])
-        .collect();
-    let found = candidates.iter().find(|p| p.is_file()).cloned();
-    if found.is_none() {
-        let why = format!(
-            "the seed's udp_local.py is missing; looked at {candidates:?} \
-             (set UDPKIT_SEED_SCRIPT to its path)"
-        );
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{why}");
-        }
-        println!("skipped: {why}");
-    }
-    found
-}
-
-/// A Python 3 command that runs the seed script unbuffered, so its lines arrive at once;
-/// `None` (said) where the script is absent.
-pub fn seed() -> Option<Command> {
+/// A Python 3 command that runs the seed script unbuffered, so its lines arrive at once (a
+/// test that calls it declares `Need::Seed`).
+pub fn seed() -> Command {
+    let script = harness::seed_script().expect("the seed's udp_local.py (Need::Seed)");
     let mut cmd = Command::new("python3");
-    cmd.arg("-u").arg(seed_script()?);
-    Some(cmd)
+    cmd.arg("-u").arg(script);
+    cmd
 }
 
 /// Starts the seed's server on a free port and waits for its first line; returns it with
-/// its address, or `None` (said) where the script is absent.
-pub fn seed_server() -> Option<(Running, SocketAddr)> {
+/// its address.
+pub fn seed_server() -> (Running, SocketAddr) {
     let port = free_port();
-    let mut cmd = seed()?;
+    let mut cmd = seed();
     cmd.args(["server", "-p", &port.to_string()]);
     let mut server = Running::start(cmd);
     assert_eq!(server.line(), format!("Listening at ('127.0.0.1', {port})"));
-    Some((server, SocketAddr::from(([127, 0, 0, 1], port))))
+    (server, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-/// A running process whose stdout lines arrive on a channel; killed on drop.
+/// A running process whose stdout lines arrive on a channel; killed on drop, with every
+/// process it started (it leads a process group of its own: socat's `fork` children, a
+/// script's subprocesses).
 pub struct Running {
     child: Child,
     lines: Receiver<String>,
@@ -121,7 +107,9 @@ pub struct Running {
 
 impl Running {
     pub fn start(mut cmd: Command) -> Running {
+        use std::os::unix::process::CommandExt;
         let mut child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -191,8 +179,9 @@ impl Running {
         }
     }
 
-    /// Kills the process and returns what it wrote to stderr.
+    /// Kills the process (and its group) and returns what it wrote to stderr.
     pub fn stop_and_stderr(&mut self) -> String {
+        kill_group(&self.child);
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stderr.recv_timeout(STEP).unwrap_or_default()
@@ -214,8 +203,17 @@ impl Running {
     }
 }
 
+/// Kills the process group `child` leads (its children included).
+fn kill_group(child: &Child) {
+    // SAFETY: kill(2) on the group of a child we started as its leader and have not reaped.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
+        kill_group(&self.child);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -228,7 +226,9 @@ pub fn run(cmd: Command) -> Output {
 
 /// Runs a command to its end, killing it if it takes longer than `limit`.
 pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
+    use std::os::unix::process::CommandExt;
     let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -250,6 +250,7 @@ pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
             break status;
         }
         if Instant::now() > deadline {
+            kill_group(&child);
             let _ = child.kill();
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {limit:?}");
@@ -348,6 +349,26 @@ pub fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Vec<u8> {
     assert_eq!(from, to, "the reply came from elsewhere");
     buf.truncate(n);
     buf
+}
+
+/// [`ask`] over a path that may lose a datagram under load (a relay, a flood): sends again
+/// each second, up to 5 times, and returns the first reply.
+pub fn ask_again(socket: &UdpSocket, to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let old = socket.read_timeout().ok().flatten();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 65_536];
+    for _ in 0..5 {
+        socket.send_to(data, to).expect("send");
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            assert_eq!(from, to, "the reply came from elsewhere");
+            buf.truncate(n);
+            let _ = socket.set_read_timeout(old);
+            return buf;
+        }
+    }
+    panic!("no reply to 5 tries");
 }
 
 /// Sends `signal` (e.g. `libc::SIGINT`) to a running process.
@@ -518,16 +539,6 @@ pub fn spoof(args: &[&str]) -> Output {
     ))
     .args(args);
     run(cmd)
-}
-
-/// Whether this test may use raw sockets (root); says why it is skipped where not.
-pub fn can_spoof(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        println!("skipped {test}: forging sources needs a raw socket (root)");
-    }
-    root
 }
 
 /// Forges an ICMP destination-unreachable of `code` to 127.0.0.1 about a UDP datagram that

@@ -9,6 +9,10 @@ loopback or a host in a network namespace the test made.
   spoof.py spray --to IP:PORT --victim IP:PORT --mix N --count N [--size N]
       The eviction attack on a rate limiter: a datagram from the victim's address, then N
       from random sources in 127.0.0.0/8 (each in a random /24), --count times.
+  spoof.py stamp --to IP:PORT --victim IP:PORT [--rounds N]
+      STAMP test packets (44 bytes) to IP:PORT from the victim's address and port, one for
+      every Session-Sender Identifier (0 to 65535), --rounds times: a forger spraying a
+      stateful reflector in the victim's name.
   spoof.py icmp --to IP --about SRC_IP:SRC_PORT DST_IP:DST_PORT --code N [--count N]
       ICMP destination-unreachable (type 3, code N) to IP, about a UDP datagram that
       SRC_IP:SRC_PORT sent to DST_IP:DST_PORT: what a router or host would send back.
@@ -71,6 +75,10 @@ def main() -> int:
     r.add_argument("--mix", type=int, default=4)
     r.add_argument("--count", type=int, default=1)
     r.add_argument("--size", type=int, default=1)
+    t = sub.add_parser("stamp")
+    t.add_argument("--to", required=True)
+    t.add_argument("--victim", required=True)
+    t.add_argument("--rounds", type=int, default=1)
     i = sub.add_parser("icmp")
     i.add_argument("--to", required=True)
     i.add_argument("--about", nargs=2, required=True)
@@ -103,6 +111,14 @@ def main() -> int:
                 src = f"127.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
                 sport = random.randrange(1024, 65536)
                 raw.sendto(ipv4(src, dst, 17, udp(src, sport, dst, dport, data)), (dst, 0))
+                sent += 1
+    elif args.what == "stamp":
+        dst, dport = host_port(args.to)
+        vip, vport = host_port(args.victim)
+        for seq in range(args.rounds):
+            for ssid in range(65536):
+                data = struct.pack("!IQHH", seq, 0, 0x8001, ssid) + bytes(28)
+                raw.sendto(ipv4(vip, dst, 17, udp(vip, vport, dst, dport, data)), (dst, 0))
                 sent += 1
     else:
         (src, sport), (dst, dport) = host_port(args.about[0]), host_port(args.about[1])
