@@ -14,9 +14,14 @@ pub enum Error {
     #[error("cannot resolve host '{host}': {reason}")]
     Resolve { host: String, reason: String },
 
-    /// A socket that cannot be bound to the address asked for.
-    #[error("cannot bind {addr}: {}", bind_cause(source))]
-    Bind { addr: SocketAddr, source: io::Error },
+    /// A socket that cannot be bound to the address asked for; `port` says how the user
+    /// picks another (`-p PORT`, `--listen HOST:PORT`; empty where they do not pick it).
+    #[error("cannot bind {addr}: {}", bind_cause(source, port))]
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+        port: &'static str,
+    },
 
     /// The server's host answered with ICMP port unreachable: nothing listens there.
     #[error(
@@ -69,12 +74,20 @@ impl Error {
     }
 }
 
-/// The cause of a failed bind, with the usual remedy.
-fn bind_cause(err: &io::Error) -> String {
-    let hint = match err.kind() {
-        io::ErrorKind::AddrInUse => {
+/// The cause of a failed bind, with the usual remedy (`port`: the flag that picks it).
+fn bind_cause(err: &io::Error, port: &str) -> String {
+    let in_use = match port {
+        "" => "; another program uses that port".to_string(),
+        "-p PORT" => {
             "; another program uses that port: choose another with -p PORT, or -p 0 for a free one"
+                .to_string()
         }
+        flag => format!(
+            "; another program uses that port: choose another with {flag} (port 0 for a free one)"
+        ),
+    };
+    let hint = match err.kind() {
+        io::ErrorKind::AddrInUse => in_use.as_str(),
         io::ErrorKind::AddrNotAvailable => {
             "; that address is not on this host: use 127.0.0.1, 0.0.0.0 (all interfaces) \
              or one of this host's addresses"
@@ -117,6 +130,7 @@ mod tests {
         let err = Error::Bind {
             addr: "127.0.0.1:1060".parse().unwrap(),
             source: io::Error::from_raw_os_error(98),
+            port: "-p PORT",
         };
         let text = err.to_string();
         assert!(

@@ -348,8 +348,9 @@ pub struct RelayArgs {
     /// forged sources must not become a reflector (see SECURITY.md)
     #[arg(long = "rate-limit", value_name = "N|off", value_parser = rate_limit)]
     pub rate_limit: Option<RateLimit>,
-    /// Once listening (and forwarding to --to), write FILE with one JSON object, {"event":"ready","address":...}:
-    /// for scripts and tests that need the port chosen with -p 0 (written whole, by rename)
+    /// Once listening (and forwarding to --to), write FILE with one JSON object,
+    /// {"event":"ready","address":...}: for scripts and tests that need the port chosen
+    /// with --listen HOST:0 (written whole, by rename)
     #[arg(long = "ready-file", value_name = "FILE")]
     pub ready_file: Option<std::path::PathBuf>,
     /// Print the counters on exit as one JSON object

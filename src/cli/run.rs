@@ -129,11 +129,18 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         bytes.push(b'\n');
         outlet.out_always(&bytes).map_err(output)
     };
-    say(console::listening_speaking(
-        server.local_addr(),
-        args.protocol,
-        args.stateful,
-    ))?;
+    // With --json, standard output is JSON only: the seed's line becomes an event.
+    say(if args.json {
+        serde_json::json!({
+            "event": "listening",
+            "address": net::shown(server.local_addr()).to_string(),
+            "protocol": args.protocol.as_str(),
+            "stateful": args.stateful,
+        })
+        .to_string()
+    } else {
+        console::listening_speaking(server.local_addr(), args.protocol, args.stateful)
+    })?;
     if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
         let note = format!(
             "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
@@ -339,7 +346,10 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
     let text = if args.json {
         json::ping(&report) + "\n"
     } else {
-        format!("\n{}", text::ping_summary(&report))
+        format!(
+            "\n{}",
+            text::ping_summary(&report, config.requests.protocol)
+        )
     };
     out.write_all(text.as_bytes()).map_err(output)?;
     Ok(report.tally.received > 0)
@@ -413,6 +423,12 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
             "udpkit: started {:.3} s late against --start-at; ran this agent's whole share anyway",
             late.as_secs_f64()
         );
+    }
+    // Nothing there, said by the host itself (ICMP port unreachable) and nothing answered:
+    // one line, as the client says it, not a table of zeros.
+    let t = &report.tally;
+    if t.received == 0 && t.icmp.port_unreachable > 0 && !args.json {
+        return Err(Error::Refused { server: target });
     }
     // The report first: a file that fails to write afterwards never loses it.
     let text = if args.json {
@@ -493,10 +509,13 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
     // Before the first line: a signal from then on stops it with what it has.
     let stop = stop_on_signals();
     let mut out = io::stdout();
-    if !args.json && !args.json_lines {
-        write!(out, "{}", text::stream_header(&config)).map_err(output)?;
-    }
+    // The banner once the stream runs (its first figures), so that a stream that never
+    // starts is one line of error, not a banner and a table.
+    let mut banner = !args.json && !args.json_lines;
     let report = udpkit::stream::stream(&config, &stop, |f| {
+        if std::mem::take(&mut banner) {
+            let _ = write!(io::stdout(), "{}", text::stream_header(&config));
+        }
         let line = if args.json_lines {
             json::stream_interval(f)
         } else if args.json {
@@ -506,6 +525,9 @@ pub fn stream(args: &StreamArgs) -> Result<bool, Error> {
         };
         let _ = writeln!(io::stdout(), "{line}");
     })?;
+    if banner {
+        write!(out, "{}", text::stream_header(&config)).map_err(output)?;
+    }
     let text = if args.json || args.json_lines {
         json::stream(&report, args.json_lines) + "\n"
     } else {
@@ -699,13 +721,21 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
             "to": net::shown(to).to_string(),
         }),
     )?;
-    writeln!(
-        out,
-        "Relaying {} -> {}",
-        net::shown(relay.local_addr()),
-        net::shown(to)
-    )
-    .map_err(output)?;
+    let line = if args.json {
+        serde_json::json!({
+            "event": "relaying",
+            "address": net::shown(relay.local_addr()).to_string(),
+            "to": net::shown(to).to_string(),
+        })
+        .to_string()
+    } else {
+        format!(
+            "Relaying {} -> {}",
+            net::shown(relay.local_addr()),
+            net::shown(to)
+        )
+    };
+    writeln!(out, "{line}").map_err(output)?;
     out.flush().map_err(output)?;
     let counters = relay.run(&stop)?;
     let line = if args.json {

@@ -5,13 +5,14 @@
 //! Promise: each function renders its data and nothing else; wording lives here alone.
 
 use udpkit::addr;
+use udpkit::wire::Protocol;
 
-use udpkit::load::flow::Matching;
+use udpkit::load::flow::{Matching, Tally};
 use udpkit::load::stamp::{Clocks, StampReport};
 use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
 
 /// ping's summary: three or four lines, as ping's.
-pub fn ping_summary(r: &ping::Report) -> String {
+pub fn ping_summary(r: &ping::Report, protocol: Protocol) -> String {
     let mut extra = String::new();
     for (n, what) in [
         (r.tally.not_sent, "not sent"),
@@ -55,7 +56,33 @@ pub fn ping_summary(r: &ping::Report) -> String {
     if let Some(stamp) = &r.stamp {
         text.push_str(&stamp_summary(stamp, 1e6, "ms", 3));
     }
+    if let Some(note) = silence_note(&r.tally, protocol, r.target.port()) {
+        text.push_str(&note);
+    }
     text
+}
+
+/// A run that heard nothing at all (no reply, no ICMP error, nothing that does not parse):
+/// what to try, as one note line.
+fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
+    if t.sent == 0 || t.received + t.unreachable + t.bad + t.forged + t.not_sent > 0 {
+        return None;
+    }
+    let others: Vec<&str> = Protocol::ALL
+        .iter()
+        .filter(|p| **p != protocol)
+        .map(|p| p.as_str())
+        .collect();
+    let stamp = if port == udpkit::wire::stamp::PORT && protocol != Protocol::Stamp {
+        " (port 862 is STAMP's)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "Note: nothing came back at all: the server may speak another protocol than {protocol} \
+         (--protocol {}){stamp}, be down, or the path may drop UDP\n",
+        others.join(" or --protocol ")
+    ))
 }
 
 /// Why some replies cannot be authenticated.
@@ -265,7 +292,11 @@ pub fn bench_summary(r: &bench::Report) -> String {
             t.not_sent
         ));
     }
-    if loss >= 5.0 && t.received > 0 && t.lost() > t.not_sent {
+    // A server listening beyond loopback limits replies per prefix (100 a second and a
+    // burst of 100 by default): said only when the replies came at about that rate, not
+    // for any loss (a lossy path, a relay dropping on purpose).
+    let limited = (100.0 + 100.0 * r.elapsed.as_secs_f64()) * 1.5;
+    if loss >= 5.0 && t.received > 0 && t.lost() > t.not_sent && (t.received as f64) <= limited {
         text.push_str(
             "Note: a server listening beyond loopback limits replies per source prefix \
                  (100 a second by default) and says so on its stderr; for a benchmark start it \
@@ -287,6 +318,9 @@ pub fn bench_summary(r: &bench::Report) -> String {
     }
     if let Some(stamp) = &r.stamp {
         text.push_str(&stamp_summary(stamp, 1e3, "µs", 1));
+    }
+    if let Some(note) = silence_note(t, c.requests.protocol, c.target.port()) {
+        text.push_str(&note);
     }
     text
 }

@@ -22,7 +22,9 @@ pub const SERVER_RECEIVE_BUFFER: usize = 4 << 20;
 /// A server's socket, bound to `addr` (port 0: a free port, see `local_addr`). With
 /// `share_port`, other sockets may bind the same address (`SO_REUSEPORT`) and the kernel
 /// spreads the clients over them.
-pub fn bind(addr: SocketAddr, share_port: bool) -> Result<UdpSocket, Error> {
+/// `port` is how the user picks another port, for the error (`-p PORT`, `--listen
+/// HOST:PORT`).
+pub fn bind(addr: SocketAddr, share_port: bool, port: &'static str) -> Result<UdpSocket, Error> {
     let socket = udp_socket(&addr)?;
     if share_port {
         #[cfg(unix)]
@@ -37,7 +39,7 @@ pub fn bind(addr: SocketAddr, share_port: bool) -> Result<UdpSocket, Error> {
     }
     socket
         .bind(&addr.into())
-        .map_err(|source| Error::Bind { addr, source })?;
+        .map_err(|source| Error::Bind { addr, source, port })?;
     Ok(socket.into())
 }
 
@@ -389,9 +391,11 @@ pub fn connect(server: SocketAddr) -> Result<UdpSocket, Error> {
         SocketAddr::V4(_) => SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
         SocketAddr::V6(_) => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 0),
     };
-    socket
-        .bind(&any.into())
-        .map_err(|source| Error::Bind { addr: any, source })?;
+    socket.bind(&any.into()).map_err(|source| Error::Bind {
+        addr: any,
+        source,
+        port: "",
+    })?;
     socket
         .connect(&server.into())
         .map_err(|e| Error::io(format!("cannot send to {server}"), e))?;

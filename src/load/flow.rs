@@ -293,8 +293,11 @@ pub const MAX_LENGTHS: usize = 1024;
 pub struct Flow {
     nonce: u64,
     size: usize,
-    /// Until IDs are proven, request `seq` is `base + seq % lengths` bytes long.
+    /// Until IDs are proven, request `seq` is `base + (seq + offset) % lengths` bytes long:
+    /// the first is the size asked (`offset` is `size - base`, 0 unless the size is so near
+    /// the largest datagram that the lengths go below it).
     base: usize,
+    offset: usize,
     lengths: usize,
     /// Requests are large enough to carry an ID.
     with_ids: bool,
@@ -338,6 +341,7 @@ impl Flow {
             nonce: fastrand::u64(..),
             size,
             base,
+            offset: size.saturating_sub(base) % lengths.max(1),
             lengths,
             with_ids,
             next_seq: 0,
@@ -374,12 +378,14 @@ impl Flow {
                     self.matching = Matching::Ids;
                     self.base = self.size;
                     self.lengths = 1;
+                    self.offset = 0;
                 }
             }
             Protocol::Stamp => {
                 self.size = self.size.max(stamp::BASE_LEN);
                 self.base = self.size;
                 self.lengths = 1;
+                self.offset = 0;
                 self.with_ids = true;
                 self.matching = self.stamp_matching();
                 self.stamp = StampSender {
@@ -416,6 +422,7 @@ impl Flow {
         let mut flow = Flow::new(size, capacity);
         flow.lengths = 1;
         flow.base = size;
+        flow.offset = 0;
         flow
     }
 
@@ -484,7 +491,7 @@ impl Flow {
         let len = if self.matching == Matching::Ids {
             self.size
         } else {
-            self.base + (seq % self.lengths as u64) as usize
+            self.base + ((seq + self.offset as u64) % self.lengths as u64) as usize
         };
         let id = RequestId {
             nonce: self.nonce,
@@ -744,10 +751,12 @@ impl Flow {
 
     /// The one remembered request that a reply naming `len` bytes can answer.
     fn by_length(&self, len: usize) -> Result<u64, Outcome> {
-        let class = len
+        let length = len
             .checked_sub(self.base)
             .filter(|c| *c < self.lengths)
-            .ok_or(Outcome::Bad)? as u64;
+            .ok_or(Outcome::Bad)?;
+        // The sequence numbers that length is sent with: `seq % lengths == class`.
+        let class = ((length + self.lengths - self.offset) % self.lengths) as u64;
         let last = self.next_seq.checked_sub(1).ok_or(Outcome::Unmatched)?;
         if last < class {
             return Err(Outcome::Unmatched);
@@ -1079,6 +1088,28 @@ mod tests {
         );
         assert_eq!(flow.take_revoked(), Revoked::default());
         assert_eq!(flow.on_reply(&seed_answer(&a), t + ms(8)), Outcome::Forged);
+    }
+
+    #[test]
+    fn the_first_request_is_the_size_asked_even_at_the_largest_datagram() {
+        // `ping -s 65507` sent 65,476 bytes first (the distinct lengths went below the size
+        // asked, from its lowest); now they start at the size asked, and still match.
+        let t = Instant::now();
+        let mut flow = Flow::new(65_507, 64);
+        let requests: Vec<Vec<u8>> = (0..32).map(|i| send(&mut flow, t + ms(i))).collect();
+        assert_eq!(requests[0].len(), 65_507);
+        let mut lengths: Vec<usize> = requests[..32].iter().map(Vec::len).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        assert_eq!(lengths.len(), 32, "distinct lengths");
+        assert!(requests.iter().all(|r| r.len() <= 65_507));
+        for seq in [31u64, 0, 20] {
+            let outcome = flow.on_reply(&seed_answer(&requests[seq as usize]), t + ms(50));
+            assert!(
+                matches!(outcome, Outcome::Answer { seq: got, .. } if got == seq),
+                "{seq}: {outcome:?}"
+            );
+        }
     }
 
     #[test]

@@ -141,11 +141,11 @@ impl Server {
     pub fn with_config(config: Config) -> Result<Self, Error> {
         let threads = config.threads.max(1);
         let share = threads > 1;
-        let first = net::bind(config.addr, share)?;
+        let first = net::bind(config.addr, share, "-p PORT")?;
         let local = net::local_addr(&first)?;
         let mut sockets = vec![first];
         for _ in 1..threads {
-            sockets.push(net::bind(local, share)?);
+            sockets.push(net::bind(local, share, "-p PORT")?);
         }
         let mut receive_buffer = usize::MAX;
         for socket in &sockets {

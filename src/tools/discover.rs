@@ -46,7 +46,7 @@ pub fn discover(broadcast: SocketAddr, wait: Duration) -> Result<Vec<Found>, Err
     } else {
         "[::]:0"
     };
-    let socket = net::bind(any.parse().expect("a valid address"), false)?;
+    let socket = net::bind(any.parse().expect("a valid address"), false, "")?;
     socket
         .set_broadcast(true)
         .map_err(|e| Error::io("cannot allow broadcast (SO_BROADCAST)", e))?;

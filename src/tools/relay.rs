@@ -166,7 +166,7 @@ pub struct Relay {
 impl Relay {
     /// Binds the listening address; refuses a target that is the relay itself.
     pub fn bind(config: Config) -> Result<Self, Error> {
-        let listener = net::bind(config.listen, false)?;
+        let listener = net::bind(config.listen, false, "--listen HOST:PORT")?;
         listener
             .set_nonblocking(true)
             .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;

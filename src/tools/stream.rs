@@ -172,6 +172,7 @@ pub fn stream(
         refused: 0,
         refusal: None,
         skipped: 0,
+        last_data: None,
         serial: 0,
     };
     for (seq, len, sent_ns, arrived) in early {
@@ -369,6 +370,8 @@ struct Run<'a> {
     refusal: Option<io::Error>,
     /// Slots the pacer skipped.
     skipped: u64,
+    /// When the last data datagram arrived (reverse): the end of what was received.
+    last_data: Option<Instant>,
     /// The latest query's serial.
     serial: u64,
 }
@@ -415,6 +418,7 @@ impl Run<'_> {
                     match Message::parse(data) {
                         Some(Message::Data { id, seq, sent_ns }) if id == self.id => {
                             self.arrivals.arrive(seq, data.len(), sent_ns, arrived);
+                            self.last_data = Some(now);
                         }
                         // Only the answer to the latest query: an older one, late, would
                         // miss what came since.
@@ -569,9 +573,13 @@ impl Run<'_> {
                 });
                 break;
             }
+            // An interval's query, unless the run ends within a tenth of an interval: the
+            // final query covers that (no "3.00-3.00 sec" interval after it).
             if now >= next_interval {
-                self.send_query(sent);
-                asked = Some((sent, self.secs(now)));
+                if next_interval + config.interval / 10 < self.planned_end {
+                    self.send_query(sent);
+                    asked = Some((sent, self.secs(now)));
+                }
                 next_interval += config.interval;
             }
             if self.drain()
@@ -733,7 +741,8 @@ impl Run<'_> {
             }
             std::thread::sleep(Duration::from_micros(200));
         };
-        let end = self.secs(Instant::now());
+        // The stream's time is what the data took to arrive, not the wait after it.
+        let end = self.secs(self.last_data.unwrap_or_else(Instant::now));
         let local = self.arrivals.counters();
         let f = self.figures(
             mark.2,
