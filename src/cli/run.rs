@@ -450,11 +450,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         file.commit()?;
     }
     if let Some(mut file) = plot_file {
-        let title = format!(
-            "udpkit bench {}: latency by percentile",
-            net::shown(config.target)
-        );
-        file.write(report.latency.svg(1e3, "µs", &title).as_bytes())?;
+        let labels = text::bench_plot_labels(&report);
+        let picture = udpkit::load::plot::svg(&report.latency, 1e3, "µs", &labels);
+        file.write(picture.as_bytes())?;
         file.commit()?;
     }
     Ok(report.tally.received > 0)
@@ -673,16 +671,9 @@ pub fn merge(args: &MergeArgs) -> Result<bool, Error> {
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
     if let Some(mut file) = plot_file {
-        let n = report.agents.len();
-        let target = report
-            .agents
-            .first()
-            .map_or("?", |a| a.header.target.as_str());
-        let title = format!(
-            "udpkit merge, {target}, {n} agent{}: latency by percentile",
-            if n == 1 { "" } else { "s" }
-        );
-        file.write(report.latency.svg(1e3, "µs", &title).as_bytes())?;
+        let labels = text::merge_plot_labels(&report);
+        let picture = udpkit::load::plot::svg(&report.latency, 1e3, "µs", &labels);
+        file.write(picture.as_bytes())?;
         file.commit()?;
     }
     Ok(report.complete)

@@ -690,6 +690,68 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
     text
 }
 
+/// What a bench's plot says of its run: the target; protocol, size, pace, length, date.
+pub fn bench_plot_labels(r: &bench::Report) -> udpkit::load::plot::Labels {
+    let c = &r.config;
+    let pace = match c.rate {
+        Some(rate) => format!("open loop at {rate} requests/s"),
+        None => format!(
+            "window {} x {} flow{}",
+            c.window,
+            c.flows,
+            if c.flows == 1 { "" } else { "s" }
+        ),
+    };
+    udpkit::load::plot::Labels {
+        title: format!(
+            "udpkit bench {}: latency by percentile",
+            addr::shown(c.target)
+        ),
+        subtitle: format!(
+            "{} protocol, {}-byte requests, {pace}, {}, {} received, {}",
+            c.requests.protocol,
+            c.size,
+            seconds(r.elapsed.as_secs_f64()),
+            r.tally.received,
+            jiff::Timestamp::try_from(r.started).map_or(String::new(), |t| t
+                .strftime("%Y-%m-%d %H:%M:%S UTC")
+                .to_string())
+        ),
+    }
+}
+
+/// What a merge's plot says: the target, the agents, the run.
+pub fn merge_plot_labels(r: &udpkit::merge::Report) -> udpkit::load::plot::Labels {
+    let n = r.agents.len();
+    let first = r.agents.first();
+    let target = first.map_or("?", |a| a.header.target.as_str());
+    let run = first.map_or("", |a| a.header.run.as_str());
+    udpkit::load::plot::Labels {
+        title: format!("udpkit merge, {target}: latency by percentile"),
+        subtitle: format!(
+            "{n} agent{} of {}{}, {}, {} received",
+            if n == 1 { "" } else { "s" },
+            first.map_or(0, |a| a.header.segment.1),
+            if run.is_empty() {
+                String::new()
+            } else {
+                format!(", run {run}")
+            },
+            seconds(r.seconds),
+            r.totals.received
+        ),
+    }
+}
+
+/// Seconds with the digits they need: `2.0 s`, `0.042 s`.
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{s:.3} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::percent;

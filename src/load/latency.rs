@@ -1,11 +1,10 @@
 //! Latency statistics in one place: exact min/avg/max/mdev, percentiles from an HDR
-//! histogram (3 significant digits), the histogram's percentile-distribution text, and an
-//! SVG plot of latency by percentile.
+//! histogram (3 significant digits), and the histogram's percentile-distribution text
+//! (its picture is `load::plot`'s).
 //!
 //! Promise: recording is O(1) and allocation-free; memory is fixed at creation (latencies
 //! from 1 ns to 1 hour; longer ones are recorded as 1 hour).
 
-use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -185,81 +184,6 @@ impl Latency {
             self.histogram.distinct_values()
         )
     }
-
-    /// An SVG drawing of latency (in `unit` of `unit_ns` nanoseconds) against percentile,
-    /// on the usual logarithmic percentile axis (50%, 90%, 99%, 99.9%, ...).
-    pub fn svg(&self, unit_ns: f64, unit: &str, title: &str) -> String {
-        let (w, h, left, bottom, top, right) = (800.0, 420.0, 70.0, 50.0, 40.0, 20.0);
-        let max_nines = 6.0;
-        let x_of = |q: f64| {
-            let nines = (-(1.0 - q).max(1e-6).log10()).min(max_nines);
-            left + nines / max_nines * (w - left - right)
-        };
-        let max = (self.max as f64 / unit_ns).max(f64::MIN_POSITIVE);
-        let y_of = |v: f64| h - bottom - v / max * (h - top - bottom);
-        let mut points = String::new();
-        for step in self.histogram.iter_quantiles(5) {
-            let v = step.value_iterated_to() as f64 / unit_ns;
-            let _ = write!(
-                points,
-                "{:.1},{:.1} ",
-                x_of(step.quantile_iterated_to()),
-                y_of(v.min(max))
-            );
-        }
-        let mut svg = String::new();
-        let _ = write!(
-            svg,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{left}" y="24" font-size="15">{}</text>
-<line x1="{left}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/>
-<line x1="{left}" y1="{top}" x2="{left}" y2="{b}" stroke="black"/>
-"#,
-            escape(title),
-            b = h - bottom,
-            r = w - right,
-        );
-        for (nines, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
-            .iter()
-            .enumerate()
-        {
-            let x = left + nines as f64 / max_nines * (w - left - right);
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{b}" stroke="#ddd"/><text x="{x:.1}" y="{ty}" text-anchor="middle">{label}</text>"##,
-                b = h - bottom,
-                ty = h - bottom + 18.0,
-            );
-        }
-        for i in 0..=4 {
-            let v = max * f64::from(i) / 4.0;
-            let _ = writeln!(
-                svg,
-                r#"<text x="{tx}" y="{y:.1}" text-anchor="end">{v:.1}</text>"#,
-                tx = left - 6.0,
-                y = y_of(v) + 4.0,
-            );
-        }
-        let _ = write!(
-            svg,
-            r##"<text x="{cx}" y="{ly}" text-anchor="middle">percentile</text>
-<text x="16" y="{cy}" transform="rotate(-90 16 {cy})" text-anchor="middle">latency ({unit})</text>
-<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{points}"/>
-</svg>
-"##,
-            cx = (left + w - right) / 2.0,
-            ly = h - 10.0,
-            cy = (top + h - bottom) / 2.0,
-        );
-        svg
-    }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -335,15 +259,5 @@ mod tests {
         assert_eq!(cols[1], "1.000000000000");
         assert_eq!(cols[2], "4");
         assert!(text.contains("Total count    =            4]"), "{text}");
-    }
-
-    #[test]
-    fn the_plot_is_an_svg_with_one_curve() {
-        let mut l = Latency::new();
-        l.record(us(7));
-        let svg = l.svg(1e3, "µs", "a <test>");
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 1);
-        assert!(svg.contains("a &lt;test&gt;"));
     }
 }

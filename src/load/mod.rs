@@ -10,4 +10,5 @@ pub mod flow;
 pub mod hlog;
 pub mod latency;
 pub mod pace;
+pub mod plot;
 pub mod stamp;
