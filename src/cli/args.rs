@@ -19,7 +19,11 @@ use udpkit::{RateLimit, relay};
     long_about = "Send and receive UDP: the server and client of udp_local.py (Foundations of \
                   Python Network Programming, chapter 2), with the same lines and the same \
                   bytes on the wire, made robust: the client retransmits with backoff and \
-                  accepts only its server's replies; the server survives any datagram."
+                  accepts only its server's replies; the server survives any datagram.",
+    after_help = "Exit status: 0 when the command did what was asked; 1 when it ran and the \
+                  answer is no (no reply, no server at that port, nothing found, figures \
+                  incomplete); 2 for an error (a bad flag or value, a port in use, a file that \
+                  cannot be written)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -779,20 +779,52 @@ pub fn completions(args: &CompletionsArgs) -> Result<(), Error> {
     io::stdout().write_all(&out).map_err(output)
 }
 
-/// Writes the man page, generated from the same CLI definition: the main page, then one
-/// section per subcommand.
+/// Writes the man page, generated from the same CLI definition: the main page (its
+/// commands listed as sections of this page, not as pages of their own), the exit status,
+/// then one section per subcommand.
 pub fn man() -> Result<(), Error> {
     use clap::CommandFactory;
     let command = Cli::command();
     let mut out = Vec::new();
-    let render = |cmd: clap::Command, out: &mut Vec<u8>| clap_mangen::Man::new(cmd).render(out);
-    render(command.clone(), &mut out).map_err(output)?;
-    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+    let page = clap_mangen::Man::new(command.clone());
+    page.render_title(&mut out)
+        .and_then(|()| page.render_name_section(&mut out))
+        .and_then(|()| page.render_synopsis_section(&mut out))
+        .and_then(|()| page.render_description_section(&mut out))
+        .and_then(|()| page.render_options_section(&mut out))
+        .map_err(output)?;
+    let roff = |text: &str| text.replace('\\', "\\\\").replace('-', "\\-");
+    out.extend_from_slice(b".SH COMMANDS\n");
+    let subcommands: Vec<_> = command
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .collect();
+    for sub in &subcommands {
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
         out.extend_from_slice(
             format!(
-                ".SH \"UDPKIT {}\"\n{about}\n",
+                ".TP\n\\fBudpkit {}\\fR\n{} (section UDPKIT {} below)\n",
+                sub.get_name(),
+                roff(&about),
                 sub.get_name().to_uppercase()
+            )
+            .as_bytes(),
+        );
+    }
+    out.extend_from_slice(
+        b".SH \"EXIT STATUS\"\n.TP\n0\nThe command did what was asked.\n.TP\n1\nIt ran, and \
+          the answer is no: no reply, no server at that port, nothing found, figures \
+          incomplete.\n.TP\n2\nAn error: a bad flag or value, a port in use, a file that \
+          cannot be written.\n",
+    );
+    page.render_version_section(&mut out).map_err(output)?;
+    for sub in subcommands {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        out.extend_from_slice(
+            format!(
+                ".SH \"UDPKIT {}\"\n{}\n",
+                sub.get_name().to_uppercase(),
+                roff(&about)
             )
             .as_bytes(),
         );
