@@ -90,6 +90,10 @@ pub const REQUESTS_REMEMBERED: usize = 1 << 20;
 /// to a client's port cannot keep it from its clock, its schedule and its end.
 pub const RECEIVE_BATCHES_PER_TURN: usize = 16;
 
+/// Requests a closed loop sends in one turn of its loop, across all its flows: a window of
+/// any size fills over turns that each look at the clock, the replies and the stop.
+pub const SENDS_PER_TURN: usize = 1024;
+
 // ---- STAMP sessions (a stateful reflector) ----------------------------------------------
 
 /// Sessions one server thread remembers.

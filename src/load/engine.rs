@@ -235,6 +235,8 @@ pub struct Engine {
     tally: Tally,
     sent: u64,
     said_unverified: bool,
+    /// The flow that goes first in the next turn of a closed loop (they take turns).
+    first_flow: usize,
     /// Replies are received coalesced (`UDP_GRO` granted on every flow).
     gro: bool,
     protocol: Protocol,
@@ -381,6 +383,7 @@ impl Engine {
             tally: Tally::default(),
             sent: 0,
             said_unverified: false,
+            first_flow: 0,
             gro,
             protocol: Protocol::Seed,
             stamp: None,
@@ -559,12 +562,22 @@ impl Engine {
                 let mut budget = limit - self.sent;
                 match phase.pace {
                     Pace::Window(window) => {
-                        for i in 0..flows_n {
-                            // At most a batch a flow a turn: a large window fills over a few
-                            // turns, each of which looks at the clock and the stop.
+                        // At most SENDS_PER_TURN a turn, the flows taking turns to go
+                        // first: a large window fills over turns that each look at the
+                        // clock and the stop; the next comes at once (its wait only reads
+                        // what replies are there).
+                        let mut turn = limits::SENDS_PER_TURN as u64;
+                        self.first_flow = (self.first_flow + 1) % flows_n;
+                        let first = self.first_flow;
+                        for i in (0..flows_n).map(|k| (k + first) % flows_n) {
                             let waiting = self.flows[i].flow.waiting();
-                            let n = (window.saturating_sub(waiting).min(BATCH) as u64).min(budget);
+                            let room = window.saturating_sub(waiting) as u64;
+                            let n = room.min(budget).min(turn);
                             budget -= n;
+                            turn -= n;
+                            if n < room.min(budget + n) {
+                                next_due = Some(now);
+                            }
                             for _ in 0..n {
                                 self.enqueue(i, now, false, &mut events);
                             }
