@@ -49,13 +49,14 @@ pub mod io;
 pub mod limits;
 pub mod load;
 pub mod serve;
-mod stop;
+
 mod tools;
 pub mod wire;
 
 pub use error::Error;
 pub use io::icmp::{IcmpCounts, IcmpError};
+pub use io::state::Refusal;
+pub use io::stop::Stop;
 pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
-pub use stop::Stop;
 pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
 pub use tools::{bench, client, discover, merge, mtu, ping, relay, stream};

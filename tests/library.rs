@@ -38,8 +38,8 @@ impl Observer for Seen {
         self.0.lock().unwrap().push((peer, data.to_vec()));
         Ok(())
     }
-    fn send_failed(&mut self, _: SocketAddr, e: &io::Error) -> io::Result<()> {
-        Err(io::Error::new(e.kind(), "unexpected send failure"))
+    fn send_failed(&mut self, _: SocketAddr, why: udpkit::Refusal) -> io::Result<()> {
+        Err(io::Error::other(format!("unexpected send failure: {why}")))
     }
     fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {
         Err(io::Error::new(e.kind(), "unexpected receive failure"))

@@ -209,7 +209,7 @@ impl Observer for Console {
         self.emit(|line| pretending_to_drop(line, peer))
     }
 
-    fn send_failed(&mut self, peer: SocketAddr, e: &io::Error) -> io::Result<()> {
+    fn send_failed(&mut self, peer: SocketAddr, why: udpkit::Refusal) -> io::Result<()> {
         let now = Instant::now();
         if self
             .last_failure
@@ -226,10 +226,7 @@ impl Observer for Console {
         } else {
             String::new()
         };
-        self.say(format!(
-            "udpkit: cannot reply to {peer}: {}{also}",
-            udpkit::error::plain(e)
-        ))
+        self.say(format!("udpkit: cannot reply to {peer}: {why}{also}"))
     }
 
     fn recv_failed(&mut self, e: &io::Error) -> io::Result<()> {

@@ -472,7 +472,8 @@ pub fn not_sent(why: ping::NotSent) -> String {
     match why {
         ping::NotSent::TooBig => "larger than this host sends (message too long)".to_string(),
         ping::NotSent::BufferFull => "the send buffer is full".to_string(),
-        ping::NotSent::Refused(kind) => format!("refused by this host ({kind})"),
+        ping::NotSent::Icmp(kind) => format!("{} (an ICMP error came back)", kind.as_str()),
+        why @ ping::NotSent::Other { .. } => format!("refused by this host ({why})"),
     }
 }
 

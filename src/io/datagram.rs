@@ -23,6 +23,19 @@ pub const BATCH: usize = 64;
 #[derive(Clone, Copy)]
 pub struct Destination(#[cfg(target_os = "linux")] linux::Local);
 
+impl Destination {
+    /// The same address (and, for IPv6, interface).
+    pub(crate) fn same(&self, other: &Destination) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.0 == other.0;
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = other;
+            true
+        }
+    }
+}
+
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Destination")
@@ -114,14 +127,6 @@ pub struct SendTotals {
     pub failed: u64,
 }
 
-/// An owned copy of a refusal (the OS error, where it is one).
-fn own(e: &io::Error) -> io::Error {
-    e.raw_os_error().map_or_else(
-        || io::Error::new(e.kind(), e.to_string()),
-        io::Error::from_raw_os_error,
-    )
-}
-
 /// Room for up to [`BATCH`] received datagrams of `room` bytes each, and their metadata.
 pub struct RecvBatch {
     /// `slots` buffers of `room` bytes, back to back. Zeroed by the allocator, so a page
@@ -197,6 +202,17 @@ impl RecvBatch {
         (m, &self.data[start..start + m.len])
     }
 
+    /// Every slot's buffer, back to back (datagram `i` at [`RecvBatch::offset`]`(i)`): what
+    /// a reply written in place is sent from.
+    pub fn buffer(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Where datagram `i`'s buffer starts in [`RecvBatch::buffer`].
+    pub fn offset(&self, i: usize) -> usize {
+        i * self.room
+    }
+
     /// Datagram `i` of the last receive, to write a reply over it in place.
     pub fn get_mut(&mut self, i: usize) -> (RecvMeta, &mut [u8]) {
         let m = self.meta[i];
@@ -235,207 +251,23 @@ impl RecvBatch {
     }
 }
 
-/// Sends batches of [`Transmit`]s; holds the system call's headers, allocated once, and
-/// what the socket and its paths allow of segmented sends (GSO).
-///
-/// Promise: a segmented send the kernel refuses is sent again one datagram a call, here,
-/// so that each datagram is sent or refused on its own: the path refusing segmentation
-/// (`EIO`, `EINVAL`: quinn-udp's rule) turns it off for this sender; a segment too big for
-/// the path (`EMSGSIZE`, a route or tunnel whose MTU is under the datagram) turns it off for
-/// datagrams of that size and larger (single datagrams may still be fragmented by the
-/// kernel); any other refusal of a segmented send says which of its datagrams fail.
-/// Totals and failures count datagrams, not calls.
-pub struct Sender {
+/// The system call's headers for sending batches of [`Transmit`]s, allocated once; what to
+/// send and what to do when the kernel refuses is `io::state::SocketState`'s.
+pub(crate) struct Sender {
     #[cfg(target_os = "linux")]
     sys: Box<linux::Headers>,
-    /// Datagrams one segmented send may carry (1: none).
-    gso: usize,
-    /// The smallest segment size a path refused as too big; larger ones go singly.
-    too_big: usize,
-    /// The last refusal of a segmented send that was got past by sending singly (an ICMP
-    /// error the kernel held from an earlier datagram, say), for the caller to count.
-    recovered: Option<io::Error>,
-}
-
-impl Default for Sender {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Datagrams in a transmit.
-fn datagrams(t: &Transmit<'_>) -> usize {
-    match t.segment_size {
-        Some(size) if size > 0 => t.contents.len().div_ceil(size).max(1),
-        _ => 1,
-    }
 }
 
 impl Sender {
-    /// A sender of single datagrams (no segmented sends).
-    pub fn new() -> Self {
-        Self::with_gso(1)
-    }
-
-    /// A sender whose transmits may carry up to `segments` datagrams each (the socket's
-    /// `socket::gso_segments`, or 1).
-    pub fn with_gso(segments: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Sender {
             #[cfg(target_os = "linux")]
             sys: linux::Headers::new(),
-            gso: segments.max(1),
-            too_big: usize::MAX,
-            recovered: None,
         }
-    }
-
-    /// How many datagrams of `size` bytes one transmit may carry now (1: send them singly):
-    /// never past 64 KiB in all, never what a path refused.
-    pub fn segments(&self, size: usize) -> usize {
-        if size >= self.too_big {
-            return 1;
-        }
-        crate::io::socket::gso_fit(self.gso, size)
-    }
-
-    /// Whether segmented sends are on (the socket has them and no path refused them all).
-    pub fn gso(&self) -> bool {
-        self.gso > 1
-    }
-
-    /// Learns from a segmented send's refusal (before its datagrams go singly).
-    fn refused_segmented(&mut self, e: &io::Error, size: usize) {
-        if crate::io::socket::gso_refused(e) {
-            self.gso = 1;
-        } else if crate::io::socket::is_too_big(e) {
-            self.too_big = self.too_big.min(size);
-        }
-        self.recovered = Some(own(e));
-    }
-
-    /// The last refusal of a segmented send since asked, whose datagrams then went singly
-    /// (what a caller counts: an ICMP error held from an earlier datagram, say).
-    pub fn take_recovered(&mut self) -> Option<io::Error> {
-        self.recovered.take()
-    }
-
-    /// Sends `transmits` (at most [`BATCH`] a call; more are sent in further calls), in
-    /// order, without waiting; `failed(t, k, e)` hears of datagram `k` of transmit `t` that
-    /// the kernel refused (a segmented transmit is sent again singly to tell which).
-    pub fn send(
-        &mut self,
-        socket: &UdpSocket,
-        transmits: &[Transmit<'_>],
-        mut failed: impl FnMut(usize, usize, &io::Error),
-    ) -> SendTotals {
-        let mut totals = SendTotals::default();
-        for (n, chunk) in transmits.chunks(BATCH).enumerate() {
-            let mut refused: [Option<io::Error>; BATCH] = std::array::from_fn(|_| None);
-            let t = self.send_sys(socket, chunk, false, &mut |i, e| refused[i] = Some(own(e)));
-            totals.bytes += t.bytes;
-            for (i, transmit) in chunk.iter().enumerate() {
-                let Some(e) = refused[i].take() else {
-                    totals.sent += datagrams(transmit) as u64;
-                    continue;
-                };
-                if datagrams(transmit) == 1 {
-                    totals.failed += 1;
-                    failed(n * BATCH + i, 0, &e);
-                    continue;
-                }
-                let size = transmit.segment_size.unwrap_or(1);
-                self.refused_segmented(&e, size);
-                let singly = self.singly(socket, transmit, false, &mut |k, e| {
-                    failed(n * BATCH + i, k, e)
-                });
-                totals.sent += singly.sent;
-                totals.bytes += singly.bytes;
-                totals.failed += singly.failed;
-            }
-        }
-        totals
-    }
-
-    /// Sends `transmits` in order until the kernel refuses a datagram, and stops there:
-    /// those sent are always the first `totals.sent` datagrams (for a numbered stream,
-    /// which must not skip a number it will send again); with the refusal that stopped
-    /// it, if any.
-    pub fn send_prefix(
-        &mut self,
-        socket: &UdpSocket,
-        transmits: &[Transmit<'_>],
-    ) -> (SendTotals, Option<io::Error>) {
-        let mut totals = SendTotals::default();
-        let mut rest = transmits;
-        while !rest.is_empty() {
-            let chunk = &rest[..rest.len().min(BATCH)];
-            let mut refusal = None;
-            let t = self.send_sys(socket, chunk, true, &mut |i, e| refusal = Some((i, own(e))));
-            totals.bytes += t.bytes;
-            let Some((at, e)) = refusal else {
-                totals.sent += chunk.iter().map(|t| datagrams(t) as u64).sum::<u64>();
-                rest = &rest[chunk.len()..];
-                continue;
-            };
-            totals.sent += chunk[..at].iter().map(|t| datagrams(t) as u64).sum::<u64>();
-            let transmit = &chunk[at];
-            if datagrams(transmit) == 1 {
-                return (totals, Some(e));
-            }
-            self.refused_segmented(&e, transmit.segment_size.unwrap_or(1));
-            let mut stopped = None;
-            let singly = self.singly(socket, transmit, true, &mut |_, e| stopped = Some(own(e)));
-            totals.sent += singly.sent;
-            totals.bytes += singly.bytes;
-            if stopped.is_some() {
-                return (totals, stopped);
-            }
-            rest = &rest[at + 1..];
-        }
-        (totals, None)
-    }
-
-    /// Sends a segmented transmit's datagrams one a datagram.
-    fn singly(
-        &mut self,
-        socket: &UdpSocket,
-        transmit: &Transmit<'_>,
-        stop_at_failure: bool,
-        failed: &mut impl FnMut(usize, &io::Error),
-    ) -> SendTotals {
-        let size = transmit
-            .segment_size
-            .unwrap_or(transmit.contents.len())
-            .max(1);
-        let mut totals = SendTotals::default();
-        for (c, chunk) in transmit.contents.chunks(size * BATCH).enumerate() {
-            let mut singles = [Transmit::EMPTY; BATCH];
-            let mut n = 0;
-            for part in chunk.chunks(size) {
-                singles[n] = Transmit {
-                    contents: part,
-                    segment_size: None,
-                    ..*transmit
-                };
-                n += 1;
-            }
-            let mut stopped = false;
-            let t = self.send_sys(socket, &singles[..n], stop_at_failure, &mut |i, e| {
-                stopped = true;
-                failed(c * BATCH + i, e)
-            });
-            totals.sent += t.sent;
-            totals.bytes += t.bytes;
-            totals.failed += t.failed;
-            if stop_at_failure && stopped {
-                break;
-            }
-        }
-        totals
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_sys(
+    pub(super) fn send_sys(
         &mut self,
         socket: &UdpSocket,
         transmits: &[Transmit<'_>],
@@ -487,7 +319,7 @@ mod linux {
 
     /// The address a datagram was sent to, from `IP_PKTINFO`/`IPV6_PKTINFO`: the reply
     /// goes out from it (a server bound to a wildcard address).
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq, Eq)]
     pub(super) enum Local {
         /// The local address of the interface it came in on (`ipi_spec_dst`), which is
         /// right for broadcasts too.
@@ -513,6 +345,9 @@ mod linux {
     // caller lends for that call only; between calls they point nowhere that is used, so
     // the headers may move to another thread with their owner.
     unsafe impl Send for Headers {}
+    // SAFETY: only `&mut self` methods write or use the pointers; a shared reference can do
+    // nothing with them.
+    unsafe impl Sync for Headers {}
 
     impl Headers {
         pub(super) fn new() -> Box<Self> {
@@ -594,7 +429,7 @@ mod linux {
     }
 
     impl Sender {
-        pub(super) fn send_sys(
+        pub(crate) fn send_sys(
             &mut self,
             socket: &UdpSocket,
             transmits: &[Transmit<'_>],

@@ -50,6 +50,13 @@ pub fn grow_receive_buffer(socket: &UdpSocket, bytes: usize) -> usize {
     grow_buffer(socket, bytes, Buffer::Receive)
 }
 
+/// The receive buffer the kernel granted `socket`, as `SO_RCVBUF` reports it.
+pub fn receive_buffer(socket: &UdpSocket) -> usize {
+    socket2::SockRef::from(socket)
+        .recv_buffer_size()
+        .unwrap_or(0)
+}
+
 #[derive(Clone, Copy)]
 enum Buffer {
     Receive,

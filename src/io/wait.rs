@@ -153,7 +153,7 @@ pub struct Blocking {
 #[cfg(target_os = "linux")]
 struct BlockingLinux {
     /// Dropped before the socket is (the owner keeps it beside the socket).
-    _shut: crate::stop::ShutOnStop,
+    _shut: crate::io::stop::ShutOnStop,
     stop: Stop,
     timeout: Option<Duration>,
 }

@@ -45,9 +45,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
+use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::state::{Options, Out, Refusal, SocketState};
 use crate::io::wait::{Blocking, Poller, Token};
 use crate::limits;
 use crate::load::flow::{Flow, Matching, Outcome, StampSample, Tally};
@@ -131,16 +132,8 @@ pub struct Progress {
     pub received: u64,
 }
 
-/// Why a request did not go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotSent {
-    /// Larger than this host sends on the route (`EMSGSIZE`).
-    TooBig,
-    /// The socket's send buffer (or the kernel's) was full.
-    BufferFull,
-    /// Refused for another reason: a local firewall (`EPERM`), a broadcast address, ...
-    Refused(io::ErrorKind),
-}
+/// Why a request did not go: the kernel's refusal.
+pub use crate::io::state::Refusal as NotSent;
 
 /// What happened, as it happens.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -230,15 +223,14 @@ pub struct Engine {
     ready: Vec<Token>,
     replies: RecvBatch,
     out: Outbox,
-    sender: Sender,
+    /// The flows' sockets' abilities (alike: one target), and their sends.
+    state: SocketState,
     foreign_buf: Vec<u8>,
     tally: Tally,
     sent: u64,
     said_unverified: bool,
     /// The flow that goes first in the next turn of a closed loop (they take turns).
     first_flow: usize,
-    /// Replies are received coalesced (`UDP_GRO` granted on every flow).
-    gro: bool,
     protocol: Protocol,
     stamp: Option<StampStats>,
     started: Option<Instant>,
@@ -343,18 +335,21 @@ impl Engine {
         let waiting = |e| Error::io("cannot wait for replies", e);
         let mut poller = Poller::new(stop).map_err(waiting)?;
         let mut states = Vec::with_capacity(flows);
-        let (mut gso, mut gro) = (if offload.gso { BATCH } else { 1 }, offload.gro);
+        let options = Options {
+            gso: offload.gso,
+            gro: offload.gro,
+            // Room for bursts of replies, but for a ping-pong.
+            receive_buffer: (flows > 1 || !matches!(pace, Pace::Window(1) | Pace::Interval(_)))
+                .then_some(4 << 20),
+            ..Options::default()
+        };
+        let mut state: Option<SocketState> = None;
         for i in 0..flows {
             let socket = net::connect(target)?;
-            if flows > 1 || !matches!(pace, Pace::Window(1) | Pace::Interval(_)) {
-                net::grow_receive_buffer(&socket, 4 << 20);
-            }
             socket.set_nonblocking(true).map_err(waiting)?;
-            if offload.gro {
-                gro &= net::enable_gro(&socket);
-            }
-            if offload.gso {
-                gso = gso.min(net::gso_segments(&socket));
+            match &mut state {
+                None => state = Some(SocketState::new(&socket, &options)),
+                Some(state) => state.join(&socket, &options),
             }
             poller.add(&socket, i as Token).map_err(waiting)?;
             states.push(FlowState {
@@ -365,6 +360,8 @@ impl Engine {
                 unverified: Latency::new(),
             });
         }
+        let state = state.expect("at least one flow");
+        let gro = state.gro();
         Ok(Engine {
             target,
             waiter: Waiter::new(poller, &states, pace, stop).map_err(waiting)?,
@@ -378,13 +375,12 @@ impl Engine {
                 if gro { 64 * MAX_REPLY } else { REPLY_ROOM },
             ),
             out: Outbox::new(),
-            sender: Sender::with_gso(gso),
+            state,
             foreign_buf: vec![0; 2048],
             tally: Tally::default(),
             sent: 0,
             said_unverified: false,
             first_flow: 0,
-            gro,
             protocol: Protocol::Seed,
             stamp: None,
             started: None,
@@ -409,14 +405,9 @@ impl Engine {
         let tos = requests.tos.unwrap_or(0);
         self.set_protocol(requests.protocol, (tos >> 2, tos & 3));
         for f in &self.flows {
-            if let Some(tos) = requests.tos {
-                net::set_tos(&f.socket, self.target, tos)?;
-            }
-            if let Some(ttl) = requests.ttl {
-                net::set_ttl(&f.socket, self.target, ttl)?;
-            }
+            SocketState::mark(&f.socket, self.target, requests.tos, requests.ttl)?;
         }
-        let ttl = net::ttl(&self.flows[0].socket, self.target);
+        let ttl = SocketState::ttl(&self.flows[0].socket, self.target);
         if let Some(stats) = &mut self.stamp {
             stats.set_sent(tos, ttl);
         }
@@ -458,8 +449,8 @@ impl Engine {
     /// refuses a segmented send).
     pub fn offload(&self) -> Offload {
         Offload {
-            gso: self.sender.gso(),
-            gro: self.gro,
+            gso: self.state.gso(),
+            gro: self.state.gro(),
         }
     }
 
@@ -711,7 +702,7 @@ impl Engine {
     /// Sends what the outbox holds.
     fn flush(&mut self, events: &mut Vec<Event>) {
         if self.out.queued > 0 {
-            self.out.send(&mut self.sender, &self.flows, events);
+            self.out.send(&mut self.state, &self.flows, events);
         }
     }
 
@@ -878,14 +869,10 @@ impl Waiter {
         if let ([one], Pace::Window(_)) = (flows, pace) {
             return Ok(Waiter::Blocking(Blocking::new(&one.socket, stop)?));
         }
-        #[cfg(target_os = "linux")]
         if !matches!(pace, Pace::Window(_)) {
             // Wake-ups on time: the kernel's default timer slack (50 µs) would make every
             // request of an open loop leave that much late.
-            // SAFETY: a plain prctl on this thread.
-            unsafe {
-                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-            }
+            crate::io::process::precise_timers();
         }
         Ok(Waiter::Poller(poller))
     }
@@ -899,8 +886,10 @@ struct Outbox {
     seqs: [u64; BATCH],
     flow: usize,
     queued: usize,
-    /// The queued requests back to back, for a segmented send.
+    /// The queued requests back to back, for segmented sends.
     packed: Vec<u8>,
+    /// Where each queued request lies in `packed`.
+    outs: [Out; BATCH],
     /// When each queued request was meant to go (open loop), for the send lag.
     intended: [Option<Instant>; BATCH],
     /// How late requests were handed to the kernel against their intended times.
@@ -915,6 +904,7 @@ impl Outbox {
             flow: 0,
             queued: 0,
             packed: Vec::new(),
+            outs: [Out::at(0, 0); BATCH],
             intended: [None; BATCH],
             lag: Latency::new(),
         }
@@ -954,97 +944,52 @@ impl Outbox {
         self.queued == BATCH
     }
 
-    /// Sends what is queued on its flow's socket, as one segmented send where the requests
-    /// are of one size and the sender allows (the sender sends again singly what the path
-    /// refuses segmented). A request refused for an ICMP error that the kernel held from
-    /// an earlier datagram is tried once more; the events say what was refused.
-    fn send(&mut self, sender: &mut Sender, flows: &[FlowState], events: &mut Vec<Event>) {
+    /// Sends what is queued on its flow's socket, back to back, as segmented sends where the
+    /// requests are of one size and the socket allows (the socket state sends again singly
+    /// what the path refuses segmented). A request refused for an ICMP error that the
+    /// kernel held from an earlier datagram is tried once more; the events say what was
+    /// refused.
+    fn send(&mut self, state: &mut SocketState, flows: &[FlowState], events: &mut Vec<Event>) {
         let flow = self.flow;
         let socket = &flows[flow].socket;
         self.note_lag();
         let queued = self.queued;
-        let size = self.bufs[0].len();
-        let segmented = queued > 1
-            && sender.segments(size) >= queued
-            && self.bufs[..queued].iter().all(|b| b.len() == size);
-        let mut transmits = [Transmit::EMPTY; BATCH];
-        let count = if segmented {
-            self.packed.clear();
-            for b in &self.bufs[..queued] {
-                self.packed.extend_from_slice(b);
-            }
-            transmits[0] = Transmit {
-                contents: &self.packed,
-                segment_size: Some(size),
-                ..Transmit::EMPTY
-            };
-            1
-        } else {
-            for (t, buf) in transmits.iter_mut().zip(&self.bufs[..queued]) {
-                t.contents = buf;
-            }
-            queued
-        };
+        self.packed.clear();
+        for (out, buf) in self.outs.iter_mut().zip(&self.bufs[..queued]) {
+            *out = Out::at(self.packed.len(), buf.len());
+            self.packed.extend_from_slice(buf);
+        }
         let mut again = [0usize; BATCH];
         let mut retries = 0;
-        sender.send(socket, &transmits[..count], |t, k, e| {
-            // Request `i` of those queued: a segmented send's k-th, or the t-th single.
-            let i = if segmented { k } else { t };
+        let packed = [&self.packed[..]];
+        state.send(socket, &packed, &self.outs[..queued], |i, why| {
             let seq = self.seqs[i];
-            match refusal(e) {
-                Err(kind) => {
+            match why {
+                Refusal::Icmp(kind) => {
                     events.push(Event::Unreachable { seq, kind });
                     again[retries] = i;
                     retries += 1;
                 }
-                Ok(why) => events.push(Event::NotSent { flow, seq, why }),
+                why => events.push(Event::NotSent { flow, seq, why }),
             }
         });
         // The refusal of a segmented send got past by sending singly: an ICMP error held
         // from an earlier datagram is counted.
-        if let Some(e) = sender.take_recovered()
-            && let Err(kind) = refusal(&e)
-        {
+        if let Some(Refusal::Icmp(kind)) = state.take_recovered() {
             events.push(Event::Unreachable {
                 seq: self.seqs[0],
                 kind,
             });
         }
         for &i in &again[..retries] {
-            let single = [Transmit {
-                contents: &self.bufs[i],
-                ..Transmit::EMPTY
-            }];
-            sender.send(socket, &single, |_, _, e| {
-                let seq = self.seqs[i];
-                let why = match refusal(e) {
-                    Err(kind) => {
-                        events.push(Event::Unreachable { seq, kind });
-                        NotSent::Refused(e.kind())
-                    }
-                    Ok(why) => why,
-                };
+            let seq = self.seqs[i];
+            state.send(socket, &packed, &self.outs[i..=i], |_, why| {
+                if let Refusal::Icmp(kind) = why {
+                    events.push(Event::Unreachable { seq, kind });
+                }
                 events.push(Event::NotSent { flow, seq, why });
             });
         }
         self.queued = 0;
-    }
-}
-
-/// Why the kernel refused a send: a reason of this request's own, or (`Err`) an ICMP error
-/// it held from an earlier datagram.
-fn refusal(e: &io::Error) -> Result<NotSent, IcmpError> {
-    #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::EMSGSIZE) {
-        return Ok(NotSent::TooBig);
-    }
-    #[cfg(unix)]
-    if e.raw_os_error() == Some(libc::ENOBUFS) {
-        return Ok(NotSent::BufferFull);
-    }
-    match IcmpError::of(e) {
-        Some(kind) => Err(kind),
-        None if e.kind() == io::ErrorKind::WouldBlock => Ok(NotSent::BufferFull),
-        None => Ok(NotSent::Refused(e.kind())),
     }
 }

@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use crate::impair::{Impairer, Settings};
 use crate::io::clock;
-use crate::io::datagram::{BATCH, RecvBatch, Sender, Transmit};
+use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::socket as net;
+use crate::io::state::{ArrivalInfo, Options, Out, Refusal, SocketState};
 use crate::io::wait::Blocking;
 use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::sessions::{self, Sessions};
@@ -44,8 +45,8 @@ pub trait Observer {
     fn pretend_drop(&mut self, _peer: SocketAddr) -> io::Result<()> {
         Ok(())
     }
-    /// The reply to `peer` could not be sent; the server goes on.
-    fn send_failed(&mut self, _peer: SocketAddr, _error: &io::Error) -> io::Result<()> {
+    /// The reply to `peer` could not be sent (the kernel said why); the server goes on.
+    fn send_failed(&mut self, _peer: SocketAddr, _why: Refusal) -> io::Result<()> {
         Ok(())
     }
     /// Receiving failed; the server goes on.
@@ -125,6 +126,8 @@ impl Config {
 pub struct Server {
     config: Config,
     sockets: Vec<UdpSocket>,
+    /// Each socket's abilities, as bound.
+    states: Vec<SocketState>,
     counters: Vec<Counters>,
     local: SocketAddr,
     receive_buffer: usize,
@@ -147,29 +150,36 @@ impl Server {
         for _ in 1..threads {
             sockets.push(net::bind(local, share, "-p PORT")?);
         }
+        // Every socket's options in one place; receive times for STAMP's t2 (a stream's,
+        // for its jitter, are asked for when the first stream starts: the seed's protocol
+        // pays nothing for them).
+        let options = Options {
+            gso: config.gso,
+            gro: config.gro,
+            receive_buffer: Some(net::SERVER_RECEIVE_BUFFER),
+            send_buffer: Some(net::SERVER_SEND_BUFFER),
+            count_drops: true,
+            reply_from: Some(local),
+            arrivals: if config.protocol == Protocol::Stamp {
+                ArrivalInfo::Full
+            } else {
+                ArrivalInfo::Plain
+            },
+        };
+        let mut states = Vec::with_capacity(sockets.len());
         let mut receive_buffer = usize::MAX;
         for socket in &sockets {
             socket
                 .set_nonblocking(true)
                 .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
-            receive_buffer =
-                receive_buffer.min(net::grow_receive_buffer(socket, net::SERVER_RECEIVE_BUFFER));
-            net::grow_send_buffer(socket, net::SERVER_SEND_BUFFER);
-            net::count_kernel_drops(socket);
-            net::reply_from_destination(socket, local);
-            // Receive times for STAMP's t2 (a stream's, for its jitter, are asked for when
-            // the first stream starts: the seed's protocol pays nothing for them).
-            if config.protocol == Protocol::Stamp {
-                net::report_arrival(socket, local.is_ipv6());
-            }
-            if config.gro {
-                net::enable_gro(socket);
-            }
+            states.push(SocketState::new(socket, &options));
+            receive_buffer = receive_buffer.min(net::receive_buffer(socket));
         }
         let counters = sockets.iter().map(|_| Counters::default()).collect();
         Ok(Server {
             config: Config { threads, ..config },
             sockets,
+            states,
             counters,
             local,
             receive_buffer,
@@ -219,8 +229,9 @@ impl Server {
                 .sockets
                 .iter()
                 .zip(&self.counters)
+                .zip(&self.states)
                 .enumerate()
-                .map(|(index, (socket, counters))| {
+                .map(|(index, ((socket, counters), state))| {
                     let mut worker = Worker {
                         socket,
                         counters,
@@ -234,11 +245,7 @@ impl Server {
                             )
                         }),
                         limiter,
-                        sender: Sender::with_gso(if self.config.gso {
-                            net::gso_segments(socket)
-                        } else {
-                            1
-                        }),
+                        state: state.clone(),
                         protocol: self.config.protocol,
                         sessions: (self.config.protocol == Protocol::Stamp && self.config.stateful)
                             .then(|| {
@@ -293,8 +300,9 @@ struct Worker<'a> {
     /// `--drop-rate`: the relay's impairment stage, with loss alone.
     loss: Option<Impairer>,
     limiter: Option<&'a Mutex<RateLimiter>>,
-    /// Sends the replies: segmented (`UDP_SEGMENT`) where the socket and the path allow.
-    sender: Sender,
+    /// The socket's abilities; sends the replies, segmented (`UDP_SEGMENT`) where the
+    /// socket and the path allow.
+    state: SocketState,
     protocol: Protocol,
     /// A stateful STAMP reflector's sessions.
     sessions: Option<Sessions>,
@@ -309,16 +317,6 @@ const MAX_SEGMENTS: usize = 128;
 
 /// The most requests one batch can hold: 64 receives of up to `MAX_SEGMENTS` datagrams.
 const MAX_REQUESTS: usize = BATCH * MAX_SEGMENTS;
-
-/// One send to make: replies `start..end` of the reply buffer (or of the receive's own,
-/// `in_place`), to the sender of receive `datagram`, segmented when more than one.
-struct Planned {
-    datagram: usize,
-    start: usize,
-    end: usize,
-    in_place: bool,
-    segment_size: Option<usize>,
-}
 
 /// One reply written, before it is sent.
 #[derive(Clone, Copy, Default)]
@@ -340,7 +338,7 @@ impl Worker<'_> {
         // Replies back to back: those to one client of one size can go as one GSO send.
         let mut replies = vec![0u8; MAX_REQUESTS * MAX_REPLY];
         let mut answers = vec![Answer::default(); MAX_REQUESTS];
-        let mut plan = Vec::with_capacity(MAX_REQUESTS);
+        let mut outs = vec![Out::at(0, 0); MAX_REQUESTS];
         // Under load every receive finds datagrams queued and nothing waits.
         let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
@@ -512,59 +510,33 @@ impl Worker<'_> {
             drop(limiter);
             // Each reply goes to its request's sender, from the address it was sent to;
             // replies of one size to one sender, back to back, go as one segmented send.
-            let answers = &answers[..answered];
             let mut failure = Ok(());
-            plan.clear();
-            let mut k = 0;
-            while k < answered {
-                let first = answers[k];
-                let mut n = 1;
-                // Back to back: the same receive, the same buffer, the same size, each
-                // starting where the one before ended.
-                while n < self.sender.segments(first.len)
-                    && k + n < answered
-                    && answers[k + n].len == first.len
-                    && answers[k + n].datagram == first.datagram
-                    && answers[k + n].in_place == first.in_place
-                    && answers[k + n].start == answers[k + n - 1].start + first.len
+            for (out, a) in outs.iter_mut().zip(&answers[..answered]) {
+                let (meta, _) = batch.get(a.datagram);
+                *out = Out {
+                    buffer: usize::from(a.in_place),
+                    start: if a.in_place {
+                        batch.offset(a.datagram) + a.start
+                    } else {
+                        a.start
+                    },
+                    len: a.len,
+                    to: meta.source,
+                    from: meta.destination,
+                };
+            }
+            let buffers = [&replies[..], batch.buffer()];
+            let outs = &outs[..answered];
+            let totals = self.state.send(self.socket, &buffers, outs, |i, why| {
+                if failure.is_ok()
+                    && let Some(peer) = outs[i].to
                 {
-                    n += 1;
+                    failure = observer.send_failed(peer, why);
                 }
-                let last = answers[k + n - 1];
-                plan.push(Planned {
-                    datagram: first.datagram,
-                    start: first.start,
-                    end: last.start + last.len,
-                    in_place: first.in_place,
-                    segment_size: (n > 1).then_some(first.len),
-                });
-                k += n;
-            }
-            for chunk in plan.chunks(BATCH) {
-                let mut transmits = [Transmit::EMPTY; BATCH];
-                for (t, p) in transmits.iter_mut().zip(chunk) {
-                    let (meta, request) = batch.get(p.datagram);
-                    let from = if p.in_place { request } else { &replies[..] };
-                    *t = Transmit {
-                        destination: meta.source,
-                        source: meta.destination,
-                        contents: &from[p.start..p.end],
-                        segment_size: p.segment_size,
-                    };
-                }
-                let transmits = &transmits[..chunk.len()];
-                // A segmented send the path refuses goes again reply by reply, inside.
-                let totals = self.sender.send(self.socket, transmits, |t, _, e| {
-                    if failure.is_ok()
-                        && let Some(peer) = transmits[t].destination
-                    {
-                        failure = observer.send_failed(peer, e);
-                    }
-                });
-                tally.replied += totals.sent;
-                tally.send_failed += totals.failed;
-                tally.bytes_out += totals.bytes;
-            }
+            });
+            tally.replied += totals.sent;
+            tally.send_failed += totals.failed;
+            tally.bytes_out += totals.bytes;
             self.counters.add(&tally, batch.kernel_drops());
             failure.map_err(output)?;
             observer.batch_done().map_err(output)?;

@@ -19,15 +19,14 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Stop;
-use crate::io::datagram::{BATCH, Sender, Transmit};
-use crate::io::socket as net;
+use crate::io::datagram::BATCH;
+use crate::io::state::{ArrivalInfo, Options, Out, Refusal, SocketState};
 use crate::limits;
 use crate::load::arrivals::Arrivals;
 use crate::load::pace::Schedule;
@@ -302,7 +301,7 @@ impl Streams {
             return Err(Refused::Full);
         }
         // The kernel's receive times from now on, for the jitter (idempotent).
-        net::timestamp_arrivals(socket);
+        SocketState::arrivals(socket, ArrivalInfo::Timed);
         let reverse = if plan.reverse {
             let running = |s: &&Stream| {
                 s.reverse
@@ -375,14 +374,7 @@ pub(crate) struct Turn {
     pub went: u64,
     /// The refusal of the datagram that stopped the turn (a path refusing segmented sends
     /// is got past, not returned).
-    pub refusal: Option<io::Error>,
-}
-
-impl Turn {
-    /// The refusal is for now only (a full buffer): the same datagrams may go later.
-    pub fn is_transient(e: &io::Error) -> bool {
-        e.kind() == io::ErrorKind::WouldBlock || net::is_buffer_full(e)
-    }
+    pub refusal: Option<Refusal>,
 }
 
 /// A stream's sender, either side: data datagrams numbered in order, in segmented sends
@@ -390,31 +382,26 @@ impl Turn {
 /// stopping at a refusal so that no number is skipped and sent later. It holds at most
 /// [`limits::STREAM_SEND_BYTES`] (and one datagram) of them at a time.
 pub(crate) struct DataSender {
-    /// Segmented where the socket and the path allow (it sends singly what a path
-    /// refuses segmented: too big for its MTU, or no segmentation at all).
-    sender: Sender,
+    /// The socket's abilities: segmented where the socket and the path allow (it sends
+    /// singly what a path refuses segmented: too big for its MTU, or no segmentation).
+    state: SocketState,
     packed: Vec<u8>,
+    outs: Vec<Out>,
     size: usize,
-    /// Datagrams one batch of single sends carries at most.
-    per_batch: usize,
 }
 
 impl DataSender {
-    /// For datagrams of `size` bytes (at most `limits::DATAGRAM_MAX`) on `socket`;
-    /// `offload`: segmented where possible.
-    pub fn new(socket: &UdpSocket, size: usize, offload: bool) -> DataSender {
+    /// For datagrams of `size` bytes (at most `limits::DATAGRAM_MAX`) on a socket of
+    /// `state` (segmented where it allows).
+    pub fn new(state: SocketState, size: usize) -> DataSender {
         let size = size.clamp(1, limits::DATAGRAM_MAX);
         let fit = (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH);
-        let sender = Sender::with_gso(if offload {
-            net::gso_segments(socket).min(BATCH)
-        } else {
-            1
-        });
+        let most = fit.max(state.segments(size));
         DataSender {
-            packed: vec![0u8; size * fit.max(sender.segments(size))],
-            sender,
+            packed: vec![0u8; size * most],
+            outs: (0..most).map(|k| Out::at(k * size, size)).collect(),
+            state,
             size,
-            per_batch: fit,
         }
     }
 
@@ -429,13 +416,16 @@ impl DataSender {
         due: u64,
     ) -> Turn {
         let size = self.size;
-        let segments = self.sender.segments(size);
+        let segments = self.state.segments(size);
         let most = if segments > 1 {
             segments
         } else {
-            self.per_batch
+            (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH)
         };
-        let n = usize::try_from(due).unwrap_or(usize::MAX).min(most);
+        let n = usize::try_from(due)
+            .unwrap_or(usize::MAX)
+            .min(most)
+            .min(self.outs.len());
         let at = wall_ns();
         for k in 0..n {
             Message::Data {
@@ -444,26 +434,13 @@ impl DataSender {
                 sent_ns: at,
             }
             .emit(&mut self.packed[k * size..(k + 1) * size], size);
+            self.outs[k].to = to;
         }
-        let mut transmits = [Transmit::EMPTY; BATCH];
-        let count = if segments > 1 && n > 1 {
-            transmits[0] = Transmit {
-                destination: to,
-                contents: &self.packed[..n * size],
-                segment_size: Some(size),
-                ..Transmit::EMPTY
-            };
-            1
-        } else {
-            for (k, t) in transmits[..n].iter_mut().enumerate() {
-                t.destination = to;
-                t.contents = &self.packed[k * size..(k + 1) * size];
-            }
-            n
-        };
         // In order, stopping at the first datagram refused (a segmented send the path
         // refuses goes again singly, inside).
-        let (totals, refusal) = self.sender.send_prefix(socket, &transmits[..count]);
+        let (totals, refusal) = self
+            .state
+            .send_prefix(socket, &[&self.packed], &self.outs[..n]);
         Turn {
             went: totals.sent,
             refusal,
@@ -485,7 +462,11 @@ fn send_reverse(
 ) {
     let size = plan.size as usize;
     let pps = plan.milli_pps as f64 / 1000.0;
-    let mut data = DataSender::new(socket, size, true);
+    let gso = Options {
+        gso: true,
+        ..Options::default()
+    };
+    let mut data = DataSender::new(SocketState::new(socket, &gso), size);
     let started = Instant::now();
     let Some(schedule) = Schedule::new(started, pps) else {
         shared.done.store(true, Ordering::Relaxed);
@@ -529,7 +510,7 @@ fn send_reverse(
         match turn.refusal {
             None => {}
             // A full buffer: the rest go on a later turn (or are skipped, if too late).
-            Some(e) if Turn::is_transient(&e) => std::thread::sleep(Duration::from_micros(50)),
+            Some(why) if why.is_transient() => std::thread::sleep(Duration::from_micros(50)),
             // The host refuses these datagrams for good (too big, a firewall, no route):
             // trying again would only spin.
             Some(_) => break,

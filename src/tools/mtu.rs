@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::io::icmp::IcmpError;
-use crate::io::socket as net;
+use crate::io::state::SocketState;
 use crate::load::engine::{Engine, Event, NotSent, Pace, Phase};
 use crate::load::flow::Matching;
 use crate::wire::{ID_LEN, Protocol};
@@ -135,7 +135,7 @@ pub fn mtu_until(
     let pace = Pace::Interval(wait);
     let mut engine = Engine::exact(target, ID_LEN, pace, wait, stop)?;
     engine.set_protocol(protocol, (0, 0));
-    net::forbid_fragments(engine.socket(0), target)?;
+    SocketState::forbid_fragments(engine.socket(0), target)?;
     let overhead = if target.is_ipv4() { 28 } else { 48 };
     let largest = if target.is_ipv4() { 65_507 } else { 65_527 };
     let mut proven = Proven::default();
@@ -283,7 +283,7 @@ pub fn mtu_until(
             }
             Probe::TooBigHere => {
                 high = mid - 1;
-                if let Some(m) = net::path_mtu(engine.socket(0), target) {
+                if let Some(m) = SocketState::path_mtu(engine.socket(0), target) {
                     high = high.min(m.saturating_sub(overhead)).max(low);
                 }
             }
@@ -295,7 +295,7 @@ pub fn mtu_until(
     Ok(Report {
         payload,
         path_mtu: payload + overhead,
-        kernel_mtu: net::path_mtu(engine.socket(0), target),
+        kernel_mtu: SocketState::path_mtu(engine.socket(0), target),
         probes: engine.sent() as u32,
         authenticated: engine.matching() == Matching::Ids,
         answered_share: f64::from(good_answers) / f64::from(good_tries.max(1)),

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::impair::{Settings, Stage};
-use crate::io::datagram::{Destination, RecvBatch, Sender, Transmit};
+use crate::io::datagram::{Destination, RecvBatch};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::state::{Options, Out, Refusal, SocketState};
 use crate::io::wait::{Poller, Token};
 use crate::limits;
 use crate::serve::RateLimit;
@@ -179,8 +180,14 @@ impl Relay {
                 addr::shown(config.to)
             )));
         }
-        net::grow_receive_buffer(&listener, net::SERVER_RECEIVE_BUFFER);
-        net::reply_from_destination(&listener, local);
+        SocketState::new(
+            &listener,
+            &Options {
+                receive_buffer: Some(net::SERVER_RECEIVE_BUFFER),
+                reply_from: Some(local),
+                ..Options::default()
+            },
+        );
         Ok(Relay {
             max_sessions: MAX_SESSIONS.min(open_file_budget()),
             config,
@@ -224,7 +231,7 @@ impl Relay {
             up: stage(impaired[0], 0),
             down: stage(impaired[1], 1),
             outbox: Vec::new(),
-            sender: Sender::new(),
+            state: SocketState::default(),
             counters: Counters {
                 max_sessions: self.max_sessions as u64,
                 ..Counters::default()
@@ -302,7 +309,8 @@ struct State<'a> {
     down: Stage<Item>,
     /// What a stage gave out to send, reused.
     outbox: Vec<Item>,
-    sender: Sender,
+    /// Sends one datagram at a time (the relay's sockets ask for nothing more).
+    state: SocketState,
     counters: Counters,
     /// A slab: a closed session leaves a hole that the next one fills.
     sessions: Vec<Option<Session>>,
@@ -517,16 +525,8 @@ impl State<'_> {
             .by_client
             .get(&client)
             .and_then(|&i| self.sessions[i].as_ref());
-        let (socket, transmit) = match (up, session) {
-            (true, Some(s)) => (
-                &s.upstream,
-                Transmit {
-                    destination: None,
-                    source: None,
-                    contents: data,
-                    segment_size: None,
-                },
-            ),
+        let (socket, out) = match (up, session) {
+            (true, Some(s)) => (&s.upstream, Out::at(0, data.len())),
             (false, _) => {
                 if let Some(limiter) = &mut self.limiter
                     && !limiter.allow(client.ip(), Instant::now())
@@ -536,11 +536,10 @@ impl State<'_> {
                 }
                 (
                     &self.relay.listener,
-                    Transmit {
-                        destination: Some(client),
-                        source: session.and_then(|s| s.destination),
-                        contents: data,
-                        segment_size: None,
+                    Out {
+                        to: Some(client),
+                        from: session.and_then(|s| s.destination),
+                        ..Out::at(0, data.len())
                     },
                 )
             }
@@ -550,8 +549,8 @@ impl State<'_> {
             }
         };
         let mut icmp = false;
-        let totals = self.sender.send(socket, &[transmit], |_, _, e| {
-            icmp = IcmpError::of(e).is_some();
+        let totals = self.state.send(socket, &[data], &[out], |_, why| {
+            icmp = matches!(why, Refusal::Icmp(_));
         });
         let leg = self.flow(up);
         leg.forwarded += totals.sent;
@@ -599,21 +598,8 @@ fn forwards_to_itself(local: SocketAddr, to: SocketAddr) -> bool {
 /// How many sessions the open-file limit leaves room for (one file each), keeping some
 /// spare; `MAX_SESSIONS` where it cannot be read.
 fn open_file_budget() -> usize {
-    #[cfg(unix)]
-    {
-        // SAFETY: getrlimit writes into the struct we pass.
-        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return MAX_SESSIONS;
-        }
-        let in_use = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
-        usize::try_from(limit.rlim_cur)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(in_use + SPARE_FILES)
-            .max(1)
-    }
-    #[cfg(not(unix))]
-    MAX_SESSIONS
+    crate::io::process::files_left()
+        .map_or(MAX_SESSIONS, |left| left.saturating_sub(SPARE_FILES).max(1))
 }
 
 #[cfg(test)]

@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::io::datagram::{BATCH, RecvBatch};
+use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
+use crate::io::state::{ArrivalInfo, Options, Refusal, SocketState};
 use crate::limits;
 use crate::load::arrivals::Arrivals;
 use crate::load::pace::Schedule;
-use crate::serve::streams::{DataSender, Turn, wall_ns};
+use crate::serve::streams::{DataSender, wall_ns};
 use crate::wire::stream::{self, Counters, Message, Plan};
 use crate::{Error, Stop};
 
@@ -120,12 +122,17 @@ pub fn stream(
 ) -> Result<Report, Error> {
     let length = planned_length(config)?;
     let socket = net::connect(config.target)?;
-    if let Some(tos) = config.tos {
-        net::set_tos(&socket, config.target, tos)?;
-    }
-    net::grow_receive_buffer(&socket, 8 << 20);
-    net::grow_send_buffer(&socket, 4 << 20);
-    net::timestamp_arrivals(&socket);
+    SocketState::mark(&socket, config.target, config.tos, None)?;
+    let mut state = SocketState::new(
+        &socket,
+        &Options {
+            gso: config.offload,
+            receive_buffer: Some(8 << 20),
+            send_buffer: Some(4 << 20),
+            arrivals: ArrivalInfo::Timed,
+            ..Options::default()
+        },
+    );
     let id = fastrand::u64(..);
     let plan = Plan {
         reverse: config.reverse,
@@ -138,18 +145,15 @@ pub fn stream(
     };
     let (cookie, early) = handshake(&socket, config.target, id, plan, stop)?;
     // Coalesced receives only now: the handshake reads one datagram at a time.
-    let gro = config.offload && config.reverse && net::enable_gro(&socket);
+    let gro = config.offload && config.reverse && state.enable_gro(&socket);
     socket
         .set_nonblocking(true)
         .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
-    #[cfg(target_os = "linux")]
-    // SAFETY: a plain prctl on this thread: wake-ups on time for the pacing.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-    }
+    crate::io::process::precise_timers();
     let started = Instant::now();
     let mut run = Run {
         socket: &socket,
+        state,
         id,
         cookie,
         started,
@@ -349,6 +353,8 @@ fn handshake(
 /// A running stream, either way.
 struct Run<'a> {
     socket: &'a UdpSocket,
+    /// The socket's abilities, for the sender.
+    state: SocketState,
     id: u64,
     cookie: u64,
     started: Instant,
@@ -367,7 +373,7 @@ struct Run<'a> {
     foreign: u64,
     /// Datagrams this host refused to send (counted sent, and lost), and the first refusal.
     refused: u64,
-    refusal: Option<io::Error>,
+    refusal: Option<Refusal>,
     /// Slots the pacer skipped.
     skipped: u64,
     /// When the last data datagram arrived (reverse): the end of what was received.
@@ -510,12 +516,13 @@ impl Run<'_> {
             complete: incomplete.is_none(),
             incomplete,
             refused_here: self.refused,
-            refused_why: self.refusal.as_ref().map(|e| {
+            refused_why: self.refusal.map(|why| {
                 let target = config.target;
-                if net::is_too_big(e) {
-                    let mtu = net::path_mtu(self.socket, target).map_or(String::new(), |m| {
-                        format!(" (the route's MTU is {m} bytes)")
-                    });
+                if why == Refusal::TooBig {
+                    let mtu = SocketState::path_mtu(self.socket, target)
+                        .map_or(String::new(), |m| {
+                            format!(" (the route's MTU is {m} bytes)")
+                        });
                     format!(
                         "datagrams of {} bytes are larger than this host sends to {}{mtu}: \
                          give a smaller -s",
@@ -523,7 +530,7 @@ impl Run<'_> {
                         crate::addr::shown(target)
                     )
                 } else {
-                    format!("this host refused them: {}", crate::error::plain(e))
+                    format!("this host refused them: {why}")
                 }
             }),
             foreign: self.foreign,
@@ -539,7 +546,7 @@ impl Run<'_> {
         stop: &Stop,
         on_interval: &mut impl FnMut(&Figures),
     ) -> Result<Report, Error> {
-        let mut data = DataSender::new(self.socket, config.size, config.offload);
+        let mut data = DataSender::new(std::mem::take(&mut self.state), config.size);
         let mut schedule = Schedule::new(self.started, config.pps)
             .ok_or_else(|| Error::Invalid("the rate must be above zero".into()))?
             .of_datagrams(config.size);
@@ -608,21 +615,21 @@ impl Run<'_> {
             schedule.take(turn.went);
             match turn.refusal {
                 None => {}
-                Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Some(Refusal::Icmp(IcmpError::PortUnreachable)) => {
                     return Err(Error::Refused {
                         server: config.target,
                     });
                 }
-                Some(e) if Turn::is_transient(&e) => {
+                Some(why) if why.is_transient() => {
                     // A full buffer: the rest go on a later turn (or, too late, are skipped).
                     std::thread::sleep(Duration::from_micros(20));
                 }
-                Some(e) => {
+                Some(why) => {
                     // Refused by this host (a firewall, too big for the route): the datagram
                     // is sent and lost here, so the run still ends and says why.
                     sent += 1;
                     self.refused += 1;
-                    self.refusal.get_or_insert(e);
+                    self.refusal.get_or_insert(why);
                     schedule.take(1);
                 }
             }

@@ -1,0 +1,55 @@
+//! What this process may use and how precisely its thread sleeps: the open-file limit and
+//! the files open now (the relay sizes its session table by them), and the timer slack of
+//! the calling thread (a paced sender asks for wake-ups on time).
+//!
+//! Promise: read-only but for the calling thread's own timer slack; where the system cannot
+//! say, the answer is `None` and the caller keeps its own bound.
+
+/// How many more files this process may open now: the soft `RLIMIT_NOFILE` less the files
+/// open (`/proc/self/fd`, 16 assumed where it cannot be read). `None` where the limit
+/// cannot be read.
+pub fn files_left() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrlimit writes into the struct we pass; all-zero is a valid rlimit.
+        let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to that struct, for the call.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return None;
+        }
+        let open = std::fs::read_dir("/proc/self/fd").map_or(16, |d| d.count());
+        Some(
+            usize::try_from(limit.rlim_cur)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(open),
+        )
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Asks that the calling thread's timed waits end on time, not up to 50 µs late (the
+/// kernel's default timer slack; Linux `PR_SET_TIMERSLACK` to 1 ns). Best effort: a paced
+/// sender or a load loop calls it once, on its own thread.
+pub fn precise_timers() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain prctl on the calling thread, with a value and no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn files_left_falls_as_files_open() {
+        let before = super::files_left().unwrap();
+        let held: Vec<_> = (0..8)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let after = super::files_left().unwrap();
+        assert!(after + 8 <= before, "{before} then {after}");
+        drop(held);
+    }
+}
