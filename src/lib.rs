@@ -44,11 +44,12 @@
 // The layers, each using only those above it in this list.
 pub mod addr;
 pub mod error;
-pub mod impair;
 pub mod io;
 pub mod limits;
 pub mod load;
+pub mod measure;
 pub mod serve;
+pub mod shape;
 
 mod tools;
 pub mod wire;

@@ -519,7 +519,7 @@ fn real_log(dir: &std::path::Path) -> String {
 fn long_log(real: &str, seconds: u64) -> String {
     let interval = real.lines().find(|l| l.starts_with("Tag=")).unwrap();
     let fields: Vec<&str> = interval.splitn(5, ',').collect();
-    let replies = udpkit::load::hlog::decode(fields[4]).unwrap().len() * seconds;
+    let replies = udpkit::measure::hlog::decode(fields[4]).unwrap().len() * seconds;
     let mut text: String = real
         .lines()
         .take_while(|l| !l.starts_with("Tag="))

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use udpkit::load::hlog::{Reader, interval_line};
+use udpkit::measure::hlog::{Reader, interval_line};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(mut reader) = Reader::new("fuzz.hlog", data) else {

@@ -6,8 +6,8 @@
 use serde::Serialize;
 use udpkit::addr;
 use udpkit::load::flow::{Matching, Tally};
-use udpkit::load::latency::Summary;
-use udpkit::load::stamp::{Clocks, StampReport};
+use udpkit::measure::latency::Summary;
+use udpkit::measure::stamp::{Clocks, StampReport};
 use udpkit::{Stats, bench, ping};
 
 /// ping's report: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,

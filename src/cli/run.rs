@@ -185,8 +185,15 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             })
         });
         let mut next = args.stats.map(|period| (started + period, period));
+        // Until the server ends (a stop, or a failure, which stops it too), waking for each
+        // line of statistics.
         while !worker.is_finished() {
-            std::thread::sleep(Duration::from_millis(20));
+            let wake = next.map_or(Duration::from_secs(3600), |(at, _)| {
+                at.saturating_duration_since(Instant::now())
+            });
+            if stop.wait(wake) {
+                break;
+            }
             if let Some((at, period)) = next
                 && Instant::now() >= at
             {
@@ -451,7 +458,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
     }
     if let Some(mut file) = plot_file {
         let labels = text::bench_plot_labels(&report);
-        let picture = udpkit::load::plot::svg(&report.latency, 1e3, "µs", &labels);
+        let picture = udpkit::measure::plot::svg(&report.latency, 1e3, "µs", &labels);
         file.write(picture.as_bytes())?;
         file.commit()?;
     }
@@ -619,7 +626,7 @@ fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
 
 /// Writes the run as an interval log, with its settings and counters.
 fn write_hlog(out: &mut impl Write, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
-    use udpkit::load::hlog;
+    use udpkit::measure::hlog;
     let c = &report.config;
     let secs = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -672,7 +679,7 @@ pub fn merge(args: &MergeArgs) -> Result<bool, Error> {
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
     if let Some(mut file) = plot_file {
         let labels = text::merge_plot_labels(&report);
-        let picture = udpkit::load::plot::svg(&report.latency, 1e3, "µs", &labels);
+        let picture = udpkit::measure::plot::svg(&report.latency, 1e3, "µs", &labels);
         file.write(picture.as_bytes())?;
         file.commit()?;
     }
@@ -684,7 +691,7 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     let relay = relay::Relay::bind(relay::Config {
         listen: net::resolve_host_port(&args.listen)?,
         to: net::resolve_host_port(&args.to)?,
-        impair: udpkit::impair::Settings {
+        impair: udpkit::shape::impair::Settings {
             drop: args.drop,
             duplicate: args.duplicate,
             reorder: args.reorder,

@@ -8,7 +8,7 @@ use udpkit::addr;
 use udpkit::wire::Protocol;
 
 use udpkit::load::flow::{Matching, Tally};
-use udpkit::load::stamp::{Clocks, StampReport};
+use udpkit::measure::stamp::{Clocks, StampReport};
 use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
 
 /// ping's summary: three or four lines, as ping's.
@@ -119,7 +119,7 @@ pub fn stamp_summary(s: &StampReport, unit_ns: f64, unit: &str, digits: usize) -
         f(n.max),
         f(refl.p50)
     ));
-    let way = |l: &udpkit::load::latency::Latency| {
+    let way = |l: &udpkit::measure::latency::Latency| {
         let x = l.summary(unit_ns);
         format!("{}/{}/{}", f(x.min), f(x.p50), f(x.max))
     };
@@ -209,7 +209,7 @@ fn percent(p: f64) -> String {
 }
 
 /// `LABEL: min …, p50 …, p90 …, p99 …, p99.9 …, max …` in microseconds, a line.
-fn latency_line(label: &str, latency: &udpkit::load::latency::Latency) -> String {
+fn latency_line(label: &str, latency: &udpkit::measure::latency::Latency) -> String {
     let s = latency.summary(1e3);
     format!(
         "{label}: min {:.1}, p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}\n",
@@ -692,7 +692,7 @@ pub fn merge(r: &udpkit::merge::Report) -> String {
 }
 
 /// What a bench's plot says of its run: the target; protocol, size, pace, length, date.
-pub fn bench_plot_labels(r: &bench::Report) -> udpkit::load::plot::Labels {
+pub fn bench_plot_labels(r: &bench::Report) -> udpkit::measure::plot::Labels {
     let c = &r.config;
     let pace = match c.rate {
         Some(rate) => format!("open loop at {rate} requests/s"),
@@ -703,7 +703,7 @@ pub fn bench_plot_labels(r: &bench::Report) -> udpkit::load::plot::Labels {
             if c.flows == 1 { "" } else { "s" }
         ),
     };
-    udpkit::load::plot::Labels {
+    udpkit::measure::plot::Labels {
         title: format!(
             "udpkit bench {}: latency by percentile",
             addr::shown(c.target)
@@ -722,12 +722,12 @@ pub fn bench_plot_labels(r: &bench::Report) -> udpkit::load::plot::Labels {
 }
 
 /// What a merge's plot says: the target, the agents, the run.
-pub fn merge_plot_labels(r: &udpkit::merge::Report) -> udpkit::load::plot::Labels {
+pub fn merge_plot_labels(r: &udpkit::merge::Report) -> udpkit::measure::plot::Labels {
     let n = r.agents.len();
     let first = r.agents.first();
     let target = first.map_or("?", |a| a.header.target.as_str());
     let run = first.map_or("", |a| a.header.run.as_str());
-    udpkit::load::plot::Labels {
+    udpkit::measure::plot::Labels {
         title: format!("udpkit merge, {target}: latency by percentile"),
         subtitle: format!(
             "{n} agent{} of {}{}, {}, {} received",

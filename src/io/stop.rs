@@ -85,6 +85,11 @@ impl Stop {
         self.0.flag.load(Ordering::Relaxed)
     }
 
+    /// Sleeps for `d`, or until stopped, whichever comes first; true if stopped.
+    pub fn wait(&self, d: std::time::Duration) -> bool {
+        crate::io::wait::pause(self, d)
+    }
+
     /// The flag itself, for a signal handler to set (with [`Stop::signal_pipe`], so that
     /// waiting loops wake too).
     pub fn flag(&self) -> Arc<AtomicBool> {

@@ -16,6 +16,41 @@ use std::time::Duration;
 
 use crate::Stop;
 
+/// Sleeps for `d`, or until `stop` is set, whichever comes first (to the nanosecond on
+/// Linux, with the thread's timer slack); true if stopped. What a loop with no socket to
+/// watch waits in: a pacer between slots, a pause while buffers are full, a start time.
+pub fn pause(stop: &Stop, d: Duration) -> bool {
+    if stop.is_stopped() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        let mut fd = libc::pollfd {
+            fd: stop.wake_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        #[cfg(target_os = "linux")]
+        {
+            let spec = libc::timespec {
+                tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: one valid pollfd and a timespec, both living for the call; no mask.
+            unsafe { libc::ppoll(&mut fd, 1, &spec, std::ptr::null()) };
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd, for the call.
+            unsafe { libc::poll(&mut fd, 1, ms) };
+        }
+    }
+    #[cfg(not(unix))]
+    std::thread::sleep(d.min(Duration::from_millis(1)));
+    stop.is_stopped()
+}
+
 /// A socket's token, as given to [`Poller::add`] and reported by [`Poller::wait`].
 pub type Token = u64;
 
@@ -455,6 +490,23 @@ mod tests {
         assert!(ready.is_empty());
         assert!(started.elapsed() < Duration::from_secs(5));
         stopper.join().unwrap();
+    }
+
+    #[test]
+    fn a_pause_lasts_its_time_unless_stopped() {
+        let stop = Stop::new();
+        let started = Instant::now();
+        assert!(!pause(&stop, Duration::from_millis(20)));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let stopper = stop_soon(&stop);
+        let started = Instant::now();
+        assert!(stop.wait(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        stopper.join().unwrap();
+        assert!(
+            pause(&stop, Duration::from_secs(30)),
+            "at once when stopped"
+        );
     }
 
     #[test]

@@ -51,10 +51,11 @@ use crate::io::socket as net;
 use crate::io::state::{Options, Out, Refusal, SocketState};
 use crate::io::wait::{Blocking, Poller, Token};
 use crate::limits;
-use crate::load::flow::{Flow, Matching, Outcome, StampSample, Tally};
-use crate::load::latency::Latency;
+use crate::load::flow::{Flow, Matching, Outcome, Tally};
 use crate::load::pace::Schedule;
-use crate::load::stamp::{StampReport, StampStats};
+use crate::measure::latency::Latency;
+use crate::measure::stamp::StampSample;
+use crate::measure::stamp::{StampReport, StampStats};
 use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, parse_reply};
 use crate::{Error, Stop};
 

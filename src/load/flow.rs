@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::io::clock;
 use crate::io::icmp::{IcmpCounts, IcmpError};
-use crate::load::latency::Latency;
-use crate::wire::stamp::{self, CosSeen, ErrorEstimate, NtpTime, Reflected, TestPacket};
+use crate::measure::latency::Latency;
+use crate::measure::stamp::StampSample;
+use crate::wire::stamp::{self, ErrorEstimate, NtpTime, Reflected, TestPacket};
 use crate::wire::{
     ID_LEN, MAX_IPV4_PAYLOAD, Protocol, RequestId, emit_request, parse_echo, parse_reply,
 };
@@ -211,40 +211,6 @@ impl Tally {
     }
 }
 
-/// What one STAMP reply says beyond its round trip: the four timestamps (t1 the request
-/// left, t2 it reached the reflector, t3 the reply left, t4 it came back; t1 and t4 on
-/// this host's clock, t2 and t3 on the reflector's), the reflector's sequence number, the
-/// TTL and CoS it saw, and how good its clock says it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StampSample {
-    pub t1: NtpTime,
-    pub t2: NtpTime,
-    pub t3: NtpTime,
-    pub t4: NtpTime,
-    pub reflector_seq: u32,
-    pub reflector_error: ErrorEstimate,
-    /// The error estimate this host sent with the request.
-    pub sender_error: ErrorEstimate,
-    /// 0: the reflector did not say.
-    pub ttl: u8,
-    pub cos: Option<CosSeen>,
-}
-
-impl StampSample {
-    /// The reflector's time between receiving and replying (t3 - t2), in nanoseconds.
-    pub fn reflector_nanos(&self) -> i64 {
-        self.t3.nanos_since(self.t2)
-    }
-    /// The way there (t2 - t1); meaningful only when both clocks agree.
-    pub fn forward_nanos(&self) -> i64 {
-        self.t2.nanos_since(self.t1)
-    }
-    /// The way back (t4 - t3); meaningful only when both clocks agree.
-    pub fn backward_nanos(&self) -> i64 {
-        self.t4.nanos_since(self.t3)
-    }
-}
-
 /// A STAMP flow's own: its Session-Sender Identifier, the DSCP and ECN it asks the
 /// reflector for, and its clock's error estimate (read when the flow is made).
 #[derive(Clone, Copy, Debug)]
@@ -392,7 +358,7 @@ impl Flow {
                     // Never 0: RFC 8762 reflectors leave the field zero.
                     ssid: fastrand::u16(1..),
                     cos,
-                    error: clock::error_estimate(),
+                    error: crate::measure::stamp::clock_estimate(),
                 };
             }
         }

@@ -15,16 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::impair::{Impairer, Settings};
-use crate::io::clock;
 use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::socket as net;
 use crate::io::state::{ArrivalInfo, Options, Out, Refusal, SocketState};
 use crate::io::wait::Blocking;
-use crate::serve::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimiter};
 use crate::serve::sessions::{self, Sessions};
 use crate::serve::stats::{Counters, Stats};
-use crate::serve::streams::{self, Streams};
+use crate::serve::streams::Streams;
+use crate::shape::impair::{Impairer, Settings};
+use crate::shape::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimit, RateLimiter};
 use crate::wire::stamp::{self, Arrival, NtpTime};
 use crate::wire::stream;
 use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, emit_reply, request_id};
@@ -60,17 +59,6 @@ pub trait Observer {
 }
 
 impl Observer for () {}
-
-/// Whether replies are rate-limited per source prefix (see `serve/ratelimit.rs`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RateLimit {
-    /// On at the default rate when bound beyond loopback, off on loopback.
-    Auto,
-    Off,
-    /// This many replies a second per prefix, with a burst of one second's worth (at least
-    /// one), for the whole server whatever its threads.
-    PerSecond(f64),
-}
 
 /// How a server runs; `Config::new(addr)` gives the seed's behaviour.
 #[derive(Clone, Debug)]
@@ -343,7 +331,7 @@ impl Worker<'_> {
         let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
         let mut clock_read: Option<Instant> = None;
-        let mut clock_error = clock::error_estimate();
+        let mut clock_error = crate::measure::stamp::clock_estimate();
         while !stop.is_stopped() {
             if let Err(e) = waiter.recv(self.socket, &mut batch, None) {
                 if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
@@ -371,7 +359,7 @@ impl Worker<'_> {
                 && clock_read.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
             {
                 clock_read = Some(now);
-                clock_error = clock::error_estimate();
+                clock_error = crate::measure::stamp::clock_estimate();
             }
             for i in 0..batch.len() {
                 let (meta, buffer) = batch.get_mut(i);
@@ -403,7 +391,7 @@ impl Worker<'_> {
                     // answered, a start or query answered in place.
                     let answer = if stream::is_stream(data) {
                         let arrived = meta.received.map_or_else(
-                            || *wall_ns.get_or_insert_with(streams::wall_ns),
+                            || *wall_ns.get_or_insert_with(crate::io::clock::wall_ns),
                             |d| d.as_nanos() as u64,
                         );
                         let socket = self.socket;

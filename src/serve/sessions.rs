@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::limits;
-use crate::serve::ratelimit::Prefix;
+use crate::shape::ratelimit::Prefix;
 
 /// Sessions one worker remembers, at most, by default.
 pub const DEFAULT_CAPACITY: usize = limits::STAMP_SESSIONS_PER_THREAD;

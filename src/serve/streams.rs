@@ -25,12 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Stop;
-use crate::io::datagram::BATCH;
-use crate::io::state::{ArrivalInfo, Options, Out, Refusal, SocketState};
+use crate::io::state::{ArrivalInfo, Options, SocketState};
 use crate::limits;
-use crate::load::arrivals::Arrivals;
 use crate::load::pace::Schedule;
-use crate::serve::ratelimit::Prefix;
+use crate::load::send::DataSender;
+use crate::measure::arrivals::Arrivals;
+use crate::shape::ratelimit::Prefix;
 use crate::wire::stream::{Counters, Message, Plan};
 
 /// A cookie is good for the time bucket it was made in and the one after.
@@ -112,13 +112,6 @@ pub struct Streams {
     table: HashMap<u64, Stream>,
     swept: Instant,
     refused: u64,
-}
-
-/// Nanoseconds since the Unix epoch on this host's clock.
-pub fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Default for Streams {
@@ -368,86 +361,6 @@ impl Drop for Streams {
     }
 }
 
-/// What one turn of a stream's sender did.
-pub(crate) struct Turn {
-    /// Datagrams that went, the first ones of those asked for.
-    pub went: u64,
-    /// The refusal of the datagram that stopped the turn (a path refusing segmented sends
-    /// is got past, not returned).
-    pub refusal: Option<Refusal>,
-}
-
-/// A stream's sender, either side: data datagrams numbered in order, in segmented sends
-/// (GSO) where the path takes them, otherwise batches of single ones (`sendmmsg`), always
-/// stopping at a refusal so that no number is skipped and sent later. It holds at most
-/// [`limits::STREAM_SEND_BYTES`] (and one datagram) of them at a time.
-pub(crate) struct DataSender {
-    /// The socket's abilities: segmented where the socket and the path allow (it sends
-    /// singly what a path refuses segmented: too big for its MTU, or no segmentation).
-    state: SocketState,
-    packed: Vec<u8>,
-    outs: Vec<Out>,
-    size: usize,
-}
-
-impl DataSender {
-    /// For datagrams of `size` bytes (at most `limits::DATAGRAM_MAX`) on a socket of
-    /// `state` (segmented where it allows).
-    pub fn new(state: SocketState, size: usize) -> DataSender {
-        let size = size.clamp(1, limits::DATAGRAM_MAX);
-        let fit = (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH);
-        let most = fit.max(state.segments(size));
-        DataSender {
-            packed: vec![0u8; size * most],
-            outs: (0..most).map(|k| Out::at(k * size, size)).collect(),
-            state,
-            size,
-        }
-    }
-
-    /// Sends up to `due` datagrams of stream `id` numbered from `first`, to `to` (`None`:
-    /// the connected peer), stamped now.
-    pub fn send(
-        &mut self,
-        socket: &UdpSocket,
-        to: Option<SocketAddr>,
-        id: u64,
-        first: u64,
-        due: u64,
-    ) -> Turn {
-        let size = self.size;
-        let segments = self.state.segments(size);
-        let most = if segments > 1 {
-            segments
-        } else {
-            (limits::STREAM_SEND_BYTES / size).clamp(1, BATCH)
-        };
-        let n = usize::try_from(due)
-            .unwrap_or(usize::MAX)
-            .min(most)
-            .min(self.outs.len());
-        let at = wall_ns();
-        for k in 0..n {
-            Message::Data {
-                id,
-                seq: first.saturating_add(k as u64),
-                sent_ns: at,
-            }
-            .emit(&mut self.packed[k * size..(k + 1) * size], size);
-            self.outs[k].to = to;
-        }
-        // In order, stopping at the first datagram refused (a segmented send the path
-        // refuses goes again singly, inside).
-        let (totals, refusal) = self
-            .state
-            .send_prefix(socket, &[&self.packed], &self.outs[..n]);
-        Turn {
-            went: totals.sent,
-            refusal,
-        }
-    }
-}
-
 /// A reverse stream's sender: `plan`'s datagrams to `peer` from the server's port, paced,
 /// in segmented sends where the kernel can, until its count or `length`, the server's
 /// stop, its client's silence, or a refusal other than a full buffer.
@@ -460,6 +373,7 @@ fn send_reverse(
     shared: &Reverse,
     stop: &Stop,
 ) {
+    crate::io::process::precise_timers();
     let size = plan.size as usize;
     let pps = plan.milli_pps as f64 / 1000.0;
     let gso = Options {
@@ -499,8 +413,10 @@ fn send_reverse(
             let Some(next) = schedule.next_at() else {
                 break; // its length is over
             };
+            // At most 5 ms: the worker's word to stop and the client's silence are looked
+            // at between waits.
             let wait = next.saturating_duration_since(Instant::now());
-            std::thread::sleep(wait.min(Duration::from_millis(5)));
+            stop.wait(wait.min(Duration::from_millis(5)));
             continue;
         }
         let turn = data.send(socket, Some(peer), id, sent, due.end - due.start);
@@ -510,7 +426,9 @@ fn send_reverse(
         match turn.refusal {
             None => {}
             // A full buffer: the rest go on a later turn (or are skipped, if too late).
-            Some(why) if why.is_transient() => std::thread::sleep(Duration::from_micros(50)),
+            Some(why) if why.is_transient() => {
+                stop.wait(Duration::from_micros(50));
+            }
             // The host refuses these datagrams for good (too big, a firewall, no route):
             // trying again would only spin.
             Some(_) => break,

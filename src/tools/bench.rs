@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::load::engine::{Engine, Event, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
-use crate::load::hlog::{self, Recorder};
-use crate::load::latency::Latency;
-use crate::load::stamp::StampReport;
+use crate::measure::hlog::{self, Recorder};
+use crate::measure::latency::Latency;
+use crate::measure::stamp::StampReport;
 use crate::{Error, Stop};
 
 pub use crate::load::engine::{MAX_REMEMBERED, Progress};
@@ -148,8 +148,10 @@ pub fn bench(
         match at.duration_since(SystemTime::now()) {
             Ok(wait) => {
                 let until = Instant::now() + wait;
-                while !stop.is_stopped() && Instant::now() < until {
-                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(20)));
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    if stop.wait(left) {
+                        break;
+                    }
                 }
             }
             Err(late) => late_start = Some(late.duration()),

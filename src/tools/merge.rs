@@ -22,8 +22,8 @@ use serde::Serialize;
 use crate::Error;
 use crate::io::files;
 use crate::limits;
-use crate::load::hlog::{self, Header, Interval, Reader, Totals};
-use crate::load::latency::{Latency, Summary, new_histogram};
+use crate::measure::hlog::{self, Header, Interval, Reader, Totals};
+use crate::measure::latency::{Latency, Summary, new_histogram};
 
 /// One agent's row.
 #[derive(Clone, Debug)]

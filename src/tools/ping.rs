@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::load::engine::{Engine, Offload, Pace, Phase, Requests};
 use crate::load::flow::{Matching, Tally};
-use crate::load::latency::Latency;
-use crate::load::stamp::StampReport;
+use crate::measure::latency::Latency;
+use crate::measure::stamp::StampReport;
 use crate::{Error, Stop};
 
 pub use crate::load::engine::{Event, NotSent};

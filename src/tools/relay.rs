@@ -22,15 +22,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::impair::{Settings, Stage};
 use crate::io::datagram::{Destination, RecvBatch};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::state::{Options, Out, Refusal, SocketState};
 use crate::io::wait::{Poller, Token};
 use crate::limits;
-use crate::serve::RateLimit;
-use crate::serve::ratelimit::{Prefix, RateLimiter};
+use crate::shape::impair::{Settings, Stage};
+use crate::shape::ratelimit::{Prefix, RateLimit, RateLimiter};
 use crate::wire::RECV_BUFFER;
 use crate::{Error, Stop, addr};
 
@@ -224,7 +223,7 @@ impl Relay {
             RateLimit::Off => None,
             RateLimit::PerSecond(rate) => Some(rate),
             RateLimit::Auto if self.local.ip().is_loopback() => None,
-            RateLimit::Auto => Some(crate::serve::ratelimit::DEFAULT_PER_SECOND),
+            RateLimit::Auto => Some(crate::shape::ratelimit::DEFAULT_PER_SECOND),
         };
         let mut state = State {
             relay: self,

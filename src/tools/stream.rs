@@ -21,14 +21,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::io::clock::wall_ns;
 use crate::io::datagram::{BATCH, RecvBatch};
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
 use crate::io::state::{ArrivalInfo, Options, Refusal, SocketState};
+use crate::io::wait::{Poller, Receiver};
 use crate::limits;
-use crate::load::arrivals::Arrivals;
 use crate::load::pace::Schedule;
-use crate::serve::streams::{DataSender, wall_ns};
+use crate::load::send::DataSender;
+use crate::measure::arrivals::Arrivals;
 use crate::wire::stream::{self, Counters, Message, Plan};
 use crate::{Error, Stop};
 
@@ -151,8 +153,12 @@ pub fn stream(
         .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
     crate::io::process::precise_timers();
     let started = Instant::now();
+    let waiting = |e| Error::io("cannot wait for the server", e);
+    let mut poller = Poller::new(stop).map_err(waiting)?;
+    poller.add(&socket, 0).map_err(waiting)?;
     let mut run = Run {
         socket: &socket,
+        poller,
         state,
         id,
         cookie,
@@ -261,6 +267,8 @@ fn handshake(
 ) -> Result<(u64, Vec<Early>), Error> {
     let mut early = Vec::new();
     let mut others = 0u64;
+    let mut rx =
+        Receiver::new(socket, stop).map_err(|e| Error::io("cannot wait for the server", e))?;
     let mut buf = vec![0u8; crate::wire::RECV_BUFFER];
     let mut cookie = 0;
     let mut wait = FIRST_WAIT;
@@ -283,11 +291,9 @@ fn handshake(
             if left.is_zero() {
                 break;
             }
-            socket
-                .set_read_timeout(Some(left))
-                .map_err(|e| Error::io("cannot wait for the server", e))?;
-            let got = match socket.recv(&mut buf) {
-                Ok(n) => n,
+            let got = match rx.recv(&mut buf, left) {
+                Ok(Some(n)) => n,
+                Ok(None) => break, // the wait is over (or stopped)
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(Error::Refused { server });
                 }
@@ -353,6 +359,8 @@ fn handshake(
 /// A running stream, either way.
 struct Run<'a> {
     socket: &'a UdpSocket,
+    /// Wakes on the socket (reports, data) and on the stop.
+    poller: Poller,
     /// The socket's abilities, for the sender.
     state: SocketState,
     id: u64,
@@ -405,6 +413,14 @@ impl Run<'_> {
     fn resend_query(&mut self, sent: u64) {
         self.serial -= 1;
         self.send_query(sent);
+    }
+
+    /// Waits until `deadline`, something arrives, or the stop (unless told to ignore it).
+    fn wait_until(&mut self, deadline: Instant) -> Result<(), Error> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.poller
+            .wait(Some(left), &mut Vec::new())
+            .map_err(|e| Error::io("cannot wait for the server", e))
     }
 
     /// Takes what has arrived, a bounded number of batches (a flood cannot hold it):
@@ -604,8 +620,7 @@ impl Run<'_> {
                     .unwrap_or(now)
                     .min(next_interval)
                     .min(self.hard_end);
-                let wait = wake.saturating_duration_since(Instant::now());
-                std::thread::sleep(wait.min(Duration::from_millis(2)));
+                self.wait_until(wake)?;
                 continue;
             }
             // In order, stopping at a refusal: the numbers sent never skip one that goes
@@ -622,7 +637,7 @@ impl Run<'_> {
                 }
                 Some(why) if why.is_transient() => {
                     // A full buffer: the rest go on a later turn (or, too late, are skipped).
-                    std::thread::sleep(Duration::from_micros(20));
+                    stop.wait(Duration::from_micros(20));
                 }
                 Some(why) => {
                     // Refused by this host (a firewall, too big for the route): the datagram
@@ -636,8 +651,14 @@ impl Run<'_> {
         }
         self.skipped = schedule.skipped();
         let end = self.secs(Instant::now());
-        // The last datagrams reach the server; then its final counts, asked until they come.
-        std::thread::sleep(SETTLE);
+        // The last datagrams reach the server; then its final counts, asked until they come
+        // (stopped or not: what was sent is told).
+        self.poller.ignore_stop();
+        let settled = Instant::now() + SETTLE;
+        while Instant::now() < settled {
+            self.wait_until(settled)?;
+            self.drain();
+        }
         let mut wait = FIRST_WAIT;
         for attempt in 0..TRIES {
             self.last = None;
@@ -651,7 +672,7 @@ impl Run<'_> {
                 if self.drain() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                self.wait_until(deadline)?;
             }
             if let Some((counters, _)) = self.last {
                 let f = self.figures(mark.2, end, sent - mark.1, &mark.0, &counters);
@@ -746,7 +767,16 @@ impl Run<'_> {
                     limits::STREAM_GRACE.as_secs()
                 ));
             }
-            std::thread::sleep(Duration::from_micros(200));
+            // Until something arrives, or the next thing to do.
+            let interval_end = self.started + Duration::from_secs_f64(mark.2) + config.interval;
+            let mut wake = next_interval
+                .min(interval_end)
+                .min(heard + SILENCE)
+                .min(self.hard_end);
+            if let Some(done) = done_at {
+                wake = wake.min(done + SETTLE);
+            }
+            self.wait_until(wake)?;
         };
         // The stream's time is what the data took to arrive, not the wait after it.
         let end = self.secs(self.last_data.unwrap_or_else(Instant::now));

@@ -1,6 +1,6 @@
 //! Latency statistics in one place: exact min/avg/max/mdev, percentiles from an HDR
 //! histogram (3 significant digits), and the histogram's percentile-distribution text
-//! (its picture is `load::plot`'s).
+//! (its picture is `measure::plot`'s).
 //!
 //! Promise: recording is O(1) and allocation-free; memory is fixed at creation (latencies
 //! from 1 ns to 1 hour; longer ones are recorded as 1 hour).

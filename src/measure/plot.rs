@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use crate::load::latency::Latency;
+use crate::measure::latency::Latency;
 
 /// What the picture says of the run.
 #[derive(Clone, Debug, Default)]

@@ -24,6 +24,17 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
+/// Whether replies are rate-limited per source prefix (see `serve/ratelimit.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RateLimit {
+    /// On at the default rate when bound beyond loopback, off on loopback.
+    Auto,
+    Off,
+    /// This many replies a second per prefix, with a burst of one second's worth (at least
+    /// one), for the whole server whatever its threads.
+    PerSecond(f64),
+}
+
 /// Buckets in the table: 65,536 of 16 bytes, 1 MiB.
 pub const SLOTS: usize = 65_536;
 

@@ -5,7 +5,7 @@
 //! `udpkit merge`.
 //!
 //! Promise: a histogram is recorded as the run's own (same bounds and precision as
-//! `load::latency`), so merging the files of N agents gives exactly the histogram of every
+//! `measure::latency`), so merging the files of N agents gives exactly the histogram of every
 //! latency they measured. Writing holds one histogram a thread at a time, however long the
 //! run. Reading holds one line and one histogram at a time, in time linear in the file:
 //! every line is at most [`limits::HLOG_LINE_BYTES`]; every histogram's declared lengths
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::limits;
-use crate::load::latency::{HIGHEST_NS, new_histogram};
+use crate::measure::latency::{HIGHEST_NS, new_histogram};
 
 /// What a file says of its run and of its agent's share (`#udpkit {...}`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

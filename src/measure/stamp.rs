@@ -16,9 +16,49 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::flow::StampSample;
-use crate::load::latency::Latency;
-use crate::wire::stamp::CosSeen;
+use crate::measure::latency::Latency;
+use crate::wire::stamp::{CosSeen, ErrorEstimate, NtpTime};
+
+/// What one STAMP reply says beyond its round trip: the four timestamps (t1 the request
+/// left, t2 it reached the reflector, t3 the reply left, t4 it came back; t1 and t4 on
+/// this host's clock, t2 and t3 on the reflector's), the reflector's sequence number, the
+/// TTL and CoS it saw, and how good its clock says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StampSample {
+    pub t1: NtpTime,
+    pub t2: NtpTime,
+    pub t3: NtpTime,
+    pub t4: NtpTime,
+    pub reflector_seq: u32,
+    pub reflector_error: ErrorEstimate,
+    /// The error estimate this host sent with the request.
+    pub sender_error: ErrorEstimate,
+    /// 0: the reflector did not say.
+    pub ttl: u8,
+    pub cos: Option<CosSeen>,
+}
+
+impl StampSample {
+    /// The reflector's time between receiving and replying (t3 - t2), in nanoseconds.
+    pub fn reflector_nanos(&self) -> i64 {
+        self.t3.nanos_since(self.t2)
+    }
+    /// The way there (t2 - t1); meaningful only when both clocks agree.
+    pub fn forward_nanos(&self) -> i64 {
+        self.t2.nanos_since(self.t1)
+    }
+    /// The way back (t4 - t3); meaningful only when both clocks agree.
+    pub fn backward_nanos(&self) -> i64 {
+        self.t4.nanos_since(self.t3)
+    }
+}
+
+/// This host's clock as an RFC 4656 Error Estimate, for the timestamps it sends (the
+/// kernel's own word, `io::clock`).
+pub fn clock_estimate() -> ErrorEstimate {
+    let q = crate::io::clock::quality();
+    ErrorEstimate::for_error(q.error_seconds, q.synchronized)
+}
 
 /// Whether the two clocks behind the one-way delays agree.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
