@@ -161,6 +161,24 @@ def situational(line):
     return any(p.search(line) for p in SITUATIONAL)
 
 
+# Lines whose figures depend on the machine (latencies, a load's rate and counts): only
+# their shape is compared. Elsewhere a figure may differ from README's by up to a factor
+# of 3 (or by 3), as a run's counts and rates may, but not more.
+VOLATILE = re.compile(r"time=|rtt|latency|PDV|requests/s")
+
+
+def numbers(line):
+    """A line's figures, sizes and rates in base units (999.8 Mbits/sec is 1.00 Gbits/sec)."""
+    found = []
+    for n, prefix in re.findall(r"(\d+(?:\.\d+)?)(?:\s*([KMG])(?=bits/sec|Bytes))?", line):
+        found.append(float(n) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[prefix])
+    return found
+
+
+def close(a, b):
+    return abs(a - b) <= 3 or (min(a, b) > 0 and max(a, b) / min(a, b) <= 3)
+
+
 def render(steps, indent):
     lines = []
     for cmd, out in steps:
@@ -217,7 +235,9 @@ def main():
         finally:
             lab.close()
         if args.check:
-            have = [mask(l) for l in made.split("\n")]
+            today = made.split("\n")
+            have = [mask(l) for l in today]
+            paired = set()
             at = 0
             for line in lines[start:end]:
                 if situational(line):
@@ -229,7 +249,18 @@ def main():
                     drift.append(f"sample {name}: README's line\n  {line.strip()}\n"
                                  f"has no like in what the command prints today:\n{made}")
                     break
+                paired.add(at)
+                if not VOLATILE.search(line) and not all(
+                    close(a, b) for a, b in zip(numbers(line), numbers(today[at]))
+                ):
+                    drift.append(f"sample {name}: README's figures in\n  {line.strip()}\n"
+                                 f"are far from today's\n  {today[at].strip()}")
                 at += 1
+            else:
+                for i, line in enumerate(today):
+                    if i not in paired and line.strip() and not situational(line):
+                        drift.append(f"sample {name}: the command prints\n  {line.strip()}\n"
+                                     f"which README's sample does not show")
         else:
             lines[start:end] = made.split("\n")
     if args.check:

@@ -29,6 +29,16 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, Error> {
         host: host.to_string(),
         reason,
     };
+    // `127.0.0.1:1060`, `[::1]:1060`, `localhost:1060` where a host alone goes.
+    if host.parse::<SocketAddr>().is_ok()
+        || host
+            .rsplit_once(':')
+            .is_some_and(|(name, p)| !name.contains(':') && p.parse::<u16>().is_ok())
+    {
+        return Err(failed(
+            "give the host alone and the port with -p PORT".to_string(),
+        ));
+    }
     let addrs: Vec<SocketAddr> = (bare, port)
         .to_socket_addrs()
         .map_err(|e| {

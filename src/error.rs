@@ -32,14 +32,17 @@ pub enum Error {
 
     /// Every retransmission went unanswered.
     #[error(
-        "no reply from {server} after {tries} tries over {:.1} s; \
-         the server may be down or the path may drop UDP",
-        waited.as_secs_f64()
+        "no reply from {server} after {tries} tries over {:.1} s; {}",
+        waited.as_secs_f64(),
+        why_silent(*spoke)
     )]
     NoReply {
         server: SocketAddr,
         tries: u32,
         waited: Duration,
+        /// The protocol the requests spoke, where the caller could choose another with
+        /// `--protocol` (`None`: no choice to suggest).
+        spoke: Option<&'static str>,
     },
 
     /// Any other failed system call, with what udpkit was doing at the time.
@@ -112,6 +115,17 @@ pub fn plain(err: &io::Error) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// What a silence may mean, naming the protocol spoken where another would be silent too.
+fn why_silent(spoke: Option<&'static str>) -> String {
+    match spoke {
+        Some(p) => format!(
+            "the server may be down or speak another protocol than {p} (see --protocol), \
+             or the path may drop UDP"
+        ),
+        None => "the server may be down or the path may drop UDP".to_string(),
     }
 }
 

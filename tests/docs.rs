@@ -53,6 +53,8 @@ fn command_lines(text: &str) -> Vec<(String, bool)> {
         match &in_block {
             Some(lang) if ["", "sh", "console", "bash"].contains(&lang.as_str()) => {
                 let body = trimmed.strip_prefix("$ ").unwrap_or(trimmed);
+                // The guide's `start` helper runs the command after it.
+                let body = body.strip_prefix("start ").unwrap_or(body);
                 if !pending.is_empty() || body.starts_with("udpkit ") {
                     pending.push_str(body.trim_end_matches('\\'));
                     pending.push(' ');
@@ -251,8 +253,78 @@ fn readmes_samples_are_what_the_commands_print_today() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
 
+/// The shell blocks of `doc` marked `<!-- runs -->`, in order.
+fn runnable_blocks(doc: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "<!-- runs -->" {
+            continue;
+        }
+        assert_eq!(
+            lines.next().map(str::trim),
+            Some("```sh"),
+            "a block after <!-- runs -->"
+        );
+        let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        blocks.push(block.join("\n"));
+    }
+    blocks
+}
+
+/// Every block of the guides marked `<!-- runs -->` runs as written, one guide after the
+/// other in a host of its own (its loopback only, its port 1060 free), with `set -e`: each
+/// command succeeds, and nothing it started is left running when it ends.
+fn the_guides_recipes_run_as_written() {
+    let program = std::path::PathBuf::from(udpkit().get_program());
+    let bin = program.parent().expect("udpkit's folder").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for doc in ["docs/GUIDE.md", "docs/GUIDE.zh-CN.md"] {
+        let blocks = runnable_blocks(&read(doc));
+        assert!(blocks.len() >= 5, "{doc}: {} runnable blocks", blocks.len());
+        let script = format!("set -e\n{}\n", blocks.join("\n"));
+        let ns = format!("udpkdoc{}x{}", std::process::id(), doc.len());
+        let made = Command::new("ip").args(["netns", "add", &ns]).status();
+        assert!(made.is_ok_and(|s| s.success()), "ip netns add {ns}");
+        common::cleanup::namespace_made(&ns);
+        let up = Command::new("ip")
+            .args(["-n", &ns, "link", "set", "lo", "up"])
+            .status();
+        let out = up.is_ok_and(|s| s.success()).then(|| {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns, "sh", "-c", &script])
+                .env("PATH", &path);
+            run_for(c, std::time::Duration::from_secs(90))
+        });
+        let left = Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .map(|o| stdout(&o).trim().to_string())
+            .unwrap_or_default();
+        common::cleanup::remove_namespace(&ns);
+        common::cleanup::namespace_gone(&ns);
+        let out = out.expect("a host with its loopback up");
+        assert!(
+            out.status.success(),
+            "{doc}'s recipes failed ({:?}):\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            left.is_empty(),
+            "{doc}'s recipes left processes running: {left}"
+        );
+    }
+}
+
 udpkit_tests! {
     every_command_line_in_the_docs_parses,
     readmes_synopsis_names_every_flag_and_only_those,
-    readmes_samples_are_what_the_commands_print_today,
+    readmes_samples_are_what_the_commands_print_today [Need::Tool("python3")],
+    the_guides_recipes_run_as_written [Need::Root, Need::Tool("ip")],
 }

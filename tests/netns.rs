@@ -57,6 +57,7 @@ impl Lab {
     fn host(&mut self, name: &str) -> Result<String, String> {
         let ns = format!("{}{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
+        common::cleanup::namespace_made(&ns);
         self.made.push(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(ns)
@@ -209,7 +210,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.made.drain(..) {
-            let _ = ip(&["netns", "del", &ns]);
+            common::cleanup::remove_namespace(&ns);
+            common::cleanup::namespace_gone(&ns);
         }
     }
 }
@@ -827,7 +829,7 @@ udpkit_tests! {
     discover_lists_three_servers_on_a_bridge [Need::Root, Need::Tool("ip")],
     a_host_with_two_addresses_answers_each_from_itself [Need::Root, Need::Tool("ip")],
     the_relay_between_hosts_loses_and_duplicates_as_told [Need::Root, Need::Tool("ip")],
-    replies_to_unresolvable_neighbours_never_stall_the_server [Need::Root, Need::Tool("ip")],
+    replies_to_unresolvable_neighbours_never_stall_the_server [Need::Root, Need::Tool("ip"), Need::Tool("python3")],
     requests_a_local_firewall_refuses_are_said_and_counted_lost [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
     stamp_shows_the_routers_ttl_decrement_and_its_dscp_remarking [Need::Root, Need::Tool("ip"), Need::Tool("nft")],
     stream_works_both_ways_from_behind_a_nat [Need::Root, Need::Tool("ip"), Need::Tool("nft")],

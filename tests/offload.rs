@@ -134,5 +134,5 @@ udpkit_tests! {
     every_request_and_reply_counts_whichever_side_batches,
     the_rate_limit_weighs_each_datagram_of_a_coalesced_receive,
     the_open_loop_reports_its_send_lag_and_says_when_it_fell_behind,
-    a_flood_of_the_largest_segmented_sends_of_one_byte_datagrams_leaves_the_server_serving,
+    a_flood_of_the_largest_segmented_sends_of_one_byte_datagrams_leaves_the_server_serving [Need::Tool("python3")],
 }

@@ -345,5 +345,5 @@ udpkit_tests! {
     a_server_that_drops_half_never_gets_a_reply_credited_to_an_older_request,
     forged_replies_without_id_that_arrive_first_are_never_counted,
     forged_icmp_errors_of_every_kind_are_counted_and_the_run_goes_on [Need::Root],
-    another_user_cannot_bind_the_port_ping_listens_on [Need::Root],
+    another_user_cannot_bind_the_port_ping_listens_on [Need::Root, Need::Tool("setpriv")],
 }

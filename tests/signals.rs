@@ -79,7 +79,7 @@ fn a_plot_that_cannot_be_written_is_refused_before_the_run() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("cannot write /no/such/dir/p.svg"), "{err}");
-    assert!(err.contains("before the run"), "{err}");
+    assert!(err.contains("checked before starting"), "{err}");
 }
 
 fn a_stopped_bench_still_takes_the_replies_on_their_way() {

@@ -342,7 +342,7 @@ pub struct RelayArgs {
     /// only one datagram: after at most 5 s)
     #[arg(long = "idle", value_name = "SECS", default_value = "60", value_parser = seconds)]
     pub idle: Duration,
-    /// Memory for datagrams waiting out --delay, --jitter or --rate, in MiB; what does not
+    /// Memory for datagrams waiting out --delay, --jitter or --pps, in MiB; what does not
     /// fit is dropped and counted ("queue full")
     #[arg(long = "queue-limit", value_name = "MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -513,9 +513,17 @@ fn start_time(text: &str) -> Result<(std::time::SystemTime, String), String> {
             .checked_add(since)
             .ok_or_else(|| format!("'{text}' is not a time this host can hold"))?
     };
-    let ahead = at
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now();
+    if let Ok(past) = now.duration_since(at)
+        && past > limits::START_AHEAD_MAX
+    {
+        return Err(format!(
+            "'{text}' is {:.0} hours ago: give a time at most a day away (a late start runs \
+             anyway, but not that late)",
+            past.as_secs_f64() / 3600.0
+        ));
+    }
+    let ahead = at.duration_since(now).unwrap_or_default();
     if ahead > limits::START_AHEAD_MAX {
         return Err(format!(
             "'{text}' is {:.0} hours away: give a time at most a day ahead",
@@ -541,7 +549,7 @@ fn bits_per_second(text: &str) -> Result<f64, String> {
     match number.parse::<f64>() {
         Ok(n) if n.is_finite() && n > 0.0 && n * scale <= limits::BITS_MAX => Ok(n * scale),
         _ => Err(format!(
-            "'{text}' is not a rate in bits a second above zero and at most 1T (try 100M or 1.5G)"
+            "'{text}' is not a rate in bits a second above zero and at most 1000G (try 100M or 1.5G)"
         )),
     }
 }

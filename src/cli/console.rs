@@ -107,6 +107,8 @@ pub struct Console {
     limited: HashMap<Prefix, Instant>,
     /// What the server speaks: a STAMP packet gets a line of its own, not its bytes.
     protocol: Protocol,
+    /// Each line as a JSON event (`--json`: standard output is JSON only).
+    json: bool,
 }
 
 /// A rate-limited prefix is told of on stderr at most once in this long.
@@ -137,7 +139,15 @@ impl Console {
             unreported: 0,
             limited: HashMap::new(),
             protocol: Protocol::Seed,
+            json: false,
         }
+    }
+
+    /// Each line as a JSON object, `{"event": "datagram" or "pretend_drop", "from": ...,
+    /// "bytes": ..., "text": the line}`.
+    pub fn json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
     }
 
     /// Lines for a server speaking `protocol`.
@@ -146,12 +156,29 @@ impl Console {
         self
     }
 
-    fn emit(&mut self, format: impl FnOnce(&mut String)) -> io::Result<()> {
+    fn emit(
+        &mut self,
+        event: &str,
+        peer: SocketAddr,
+        bytes: Option<usize>,
+        format: impl FnOnce(&mut String),
+    ) -> io::Result<()> {
         if self.quiet {
             return Ok(());
         }
         self.line.clear();
         format(&mut self.line);
+        if self.json {
+            let mut v = serde_json::json!({
+                "event": event,
+                "from": net::shown(peer).to_string(),
+                "text": self.line,
+            });
+            if let Some(bytes) = bytes {
+                v["bytes"] = bytes.into();
+            }
+            self.line = v.to_string();
+        }
         self.line.push('\n');
         self.pending.extend_from_slice(self.line.as_bytes());
         self.pending_lines += 1;
@@ -174,10 +201,11 @@ impl Console {
 
 impl Observer for Console {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let n = Some(data.len());
         if self.protocol == Protocol::Stamp {
-            return self.emit(|line| stamp_packet(line, peer, data));
+            return self.emit("datagram", peer, n, |line| stamp_packet(line, peer, data));
         }
-        self.emit(|line| client_says(line, peer, data))
+        self.emit("datagram", peer, n, |line| client_says(line, peer, data))
     }
 
     fn rate_limited(&mut self, peer: SocketAddr, _slipped: bool) -> io::Result<()> {
@@ -206,7 +234,9 @@ impl Observer for Console {
     }
 
     fn pretend_drop(&mut self, peer: SocketAddr) -> io::Result<()> {
-        self.emit(|line| pretending_to_drop(line, peer))
+        self.emit("pretend_drop", peer, None, |line| {
+            pretending_to_drop(line, peer)
+        })
     }
 
     fn send_failed(&mut self, peer: SocketAddr, why: udpkit::Refusal) -> io::Result<()> {
@@ -274,6 +304,15 @@ mod tests {
     /// What a console prints for a datagram and a pretended drop; `batch_done`: whether
     /// the batch ends.
     fn console_output(quiet: bool, line_by_line: bool, batch_done: bool) -> String {
+        console_output_with(quiet, line_by_line, batch_done, false)
+    }
+
+    fn console_output_with(
+        quiet: bool,
+        line_by_line: bool,
+        batch_done: bool,
+        json: bool,
+    ) -> String {
         #[derive(Clone, Default)]
         struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
         impl std::io::Write for Capture {
@@ -287,7 +326,7 @@ mod tests {
         }
         let capture = Capture::default();
         let printer = super::super::printer::Printer::start(capture.clone(), io::sink());
-        let mut console = Console::new(printer.outlet(), quiet, line_by_line);
+        let mut console = Console::new(printer.outlet(), quiet, line_by_line).json(json);
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         console.datagram(peer, b"\x1b]0;pwned\x07\n").unwrap();
         console.pretend_drop(peer).unwrap();
@@ -313,6 +352,19 @@ mod tests {
     fn lines_wait_for_the_batch_unless_line_by_line() {
         assert_eq!(console_output(false, false, false), "");
         assert_eq!(console_output(false, true, false).lines().count(), 2);
+    }
+
+    #[test]
+    fn with_json_each_line_is_an_event() {
+        let out = console_output_with(false, true, true, true);
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events[0]["event"], "datagram");
+        assert_eq!(events[0]["bytes"], 11);
+        assert_eq!(events[1]["event"], "pretend_drop");
+        assert_eq!(events[1]["from"], "127.0.0.1:5000");
     }
 
     #[test]

@@ -213,7 +213,8 @@ pub fn stream_interval(f: &udpkit::stream::Figures) -> String {
 
 /// A stream's report: the whole run's figures (`sent`, `received`, `lost`, `lost_percent`,
 /// `duplicates`, `reordered`, `reorder_max`, `too_late`, `jitter_ms`, `pdv_ms`,
-/// `bits_per_second`, `bytes`, `seconds`), `complete` and `incomplete` (why not), the
+/// `bits_per_second`, `bytes`, `seconds`), `unknown` (sent after the last report of an
+/// incomplete run), `stopped`, `complete` and `incomplete` (why not), the
 /// settings, and (without `lines`) every interval; with `lines`, `event: "summary"`.
 pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
     let t = &r.total;
@@ -246,6 +247,8 @@ pub fn stream(r: &udpkit::stream::Report, lines: bool) -> String {
         },
         "bytes": t.bytes,
         "bits_per_second": t.bits_per_second,
+        "unknown": r.unknown,
+        "stopped": r.stopped,
         "complete": r.complete,
         "incomplete": r.incomplete,
     });

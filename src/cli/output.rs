@@ -46,10 +46,10 @@ impl Output {
             .map_err(|e| {
                 Error::io(
                     format!(
-                        "cannot write {} (checked before the run, so nothing was sent)",
+                        "cannot write {} (checked before starting, so nothing was done)",
                         path.display()
                     ),
-                    e,
+                    without_temporary_name(e),
                 )
             })?;
         Ok(Output {
@@ -69,16 +69,34 @@ impl Output {
     }
 
     fn failed(&self, e: std::io::Error) -> Error {
-        Error::io(format!("cannot write {}", self.path.display()), e)
+        Error::io(
+            format!("cannot write {}", self.path.display()),
+            without_temporary_name(e),
+        )
     }
 
     /// Puts the whole file at its name.
     pub fn commit(self) -> Result<(), Error> {
         let path = self.path.clone();
-        let failed = |e: std::io::Error| Error::io(format!("cannot write {}", path.display()), e);
+        let failed = |e: std::io::Error| {
+            Error::io(
+                format!("cannot write {}", path.display()),
+                without_temporary_name(e),
+            )
+        };
         let file = self.file.into_inner().map_err(|e| failed(e.into_error()))?;
         file.persist(&path).map_err(|e| failed(e.error))?;
         Ok(())
+    }
+}
+
+/// The system's error without the temporary file's name that tempfile adds to it (`at
+/// path ".x.svg.ONeAQz.tmp"`): the user named another file, and that one is what is said.
+fn without_temporary_name(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.find(" at path \"") {
+        Some(at) => std::io::Error::new(e.kind(), &text[..at]),
+        None => e,
     }
 }
 

@@ -181,7 +181,9 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             server.run(&stop, || {
-                Console::new(outlet.clone(), args.quiet, line_by_line).speaking(args.protocol)
+                Console::new(outlet.clone(), args.quiet, line_by_line)
+                    .speaking(args.protocol)
+                    .json(args.json)
             })
         });
         let mut next = args.stats.map(|period| (started + period, period));
@@ -325,7 +327,8 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                     mark.push_str(" (unverified)");
                 }
                 let ms = rtt.as_secs_f64() * 1e3;
-                format!("{bytes} bytes from {shown}: seq={seq} time={ms:.3} ms{mark}")
+                let unit = if bytes == 1 { "byte" } else { "bytes" };
+                format!("{bytes} {unit} from {shown}: seq={seq} time={ms:.3} ms{mark}")
             }
             ping::Event::Unreachable { seq, kind } => {
                 format!("From {shown}: seq={seq} {}", kind.as_str())
@@ -340,6 +343,12 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                 format!("Ignored a datagram from {shown} that answers no request")
             }
             ping::Event::Progress(_) => return Ok(()),
+            ping::Event::Unverified if config.size < udpkit::wire::ID_LEN => format!(
+                "Note: requests of {} bytes are too small to carry a request ID ({} bytes): \
+                 each reply is matched by the length it names, and cannot be authenticated",
+                config.size,
+                udpkit::wire::ID_LEN
+            ),
             ping::Event::Unverified => format!(
                 "Note: {shown} does not repeat request IDs (the seed's protocol): each reply is \
                  matched by the length it names, and cannot be authenticated"
@@ -737,7 +746,9 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     out.flush().map_err(output)?;
     let counters = relay.run(&stop)?;
     let line = if args.json {
-        serde_json::to_string(&counters).expect("plain numbers serialize")
+        let mut v = serde_json::to_value(counters).expect("plain numbers serialize");
+        v["event"] = "summary".into();
+        v.to_string()
     } else {
         format!("Summary: {}", text::relay_summary(&counters))
     };

@@ -26,16 +26,18 @@ pub fn ping_summary(r: &ping::Report, protocol: Protocol) -> String {
     }
     if r.tally.unreachable > 0 {
         extra.push_str(&format!(
-            ", {} ICMP errors ({})",
+            ", {} ICMP error{} ({})",
             r.tally.unreachable,
+            if r.tally.unreachable == 1 { "" } else { "s" },
             icmp_kinds(&r.tally.icmp)
         ));
     }
     let mut text = format!(
         "--- {} udpkit ping statistics ---\n\
-             {} requests sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
+             {} request{} sent, {} received, {} duplicates, {} late{extra}, {} loss, time {} ms\n",
         addr::shown(r.target),
         r.tally.sent,
+        if r.tally.sent == 1 { "" } else { "s" },
         r.tally.received,
         r.tally.duplicates,
         r.tally.late,
@@ -62,10 +64,10 @@ pub fn ping_summary(r: &ping::Report, protocol: Protocol) -> String {
     text
 }
 
-/// A run that heard nothing at all (no reply, no ICMP error, nothing that does not parse):
-/// what to try, as one note line.
+/// A run that heard no reply: datagrams came back but none in the protocol's form (the
+/// server speaks another), or nothing at all: what to try, as one note line.
 fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
-    if t.sent == 0 || t.received + t.unreachable + t.bad + t.forged + t.not_sent > 0 {
+    if t.sent == 0 || t.received > 0 {
         return None;
     }
     let others: Vec<&str> = Protocol::ALL
@@ -78,6 +80,17 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
     } else {
         ""
     };
+    if t.bad > 0 {
+        return Some(format!(
+            "Note: {} datagrams came back, none of them a reply in {protocol}'s form: the \
+             server speaks another protocol (--protocol {}){stamp}\n",
+            t.bad,
+            others.join(" or --protocol ")
+        ));
+    }
+    if t.unreachable + t.forged + t.not_sent > 0 {
+        return None;
+    }
     Some(format!(
         "Note: nothing came back at all: the server may speak another protocol than {protocol} \
          (--protocol {}){stamp}, be down, or the path may drop UDP\n",
@@ -295,8 +308,16 @@ pub fn bench_summary(r: &bench::Report) -> String {
     // A server listening beyond loopback limits replies per prefix (100 a second and a
     // burst of 100 by default): said only when the replies came at about that rate, not
     // for any loss (a lossy path, a relay dropping on purpose).
+    // And only when the requests went well above that rate (a run at 100 a second that
+    // loses is not being limited).
     let limited = (100.0 + 100.0 * r.elapsed.as_secs_f64()) * 1.5;
-    if loss >= 5.0 && t.received > 0 && t.lost() > t.not_sent && (t.received as f64) <= limited {
+    let asked = t.sent as f64 / r.elapsed.as_secs_f64().max(1e-3);
+    if loss >= 5.0
+        && t.received > 0
+        && t.lost() > t.not_sent
+        && (t.received as f64) <= limited
+        && asked > 150.0
+    {
         text.push_str(
             "Note: a server listening beyond loopback limits replies per source prefix \
                  (100 a second by default) and says so on its stderr; for a benchmark start it \
@@ -486,15 +507,21 @@ fn bytes_iperf(n: u64) -> String {
         ("KBytes", 1 << 10),
     ] {
         if n >= scale as f64 * 0.99995 {
-            let v = n / scale as f64;
-            return if v < 10.0 {
-                format!("{v:.2} {unit}")
-            } else {
-                format!("{v:.1} {unit}")
-            };
+            return format!("{} {unit}", three_figures(n / scale as f64));
         }
     }
     format!("{n:.0} Bytes")
+}
+
+/// `9.99`, `10.0`, `123`: three figures, decided after rounding, as iperf3 writes them.
+fn three_figures(v: f64) -> String {
+    if v < 9.995 {
+        format!("{v:.2}")
+    } else if v < 99.95 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// `1.00 Gbits/sec`, as iperf3 writes rates (powers of 1000).
@@ -502,12 +529,7 @@ fn bits_iperf(bps: f64) -> String {
     for (unit, scale) in [("Gbits/sec", 1e9), ("Mbits/sec", 1e6), ("Kbits/sec", 1e3)] {
         // 999.96 of a unit is written 1.00 of the next, not 1000.0.
         if bps >= scale * 0.99995 {
-            let v = bps / scale;
-            return if v < 10.0 {
-                format!("{v:.2} {unit}")
-            } else {
-                format!("{v:.1} {unit}")
-            };
+            return format!("{} {unit}", three_figures(bps / scale));
         }
     }
     format!("{bps:.0} bits/sec")
@@ -569,11 +591,8 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
     };
     text.push_str(&stream_line(&sent, "sender"));
     text.push('\n');
-    let received = udpkit::stream::Figures {
-        lost: t.sent.saturating_sub(t.received),
-        ..*t
-    };
-    // Lost/Total: total is what was sent.
+    // Lost/Total: total is what was sent, but for those of unknown fate.
+    let received = *t;
     let total_line = stream_line(&received, "receiver");
     text.push_str(&total_line);
     text.push('\n');
@@ -615,6 +634,35 @@ pub fn stream_summary(r: &udpkit::stream::Report) -> String {
             "{} datagrams were refused by this host and count as lost: {}\n",
             r.refused_here,
             r.refused_why.as_deref().unwrap_or("a firewall, a route")
+        ));
+    }
+    // A path that drops what is larger than its MTU without saying so (no ICMP: an MTU
+    // black hole) lets the small reports through and loses the data.
+    let overhead = if r.config.target.is_ipv4() { 28 } else { 48 };
+    if t.lost_percent >= 90.0
+        && r.config.size + overhead > 1280
+        && (r.complete || !r.intervals.is_empty())
+    {
+        text.push_str(&format!(
+            "Note: {} of the datagrams were lost while the small reports got through: a path \
+             whose MTU is under {} bytes that drops larger datagrams without saying so would do \
+             this; `udpkit mtu {}` finds the largest that gets through, or try -s 1200\n",
+            percent(t.lost_percent),
+            r.config.size + overhead,
+            r.config.target.ip()
+        ));
+    }
+    if r.unknown > 0 {
+        text.push_str(&format!(
+            "{} datagrams were sent after the server's last report: whether they arrived is not \
+             known (counted neither received nor lost)\n",
+            r.unknown
+        ));
+    }
+    if r.stopped {
+        text.push_str(&format!(
+            "Stopped at {:.2} s: the figures are those of what was sent until then\n",
+            t.end
         ));
     }
     if let Some(why) = &r.incomplete {
@@ -745,17 +793,31 @@ pub fn merge_plot_labels(r: &udpkit::merge::Report) -> udpkit::measure::plot::La
 }
 
 /// Seconds with the digits they need: `2.0 s`, `0.042 s`.
+/// A duration in three figures, in s, ms or µs as it needs: `3.00 s`, `12.4 ms`, `380 µs`.
 fn seconds(s: f64) -> String {
-    if s < 1.0 {
-        format!("{s:.3} s")
+    if s >= 1.0 {
+        format!("{} s", three_figures(s))
+    } else if s >= 1e-3 {
+        format!("{} ms", three_figures(s * 1e3))
     } else {
-        format!("{s:.1} s")
+        format!("{} µs", three_figures(s * 1e6))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::percent;
+    use super::{bits_iperf, bytes_iperf, percent};
+
+    #[test]
+    fn rates_and_sizes_have_three_figures_decided_after_rounding() {
+        assert_eq!(bits_iperf(9.999e6), "10.0 Mbits/sec");
+        assert_eq!(bits_iperf(10.0e6), "10.0 Mbits/sec");
+        assert_eq!(bits_iperf(123.3e3), "123 Kbits/sec");
+        assert_eq!(bits_iperf(999.96e6), "1.00 Gbits/sec");
+        assert_eq!(bits_iperf(1.234e6), "1.23 Mbits/sec");
+        assert_eq!(bytes_iperf(1400), "1.37 KBytes");
+        assert_eq!(bytes_iperf(125_000_000), "119 MBytes");
+    }
 
     #[test]
     fn loss_prints_like_ping() {

@@ -45,11 +45,13 @@ mod tests {
     #[test]
     fn files_left_falls_as_files_open() {
         let before = super::files_left().unwrap();
-        let held: Vec<_> = (0..8)
+        // Other tests in this process open and close files meanwhile: hold many more than
+        // they do, and ask for most of them to show.
+        let held: Vec<_> = (0..256)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
         let after = super::files_left().unwrap();
-        assert!(after + 8 <= before, "{before} then {after}");
+        assert!(after + 192 <= before, "{before} then {after}");
         drop(held);
     }
 }

@@ -177,14 +177,31 @@ pub fn svg(latency: &Latency, unit_ns: f64, unit: &str, labels: &Labels) -> Stri
     // The curve, to the last quantile the samples support.
     let last_q = 1.0 - 1.0 / n as f64;
     let mut points = String::new();
+    let mut count = 0;
+    let mut first = (0.0, 0.0);
     for step in latency.histogram().iter_quantiles(5) {
         let q = step.quantile_iterated_to().min(last_q);
         let v = step.value_iterated_to() as f64 / unit_ns;
-        let _ = write!(points, "{:.1},{:.1} ", x_of(q), y_of(v.min(hi)));
+        let (x, y) = (x_of(q), y_of(v.min(hi)));
+        let _ = write!(points, "{x:.1},{y:.1} ");
+        if count == 0 {
+            first = (x, y);
+        }
+        count += 1;
         if step.quantile_iterated_to() >= last_q {
             break;
         }
     }
+    // One sample is a point, not a line of no length.
+    let dot = if count == 1 {
+        format!(
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4" fill="#1f77b4"/>"##,
+            first.0, first.1
+        )
+    } else {
+        String::new()
+    };
+    let samples = if n == 1 { "sample" } else { "samples" };
     let axis = if log {
         format!("latency ({unit}, log scale)")
     } else {
@@ -194,9 +211,9 @@ pub fn svg(latency: &Latency, unit_ns: f64, unit: &str, labels: &Labels) -> Stri
         svg,
         r##"<line x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="black"/>
 <line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>
-<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile ({n} samples)</text>
+<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile ({n} {samples})</text>
 <text x="18" y="{:.1}" transform="rotate(-90 18 {:.1})" text-anchor="middle">{axis}</text>
-<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{points}"/>
+<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{points}"/>{dot}
 </svg>
 "##,
         (x0 + x1) / 2.0,

@@ -165,6 +165,7 @@ impl Client {
             server: self.server,
             tries,
             waited: started.elapsed(),
+            spoke: None,
         })
     }
 

@@ -242,6 +242,7 @@ pub fn mtu_until(
                 server: target,
                 tries,
                 waited: wait * tries,
+                spoke: Some(protocol.as_str()),
             });
         }
     }

@@ -100,6 +100,12 @@ pub struct Report {
     /// Datagrams the sender's pacer skipped after stalls (this host's, or the server's in
     /// reverse): it could not keep the rate, so they were never sent (nor counted lost).
     pub skipped: u64,
+    /// Of `total.sent`: datagrams sent after the receiver's last report of an incomplete
+    /// run, whose fate is unknown (counted neither received nor lost).
+    pub unknown: u64,
+    /// The run was stopped (a signal, the caller's stop) before its planned end; its
+    /// figures are those of what was sent until then.
+    pub stopped: bool,
 }
 
 /// Tries of the start and of the final query, and the first wait (doubling).
@@ -353,6 +359,7 @@ fn handshake(
         server,
         tries,
         waited,
+        spoke: None,
     })
 }
 
@@ -464,6 +471,15 @@ impl Run<'_> {
         reported
     }
 
+    /// Whether the last stretch is an interval to print: long enough to have a rate (a
+    /// tenth of the interval), or the only one. Shorter ones count in the total alone.
+    fn is_interval(&self, f: &Figures, config: &Config) -> bool {
+        f.end > f.start
+            && (f.bytes > 0 || f.sent > 0)
+            && (self.intervals.is_empty()
+                || f.end - f.start >= config.interval.as_secs_f64() / 10.0)
+    }
+
     /// One interval's figures from the counters at its start and end.
     fn figures(
         &self,
@@ -497,15 +513,21 @@ impl Run<'_> {
         }
     }
 
+    /// The report: `sent` in all, of which the receiver's figures cover the first `known`
+    /// (the rest, sent after its last report of an incomplete run, are of unknown fate).
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         self,
         config: &Config,
         sent: u64,
+        known: u64,
         end: f64,
         receiver: Counters,
         incomplete: Option<String>,
+        stopped: bool,
     ) -> Report {
-        let lost = sent.saturating_sub(receiver.received);
+        let known = known.min(sent);
+        let lost = known.saturating_sub(receiver.received);
         let secs = end.max(1e-9);
         let total = Figures {
             start: 0.0,
@@ -513,10 +535,10 @@ impl Run<'_> {
             sent,
             received: receiver.received,
             lost,
-            lost_percent: if sent == 0 {
+            lost_percent: if known == 0 {
                 0.0
             } else {
-                100.0 * lost as f64 / sent as f64
+                100.0 * lost as f64 / known as f64
             },
             duplicates: receiver.duplicates,
             reordered: receiver.reordered,
@@ -551,6 +573,8 @@ impl Run<'_> {
             }),
             foreign: self.foreign,
             skipped: self.skipped,
+            unknown: sent - known,
+            stopped,
         }
     }
 
@@ -650,7 +674,10 @@ impl Run<'_> {
             }
         }
         self.skipped = schedule.skipped();
-        let end = self.secs(Instant::now());
+        let stopped = stop.is_stopped();
+        // The run's time is at least the slots of what it sent (a run of one datagram takes
+        // one slot, not the instant it took to send it).
+        let end = self.secs(Instant::now()).max(sent as f64 / config.pps);
         // The last datagrams reach the server; then its final counts, asked until they come
         // (stopped or not: what was sent is told).
         self.poller.ignore_stop();
@@ -676,11 +703,11 @@ impl Run<'_> {
             }
             if let Some((counters, _)) = self.last {
                 let f = self.figures(mark.2, end, sent - mark.1, &mark.0, &counters);
-                if f.end > f.start && (f.bytes > 0 || f.sent > 0) {
+                if self.is_interval(&f, config) {
                     on_interval(&f);
                     self.intervals.push(f);
                 }
-                return Ok(self.finish(config, sent, end, counters, short));
+                return Ok(self.finish(config, sent, sent, end, counters, short, stopped));
             }
             wait = (wait * 2).min(LAST_WAIT);
         }
@@ -690,7 +717,7 @@ impl Run<'_> {
              at {:.2} s",
             mark.2
         );
-        Ok(self.finish(config, sent, end, mark.0, Some(why)))
+        Ok(self.finish(config, sent, mark.1, end, mark.0, Some(why), stopped))
     }
 
     /// Reverse: the server sends; this client counts what arrives, keeps the stream alive
@@ -709,7 +736,7 @@ impl Run<'_> {
         let incomplete = loop {
             let now = Instant::now();
             if stop.is_stopped() {
-                break Some("stopped before the server had sent its last".to_string());
+                break None; // what came until then is what is reported
             }
             if now >= next_interval {
                 self.send_query(0);
@@ -734,18 +761,13 @@ impl Run<'_> {
                     done_at = Some(Instant::now());
                 }
             }
-            // An interval's figures once it has passed (the sender's count from the last
-            // report).
+            // An interval's figures once it has passed; its `sent` is what the numbers that
+            // arrived say was sent in it (the sender's own count comes a report late).
             let t = self.secs(now);
             if t - mark.2 >= config.interval.as_secs_f64() {
                 let local = self.arrivals.counters();
-                let f = self.figures(
-                    mark.2,
-                    t,
-                    sender_sent.saturating_sub(mark.1),
-                    &mark.0,
-                    &local,
-                );
+                let numbered = local.next_expected.saturating_sub(mark.0.next_expected);
+                let f = self.figures(mark.2, t, numbered, &mark.0, &local);
                 on_interval(&f);
                 self.intervals.push(f);
                 mark = (local, sender_sent, t);
@@ -778,23 +800,23 @@ impl Run<'_> {
             }
             self.wait_until(wake)?;
         };
-        // The stream's time is what the data took to arrive, not the wait after it.
-        let end = self.secs(self.last_data.unwrap_or_else(Instant::now));
+        // The stream's time is what the data took to arrive, not the wait after it; at least
+        // the slots of what arrived, and never before the last interval printed.
+        let stopped = stop.is_stopped();
         let local = self.arrivals.counters();
-        let f = self.figures(
-            mark.2,
-            end,
-            sender_sent.saturating_sub(mark.1),
-            &mark.0,
-            &local,
-        );
-        if f.bytes > 0 {
+        let end = self
+            .secs(self.last_data.unwrap_or_else(Instant::now))
+            .max(local.next_expected as f64 / config.pps)
+            .max(mark.2);
+        let numbered = local.next_expected.saturating_sub(mark.0.next_expected);
+        let f = self.figures(mark.2, end, numbered, &mark.0, &local);
+        if f.bytes > 0 && self.is_interval(&f, config) {
             on_interval(&f);
             self.intervals.push(f);
         }
         let sent = sender_sent.max(local.next_expected);
         let mut receiver = local;
         receiver.sender_sent = sender_sent;
-        Ok(self.finish(config, sent, end, receiver, incomplete))
+        Ok(self.finish(config, sent, sent, end, receiver, incomplete, stopped))
     }
 }

@@ -61,6 +61,7 @@ pub struct Case {
 
 /// Runs `cases` as the standard harness would (filters, `--list`, `--test-threads`, ...).
 pub fn run(cases: Vec<Case>) -> ExitCode {
+    super::cleanup::on_signals();
     let args = Arguments::from_args();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let trials = cases

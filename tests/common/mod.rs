@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
+pub mod cleanup;
 pub mod harness;
 
 #[allow(unused_imports)] // not every test binary declares a need
@@ -115,6 +116,7 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        cleanup::group_started(child.id());
         let (tx, lines) = channel();
         let stdout = child.stdout.take().expect("piped stdout");
         thread::spawn(move || {
@@ -216,6 +218,7 @@ impl Drop for Running {
         kill_group(&self.child);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        cleanup::group_ended(self.child.id());
     }
 }
 
@@ -234,6 +237,7 @@ pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    cleanup::group_started(child.id());
     // Read as it comes: a child writing more than a pipe holds must not wait on us.
     let drain = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
@@ -253,10 +257,14 @@ pub fn run_for(mut cmd: Command, limit: Duration) -> Output {
             kill_group(&child);
             let _ = child.kill();
             let _ = child.wait();
+            cleanup::group_ended(child.id());
             panic!("{cmd:?} did not finish within {limit:?}");
         }
         thread::sleep(Duration::from_millis(10));
     };
+    // What the command left behind in its group goes with it.
+    kill_group(&child);
+    cleanup::group_ended(child.id());
     Output {
         status,
         stdout: out.join().expect("stdout reader"),
