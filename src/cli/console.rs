@@ -26,11 +26,8 @@ pub fn listening(addr: SocketAddr) -> String {
 /// `Listening at 127.0.0.1:862 (STAMP Session-Reflector, stateful)`: the seed's line,
 /// with the protocol after it when it is not the seed's.
 pub fn listening_speaking(addr: SocketAddr, protocol: Protocol, stateful: bool) -> String {
-    let what = match (protocol, stateful) {
-        (Protocol::Seed, _) => return listening(addr),
-        (Protocol::Echo, _) => "echo, RFC 862",
-        (Protocol::Stamp, false) => "STAMP Session-Reflector, stateless",
-        (Protocol::Stamp, true) => "STAMP Session-Reflector, stateful",
+    let Some(what) = protocol.banner(stateful) else {
+        return listening(addr);
     };
     format!("{} ({what})", listening(addr))
 }
@@ -138,7 +135,7 @@ impl Console {
             last_failure: None,
             unreported: 0,
             limited: HashMap::new(),
-            protocol: Protocol::Seed,
+            protocol: Protocol::SEED,
             json: false,
         }
     }
@@ -202,7 +199,7 @@ impl Console {
 impl Observer for Console {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         let n = Some(data.len());
-        if self.protocol == Protocol::Stamp {
+        if self.protocol.test_packets() {
             return self.emit("datagram", peer, n, |line| stamp_packet(line, peer, data));
         }
         self.emit("datagram", peer, n, |line| client_says(line, peer, data))

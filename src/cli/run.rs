@@ -92,10 +92,16 @@ fn request_size(protocol: Protocol, asked: Option<u16>) -> Result<usize, Error> 
 
 /// Runs the server until SIGINT or SIGTERM, then prints the summary.
 pub fn server(args: &ServerArgs) -> Result<(), Error> {
-    if args.stateful && args.protocol != Protocol::Stamp {
-        return Err(Error::Invalid(
-            "--stateful is for a STAMP reflector: add --protocol stamp".into(),
-        ));
+    if args.stateful && !args.protocol.has_sessions() {
+        let with: Vec<&str> = Protocol::ALL
+            .iter()
+            .filter(|p| p.has_sessions())
+            .map(|p| p.as_str())
+            .collect();
+        return Err(Error::Invalid(format!(
+            "--stateful is for a reflector that keeps sessions: add --protocol {}",
+            with.join(" or --protocol ")
+        )));
     }
     let port = args.port.unwrap_or(args.protocol.default_port());
     let server = Server::with_config(ServerConfig {

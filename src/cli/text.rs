@@ -75,11 +75,12 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
         .filter(|p| **p != protocol)
         .map(|p| p.as_str())
         .collect();
-    let stamp = if port == udpkit::wire::stamp::PORT && protocol != Protocol::Stamp {
-        " (port 862 is STAMP's)"
-    } else {
-        ""
-    };
+    // A port that is another protocol's own (862 is STAMP's) says which.
+    let stamp = Protocol::ALL
+        .iter()
+        .find(|p| **p != protocol && p.default_port() == port && port != protocol.default_port())
+        .map(|p| format!(" (port {port} is {}'s)", p.as_str().to_uppercase()))
+        .unwrap_or_default();
     if t.bad > 0 {
         return Some(format!(
             "Note: {} datagrams came back, none of them a reply in {protocol}'s form: the \

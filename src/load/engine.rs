@@ -382,7 +382,7 @@ impl Engine {
             sent: 0,
             said_unverified: false,
             first_flow: 0,
-            protocol: Protocol::Seed,
+            protocol: Protocol::SEED,
             stamp: None,
             started: None,
             send_end: None,
@@ -423,10 +423,10 @@ impl Engine {
         for f in &mut self.flows {
             f.flow.set_protocol(protocol, cos);
         }
-        if protocol != Protocol::Seed {
+        if protocol.replies_as_long_as_requests() {
             self.replies = RecvBatch::with_slots(self.replies.slots(), RECV_BUFFER);
         }
-        self.stamp = (protocol == Protocol::Stamp).then(|| {
+        self.stamp = protocol.test_packets().then(|| {
             let same_host = self.flows[0]
                 .socket
                 .local_addr()

@@ -11,7 +11,8 @@
 //! are *unverified*: when proof of IDs arrives they are revoked ([`Flow::take_revoked`]) and
 //! their requests wait again. Memory is fixed at creation.
 //!
-//! With echo ([`Protocol::Echo`]) a reply is the request itself: the ID it carries names
+//! The protocol ([`Protocol`]) writes the requests and says what a reply claims; this
+//! module decides whether the claim holds. With echo a reply is the request itself: the ID it carries names
 //! its request from the first reply on. With STAMP a reply echoes the request's sequence
 //! number and timestamp, which name it exactly; it is proven genuine by udpkit's nonce in
 //! the Extra Padding TLV, which a reflector that echoes TLVs sends back (RFC 8972), and until
@@ -25,10 +26,9 @@ use serde::Serialize;
 use crate::io::icmp::{IcmpCounts, IcmpError};
 use crate::measure::latency::Latency;
 use crate::measure::stamp::StampSample;
-use crate::wire::stamp::{self, ErrorEstimate, NtpTime, Reflected, TestPacket};
-use crate::wire::{
-    ID_LEN, MAX_IPV4_PAYLOAD, Protocol, RequestId, emit_request, parse_echo, parse_reply,
-};
+use crate::wire::protocol::{Claim, Request, Session};
+use crate::wire::stamp::{CosSeen, NtpTime, Reflected};
+use crate::wire::{ID_LEN, MAX_IPV4_PAYLOAD, Protocol, RequestId};
 
 /// How replies are matched to requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,15 +211,6 @@ impl Tally {
     }
 }
 
-/// A STAMP flow's own: its Session-Sender Identifier, the DSCP and ECN it asks the
-/// reflector for, and its clock's error estimate (read when the flow is made).
-#[derive(Clone, Copy, Debug)]
-struct StampSender {
-    ssid: u16,
-    cos: (u8, u8),
-    error: ErrorEstimate,
-}
-
 /// Unverified answers taken back when the server proved that it repeats IDs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Revoked {
@@ -274,9 +265,12 @@ pub struct Flow {
     oldest: u64,
     waiting: usize,
     matching: Matching,
+    /// A verified reply has come: the server speaks this protocol, with proof.
+    proven: bool,
     revoked: Revoked,
     protocol: Protocol,
-    stamp: StampSender,
+    /// A test-packet protocol's session (STAMP): SSID, CoS asked for, clock error.
+    session: Session,
 }
 
 impl Flow {
@@ -288,7 +282,7 @@ impl Flow {
     pub fn new(size: usize, capacity: usize) -> Flow {
         let capacity = capacity.max(32).next_power_of_two();
         let lengths = (capacity / 2).min(MAX_LENGTHS);
-        let with_ids = size >= ID_LEN;
+        let with_ids = Protocol::SEED.proves(size);
         let base = if with_ids {
             size.min(MAX_IPV4_PAYLOAD + 1 - lengths).max(ID_LEN)
         } else {
@@ -319,56 +313,50 @@ impl Flow {
             } else {
                 Matching::Length
             },
+            proven: false,
             revoked: Revoked::default(),
-            protocol: Protocol::Seed,
-            stamp: StampSender {
-                ssid: 0,
-                cos: (0, 0),
-                error: ErrorEstimate::for_error(1.0, false),
-            },
+            protocol: Protocol::SEED,
+            session: Session::default(),
         }
     }
 
-    /// Speaks `protocol` from the first request on (call before any is sent); with STAMP,
-    /// asks the reflector to send back DSCP and ECN `cos` (RFC 8972's CoS TLV). Echo and
-    /// STAMP requests are all `size` bytes: their replies name their request without the
-    /// seed's distinct lengths. STAMP requests shorter than its 44-byte packet are made
-    /// 44 bytes long.
+    /// Speaks `protocol` from the first request on (call before any is sent); a protocol of
+    /// test packets (STAMP) gets a session of its own, asking the reflector to send back
+    /// DSCP and ECN `cos` (RFC 8972's CoS TLV). The protocol shapes the requests: echo and
+    /// STAMP requests are all one size (their replies name their request without the
+    /// seed's distinct lengths), and STAMP's are at least its 44-byte packet.
     pub fn set_protocol(&mut self, protocol: Protocol, cos: (u8, u8)) {
         debug_assert_eq!(self.next_seq, 0, "the protocol is chosen before sending");
         self.protocol = protocol;
-        match protocol {
-            Protocol::Seed => {}
-            Protocol::Echo => {
-                if self.with_ids {
-                    self.matching = Matching::Ids;
-                    self.base = self.size;
-                    self.lengths = 1;
-                    self.offset = 0;
-                }
-            }
-            Protocol::Stamp => {
-                self.size = self.size.max(stamp::BASE_LEN);
-                self.base = self.size;
-                self.lengths = 1;
-                self.offset = 0;
-                self.with_ids = true;
-                self.matching = self.stamp_matching();
-                self.stamp = StampSender {
-                    // Never 0: RFC 8762 reflectors leave the field zero.
-                    ssid: fastrand::u16(1..),
-                    cos,
-                    error: crate::measure::stamp::clock_estimate(),
-                };
-            }
+        if protocol.test_packets() {
+            self.session = Session {
+                // Never 0: RFC 8762 reflectors leave the field zero.
+                ssid: fastrand::u16(1..),
+                cos,
+                error: crate::measure::stamp::clock_estimate(),
+            };
         }
+        let shape = protocol.shape(self.size);
+        self.size = shape.size;
+        self.with_ids = protocol.proves(self.size);
+        if !shape.distinct_lengths {
+            self.base = self.size;
+            self.lengths = 1;
+            self.offset = 0;
+        }
+        self.matching = self.first_matching();
     }
 
-    fn stamp_matching(&self) -> Matching {
-        if stamp::Layout::for_size(self.size).nonce.is_some() {
-            Matching::Unknown
-        } else {
-            Matching::Sequence
+    /// How replies are matched before any proof: by IDs at once where the protocol's reply
+    /// is proof enough, else unknown until one proves them; by length or by sequence where
+    /// the requests cannot carry proof.
+    fn first_matching(&self) -> Matching {
+        let shape = self.protocol.shape(self.size);
+        match (self.with_ids, shape.ids_from_start, shape.distinct_lengths) {
+            (true, true, _) => Matching::Ids,
+            (true, false, _) => Matching::Unknown,
+            (false, _, true) => Matching::Length,
+            (false, _, false) => Matching::Sequence,
         }
     }
 
@@ -378,7 +366,7 @@ impl Flow {
 
     /// STAMP: the Session-Sender Identifier this flow sends.
     pub fn ssid(&self) -> u16 {
-        self.stamp.ssid
+        self.session.ssid
     }
 
     /// A flow whose requests are all exactly `size` bytes, even before the server proves
@@ -396,17 +384,11 @@ impl Flow {
     /// already sent keep theirs.
     pub fn set_size(&mut self, size: usize) {
         debug_assert_eq!(self.lengths, 1, "only an exact flow changes its size");
-        self.size = size;
-        self.base = size;
-        match self.protocol {
-            Protocol::Stamp => {
-                self.size = size.max(stamp::BASE_LEN);
-                self.base = self.size;
-                if self.matching != Matching::Ids {
-                    self.matching = self.stamp_matching();
-                }
-            }
-            _ => self.with_ids = size >= ID_LEN,
+        self.size = self.protocol.shape(size).size;
+        self.base = self.size;
+        self.with_ids = self.protocol.proves(self.size);
+        if self.matching != Matching::Ids {
+            self.matching = self.first_matching();
         }
     }
 
@@ -459,24 +441,15 @@ impl Flow {
         } else {
             self.base + ((seq + self.offset as u64) % self.lengths as u64) as usize
         };
-        let id = RequestId {
-            nonce: self.nonce,
-            seq,
+        let request = Request {
+            id: RequestId {
+                nonce: self.nonce,
+                seq,
+            },
+            len,
+            session: self.session,
         };
-        let mut t1 = NtpTime::default();
-        if self.protocol == Protocol::Stamp {
-            t1 = NtpTime::now();
-            let packet = TestPacket {
-                seq: seq as u32,
-                timestamp: t1,
-                error: self.stamp.error,
-                ssid: self.stamp.ssid,
-            };
-            stamp::emit_test_packet(buf, &packet, len, self.stamp.cos, self.nonce, seq);
-        } else if !(self.with_ids && emit_request(buf, id, len)) {
-            buf.clear();
-            buf.resize(len, b'x');
-        }
+        let t1 = self.protocol.write_request(buf, &request);
         let index = self.index(seq);
         let slot = &mut self.slots[index];
         if slot.state == State::Waiting {
@@ -567,41 +540,49 @@ impl Flow {
         }
     }
 
-    /// Classifies `data`, received from the server at `now`.
+    /// Classifies `data`, received from the server at `now`: what the protocol says it
+    /// claims, then whether that holds.
     pub fn on_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
-        match self.protocol {
-            Protocol::Seed => self.on_seed_reply(data, now),
-            Protocol::Echo => self.on_echo_reply(data, now),
-            Protocol::Stamp => self.on_stamp_reply(data, now),
-        }
-    }
-
-    /// An echo: the request itself. Its ID names it; without one (a request too small),
-    /// its length does.
-    fn on_echo_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
-        match parse_echo(data) {
-            None => Outcome::Bad,
-            Some(Some(id)) => {
+        let t4 = NtpTime::now();
+        match self.protocol.read_reply(data) {
+            // Once the server has sent a verified reply, whatever else seems to come from it
+            // is someone else's, in every protocol; before, it may speak another protocol.
+            Claim::Bad if self.proven => Outcome::Forged,
+            Claim::Bad => Outcome::Bad,
+            Claim::Id { id, len } => {
                 if !self.with_ids || id.nonce != self.nonce || id.seq >= self.next_seq {
                     return Outcome::Forged;
                 }
-                self.credit(id.seq, data.len(), now, true)
+                if self.matching == Matching::Unknown {
+                    self.prove_ids();
+                }
+                self.credit(id.seq, len, now, true)
             }
-            Some(None) if self.matching == Matching::Ids => Outcome::Forged,
-            Some(None) => match self.by_length(data.len()) {
-                Ok(seq) => self.credit(seq, data.len(), now, false),
+            Claim::Length(_) if self.matching == Matching::Ids => Outcome::Forged,
+            Claim::Length(len) => match self.by_length(len) {
+                Ok(seq) => self.credit(seq, len, now, false),
                 Err(outcome) => outcome,
             },
+            Claim::Reflected {
+                reply,
+                len,
+                proof,
+                cos,
+            } => self.on_reflected(&reply, len, proof, cos, now, t4),
         }
     }
 
-    /// A STAMP reflector's reply: the sequence number and timestamp it echoes name the
+    /// A reflected test packet: the sequence number and timestamp it echoes name the
     /// request; udpkit's nonce, where the reflector echoed it, proves it genuine.
-    fn on_stamp_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
-        let t4 = NtpTime::now();
-        let Some(r) = Reflected::parse(data) else {
-            return Outcome::Bad;
-        };
+    fn on_reflected(
+        &mut self,
+        r: &Reflected,
+        len: usize,
+        proof: Option<(u64, u64)>,
+        cos: Option<CosSeen>,
+        now: Instant,
+        t4: NtpTime,
+    ) -> Outcome {
         // The request's full sequence number: the latest sent with these low 32 bits.
         let Some(last) = self.next_seq.checked_sub(1) else {
             return Outcome::Forged;
@@ -620,21 +601,22 @@ impl Flow {
             return Outcome::Unmatched;
         }
         // A reflector that knows SSIDs repeats ours; an RFC 8762 one leaves zero.
-        if slot.t1 != r.sender_timestamp || (r.ssid != self.stamp.ssid && r.ssid != 0) {
+        if slot.t1 != r.sender_timestamp || (r.ssid != self.session.ssid && r.ssid != 0) {
             return Outcome::Forged;
         }
         // Only a request with room for the nonce carries one: a reply to a smaller one is
         // unverified whatever the reflector has proved.
-        let carries_nonce = stamp::Layout::for_size(slot.len).nonce.is_some();
-        let verified = match stamp::reply_nonce(data) {
+        let verified = match proof {
             Some((nonce, id_seq)) if nonce == self.nonce && id_seq == seq => true,
-            _ if carries_nonce && self.matching == Matching::Ids => return Outcome::Forged,
+            _ if self.protocol.proves(slot.len) && self.matching == Matching::Ids => {
+                return Outcome::Forged;
+            }
             _ => false,
         };
         if verified && self.matching == Matching::Unknown {
             self.prove_ids();
         }
-        let outcome = self.credit(seq, data.len(), now, verified);
+        let outcome = self.credit(seq, len, now, verified);
         let sample = StampSample {
             t1: slot.t1,
             t2: r.receive,
@@ -642,9 +624,9 @@ impl Flow {
             t4,
             reflector_seq: r.seq,
             reflector_error: r.error,
-            sender_error: self.stamp.error,
+            sender_error: self.session.error,
             ttl: r.sender_ttl,
-            cos: stamp::reply_cos(data),
+            cos,
         };
         match outcome {
             Outcome::Answer {
@@ -664,41 +646,15 @@ impl Flow {
         }
     }
 
-    fn on_seed_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
-        let Some(reply) = parse_reply(data) else {
-            return if self.matching == Matching::Ids {
-                Outcome::Forged
-            } else {
-                Outcome::Bad
-            };
-        };
-        match reply.id {
-            Some(id) => {
-                if !self.with_ids || id.nonce != self.nonce || id.seq >= self.next_seq {
-                    return Outcome::Forged;
-                }
-                if self.matching == Matching::Unknown {
-                    self.prove_ids();
-                }
-                self.credit(id.seq, reply.len, now, true)
-            }
-            None if self.matching == Matching::Ids => Outcome::Forged,
-            None => match self.by_length(reply.len) {
-                Ok(seq) => self.credit(seq, reply.len, now, false),
-                Err(outcome) => outcome,
-            },
-        }
-    }
-
     /// The server repeated an ID: from now on only IDs count, and every answer taken on
     /// length alone is revoked, its request waiting (or timed out) again.
     fn prove_ids(&mut self) {
         self.matching = Matching::Ids;
-        let stamp = self.protocol == Protocol::Stamp;
+        let protocol = self.protocol;
         for slot in self.slots.iter_mut() {
-            // A STAMP request too small for the nonce could not have had it echoed: its
-            // answer stays unverified rather than being called forged.
-            let could_prove = !stamp || stamp::Layout::for_size(slot.len).nonce.is_some();
+            // A request too small for the proof could not have had it echoed: its answer
+            // stays unverified rather than being called forged.
+            let could_prove = protocol.proves(slot.len);
             if slot.state == State::Answered && slot.unverified && could_prove {
                 self.revoked.answers += 1;
                 self.revoked.late += u64::from(slot.late);
@@ -758,6 +714,7 @@ impl Flow {
                 }
                 slot.state = State::Answered;
                 slot.unverified = !verified;
+                self.proven |= verified;
                 slot.late = late;
                 self.advance_oldest();
                 Outcome::Answer {
@@ -834,7 +791,7 @@ mod tests {
     fn an_echo_is_matched_by_its_id_and_anything_else_is_not_taken() {
         let t = Instant::now();
         let mut flow = Flow::new(38, 64);
-        flow.set_protocol(Protocol::Echo, (0, 0));
+        flow.set_protocol(Protocol::ECHO, (0, 0));
         assert_eq!(
             flow.matching(),
             Matching::Ids,
@@ -851,10 +808,11 @@ mod tests {
                 ..
             }
         ));
-        // The seed's sentence is not an echo; another flow's request is a forgery.
-        assert_eq!(flow.on_reply(&seed_answer(&a), t), Outcome::Bad);
+        // The seed's sentence is not an echo, and this echo server has proved itself:
+        // forged, as another flow's request is.
+        assert_eq!(flow.on_reply(&seed_answer(&a), t), Outcome::Forged);
         let mut other = Flow::new(38, 64);
-        other.set_protocol(Protocol::Echo, (0, 0));
+        other.set_protocol(Protocol::ECHO, (0, 0));
         assert_eq!(flow.on_reply(&send(&mut other, t), t), Outcome::Forged);
         assert!(matches!(
             flow.on_reply(&b, t),
@@ -862,7 +820,7 @@ mod tests {
         ));
         // Too small for an ID: matched by length, unverified.
         let mut small = Flow::new(8, 64);
-        small.set_protocol(Protocol::Echo, (0, 0));
+        small.set_protocol(Protocol::ECHO, (0, 0));
         let c = send(&mut small, t);
         assert!(matches!(
             small.on_reply(&c, t),
@@ -899,7 +857,7 @@ mod tests {
     fn a_stamp_reply_names_its_request_and_the_nonce_proves_it() {
         let t = Instant::now();
         let mut flow = Flow::new(72, 64);
-        flow.set_protocol(Protocol::Stamp, (10, 0));
+        flow.set_protocol(Protocol::STAMP, (10, 0));
         let a = send(&mut flow, t);
         let b = send(&mut flow, t);
         assert_eq!(a.len(), 72);
@@ -925,7 +883,7 @@ mod tests {
             flow.on_reply(&reflect(&a, false), t),
             Outcome::Answer { seq: 0, .. }
         ));
-        assert_eq!(flow.on_reply(b"short", t), Outcome::Bad);
+        assert_eq!(flow.on_reply(b"short", t), Outcome::Forged);
     }
 
     #[test]
@@ -933,7 +891,7 @@ mod tests {
         // mtu's way: an exact flow whose probes change size.
         let t = Instant::now();
         let mut flow = Flow::exact(44, 64);
-        flow.set_protocol(Protocol::Stamp, (0, 0));
+        flow.set_protocol(Protocol::STAMP, (0, 0));
         let small = send(&mut flow, t);
         assert!(matches!(
             flow.on_reply(&reflect(&small, false), t),
@@ -968,7 +926,7 @@ mod tests {
     fn stamp_replies_without_the_nonce_are_matched_by_sequence_unverified() {
         let t = Instant::now();
         let mut flow = Flow::new(44, 64);
-        flow.set_protocol(Protocol::Stamp, (0, 0));
+        flow.set_protocol(Protocol::STAMP, (0, 0));
         assert_eq!(flow.matching(), Matching::Sequence);
         let a = send(&mut flow, t);
         assert!(matches!(
@@ -981,7 +939,7 @@ mod tests {
         ));
         // A reflector that does not echo TLVs, against a request with the nonce.
         let mut flow = Flow::new(72, 64);
-        flow.set_protocol(Protocol::Stamp, (0, 0));
+        flow.set_protocol(Protocol::STAMP, (0, 0));
         let a = send(&mut flow, t);
         assert!(matches!(
             flow.on_reply(&reflect(&a, true), t),
@@ -992,6 +950,25 @@ mod tests {
             }
         ));
         assert_eq!(flow.matching(), Matching::Unknown);
+    }
+
+    #[test]
+    fn before_a_verified_reply_another_protocols_answer_is_bad_not_forged() {
+        // So that a run against a server of another protocol can say so.
+        let t = Instant::now();
+        for protocol in Protocol::ALL {
+            let mut flow = Flow::new(80, 64);
+            flow.set_protocol(protocol, (0, 0));
+            let a = send(&mut flow, t);
+            assert_eq!(flow.on_reply(b"garbage", t), Outcome::Bad, "{protocol}");
+            if protocol != Protocol::SEED {
+                assert_eq!(
+                    flow.on_reply(&seed_answer(&a), t),
+                    Outcome::Bad,
+                    "{protocol}"
+                );
+            }
+        }
     }
 
     #[test]

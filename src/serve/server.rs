@@ -24,9 +24,10 @@ use crate::serve::stats::{Counters, Stats};
 use crate::serve::streams::Streams;
 use crate::shape::impair::{Impairer, Settings};
 use crate::shape::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimit, RateLimiter};
-use crate::wire::stamp::{self, Arrival, NtpTime};
+use crate::wire::protocol::{Prepared, Reflecting};
+use crate::wire::stamp::{Arrival, NtpTime};
 use crate::wire::stream;
-use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, emit_reply, request_id};
+use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER};
 use crate::{Error, Stop};
 
 /// Hears what the server does, as it does it; every method has a silent default. The CLI
@@ -93,7 +94,7 @@ impl Config {
             rate_limit: RateLimit::Auto,
             gso: true,
             gro: true,
-            protocol: Protocol::Seed,
+            protocol: Protocol::SEED,
             stateful: false,
         }
     }
@@ -148,7 +149,7 @@ impl Server {
             send_buffer: Some(net::SERVER_SEND_BUFFER),
             count_drops: true,
             reply_from: Some(local),
-            arrivals: if config.protocol == Protocol::Stamp {
+            arrivals: if config.protocol.test_packets() {
                 ArrivalInfo::Full
             } else {
                 ArrivalInfo::Plain
@@ -235,7 +236,7 @@ impl Server {
                         limiter,
                         state: state.clone(),
                         protocol: self.config.protocol,
-                        sessions: (self.config.protocol == Protocol::Stamp && self.config.stateful)
+                        sessions: (self.config.protocol.has_sessions() && self.config.stateful)
                             .then(|| {
                                 Sessions::new(sessions::DEFAULT_CAPACITY, sessions::DEFAULT_IDLE)
                             }),
@@ -349,13 +350,13 @@ impl Worker<'_> {
             let mut used = 0;
             // STAMP: the reflector's clock, read once a batch (t3, and t2 where the kernel
             // gave no receive time), and its error estimate, once a second.
-            let wall = if self.protocol == Protocol::Stamp {
+            let wall = if self.protocol.test_packets() {
                 NtpTime::now()
             } else {
                 NtpTime::default()
             };
             let mut wall_ns = None;
-            if self.protocol == Protocol::Stamp
+            if self.protocol.test_packets()
                 && clock_read.is_none_or(|t| now.saturating_duration_since(t).as_secs() >= 1)
             {
                 clock_read = Some(now);
@@ -408,41 +409,32 @@ impl Worker<'_> {
                         observer.datagram(peer, data).map_err(output)?;
                         None
                     };
-                    // The reply is written first (the rate limiter weighs its real length);
-                    // the seed's into the reply buffer (a refused one is written over by the
-                    // next), an echo or STAMP reply over the request itself.
-                    let answer = match (answer, self.protocol) {
-                        (Some(answer), _) => answer,
-                        (None, Protocol::Seed) => {
+                    // The reply is written first (the rate limiter weighs its real length):
+                    // into the reply buffer (a refused one is written over by the next), or
+                    // over the request itself, completed once the limit has said yes.
+                    let answer = match answer {
+                        Some(answer) => answer,
+                        None => {
                             let slot = (&mut replies[used..used + MAX_REPLY])
                                 .try_into()
                                 .expect("room for MAX_REQUESTS replies");
-                            let reply_len = emit_reply(slot, len, request_id(data));
-                            Answer {
-                                datagram: i,
-                                start: used,
-                                len: reply_len,
-                                in_place: false,
-                            }
-                        }
-                        (None, Protocol::Echo) => Answer {
-                            datagram: i,
-                            start,
-                            len,
-                            in_place: true,
-                        },
-                        (None, Protocol::Stamp) => {
-                            // Reflected below, once the rate limit has said yes: a stateful
-                            // session counts only what is answered.
-                            if len < stamp::BASE_LEN {
-                                tally.malformed += 1;
-                                continue;
-                            }
-                            Answer {
-                                datagram: i,
-                                start,
-                                len,
-                                in_place: true,
+                            match self.protocol.prepare(data, slot) {
+                                Prepared::Written(n) => Answer {
+                                    datagram: i,
+                                    start: used,
+                                    len: n,
+                                    in_place: false,
+                                },
+                                Prepared::InPlace(n) => Answer {
+                                    datagram: i,
+                                    start,
+                                    len: n,
+                                    in_place: true,
+                                },
+                                Prepared::Malformed => {
+                                    tally.malformed += 1;
+                                    continue;
+                                }
                             }
                         }
                     };
@@ -468,25 +460,27 @@ impl Worker<'_> {
                             }
                         }
                     }
-                    if self.protocol == Protocol::Stamp && !stream::is_stream(data) {
+                    if answer.in_place && !stream::is_stream(data) {
                         let arrival = Arrival {
                             at: meta.received.map_or(wall, NtpTime::from_unix),
                             ttl: meta.ttl,
                             tos: meta.tos,
                         };
-                        let seq = match (&mut self.sessions, stamp::TestPacket::parse(data)) {
-                            (Some(sessions), Some(request)) => {
-                                sessions.next_seq(peer, request.ssid, now)
-                            }
-                            _ => None,
+                        let sessions = &mut self.sessions;
+                        let mut session_seq =
+                            |ssid: u16| sessions.as_mut().and_then(|s| s.next_seq(peer, ssid, now));
+                        let mut ctx = Reflecting {
+                            arrival,
+                            // Sent no earlier than received, whichever clock said when.
+                            sent: if wall.nanos_since(arrival.at) > 0 {
+                                wall
+                            } else {
+                                arrival.at
+                            },
+                            clock_error,
+                            session_seq: &mut session_seq,
                         };
-                        // Sent no earlier than received, whichever clock said when.
-                        let sent = if wall.nanos_since(arrival.at) > 0 {
-                            wall
-                        } else {
-                            arrival.at
-                        };
-                        stamp::reflect(data, &arrival, seq, sent, clock_error);
+                        self.protocol.complete(data, &mut ctx);
                     }
                     if !answer.in_place {
                         used += answer.len;

@@ -121,7 +121,7 @@ pub fn tries_to_fail(answered: u32, tries: u32) -> Option<u32> {
 /// Searches the path to `target`, a server of the seed's protocol; each try of a size
 /// waits `wait` for its answer.
 pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
-    mtu_until(target, Protocol::Seed, wait, &Stop::new())
+    mtu_until(target, Protocol::SEED, wait, &Stop::new())
 }
 
 /// [`mtu`] against a server of `protocol` (an echo or STAMP reply is as large as its

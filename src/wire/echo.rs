@@ -4,7 +4,10 @@
 //! Promise: [`parse_echo`] accepts exactly the requests `seed::emit_request` writes (and
 //! the all-`x` requests too small for an ID), and never panics.
 
+use crate::wire::protocol::{Claim, Dialect, Prepared, Request, Shape};
 use crate::wire::seed::{ID_LEN, RequestId, request_id};
+use crate::wire::seed::{MAX_REPLY, Seed};
+use crate::wire::stamp::NtpTime;
 
 /// What an echoed datagram carries: `Some(Some(id))` for a request with an ID,
 /// `Some(None)` for one too small for an ID (all `x`), `None` for anything udpkit did not
@@ -18,6 +21,53 @@ pub fn parse_echo(data: &[u8]) -> Option<Option<RequestId>> {
         [] => Some(Some(id)),
         [b' ', rest @ ..] if rest.iter().all(|&b| b == b'x') => Some(Some(id)),
         _ => None,
+    }
+}
+
+/// Echo: udpkit's requests as the seed's protocol writes them, each answered by itself.
+#[derive(Debug)]
+pub struct Echo;
+
+impl Dialect for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn banner(&self, _stateful: bool) -> Option<&'static str> {
+        Some("echo, RFC 862")
+    }
+
+    fn shape(&self, size: usize) -> Shape {
+        // A request with an ID comes back with it: proof from the first reply. One too
+        // small for an ID is matched by its length, as the seed's are.
+        Shape {
+            size,
+            distinct_lengths: size < ID_LEN,
+            ids_from_start: true,
+        }
+    }
+
+    fn proves(&self, len: usize) -> bool {
+        len >= ID_LEN
+    }
+
+    fn write_request(&self, buf: &mut Vec<u8>, r: &Request) -> NtpTime {
+        Seed.write_request(buf, r)
+    }
+
+    fn read_reply(&self, data: &[u8]) -> Claim {
+        match parse_echo(data) {
+            None => Claim::Bad,
+            Some(Some(id)) => Claim::Id {
+                id,
+                len: data.len(),
+            },
+            Some(None) => Claim::Length(data.len()),
+        }
+    }
+
+    fn prepare(&self, request: &[u8], _reply: &mut [u8; MAX_REPLY]) -> Prepared {
+        Prepared::InPlace(request.len())
     }
 }
 

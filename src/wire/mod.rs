@@ -4,7 +4,7 @@
 //! display of whatever a peer sent (`quote`). Nothing here touches a socket.
 
 mod echo;
-mod protocol;
+pub mod protocol;
 mod quote;
 mod seed;
 pub mod stamp;
@@ -12,7 +12,7 @@ pub mod stream;
 mod timestamp;
 
 pub use echo::parse_echo;
-pub use protocol::Protocol;
+pub use protocol::{Dialect, Protocol};
 pub use quote::{repr, repr_into};
 pub use seed::*;
 pub use timestamp::time_message;

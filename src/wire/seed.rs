@@ -6,6 +6,9 @@
 //! (`parse(emit(x)) == x`) and never panics on any input. Everything here is ASCII, so the
 //! seed's server, which decodes requests as ASCII, survives udpkit's requests too.
 
+use crate::wire::protocol::{Claim, Dialect, Prepared, Request, Shape};
+use crate::wire::stamp::NtpTime;
+
 /// The largest UDP payload over IPv4 (65535 - 20 bytes of IP header - 8 of UDP header).
 pub const MAX_IPV4_PAYLOAD: usize = 65_507;
 
@@ -173,6 +176,57 @@ pub fn parse_reply(data: &[u8]) -> Option<Reply> {
         _ => return None,
     };
     Some(Reply { len, id })
+}
+
+/// The seed's protocol: a request is anything (udpkit's carry its request ID), a reply the
+/// seed's sentence naming the request's length, with the ID repeated where it had one.
+#[derive(Debug)]
+pub struct Seed;
+
+impl Dialect for Seed {
+    fn name(&self) -> &'static str {
+        "seed"
+    }
+
+    fn banner(&self, _stateful: bool) -> Option<&'static str> {
+        None
+    }
+
+    fn replies_as_long_as_requests(&self) -> bool {
+        false
+    }
+
+    fn shape(&self, size: usize) -> Shape {
+        Shape {
+            size,
+            distinct_lengths: true,
+            ids_from_start: false,
+        }
+    }
+
+    fn proves(&self, len: usize) -> bool {
+        len >= ID_LEN
+    }
+
+    fn write_request(&self, buf: &mut Vec<u8>, r: &Request) -> NtpTime {
+        if !emit_request(buf, r.id, r.len) {
+            buf.clear();
+            buf.resize(r.len, b'x');
+        }
+        NtpTime::default()
+    }
+
+    fn read_reply(&self, data: &[u8]) -> Claim {
+        match parse_reply(data) {
+            None => Claim::Bad,
+            Some(Reply { len, id: Some(id) }) => Claim::Id { id, len },
+            Some(Reply { len, id: None }) => Claim::Length(len),
+        }
+    }
+
+    fn prepare(&self, request: &[u8], reply: &mut [u8; MAX_REPLY]) -> Prepared {
+        Prepared::Written(emit_reply(reply, request.len(), request_id(request)))
+    }
 }
 
 #[cfg(test)]

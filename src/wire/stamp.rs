@@ -11,6 +11,9 @@
 
 use std::time::Duration;
 
+use crate::wire::protocol::{Claim, Dialect, Prepared, Reflecting, Request, Shape};
+use crate::wire::seed::MAX_REPLY;
+
 /// STAMP's well-known port (RFC 8762 §4.1).
 pub const PORT: u16 = 862;
 
@@ -448,6 +451,97 @@ pub fn reflect(
         at = end;
     }
     true
+}
+
+/// STAMP, unauthenticated: udpkit's test packets carry a Class of Service TLV and its
+/// nonce in Extra Padding where there is room; a reflector answers each in place.
+#[derive(Debug)]
+pub struct Stamp;
+
+impl Dialect for Stamp {
+    fn name(&self) -> &'static str {
+        "stamp"
+    }
+
+    fn banner(&self, stateful: bool) -> Option<&'static str> {
+        Some(if stateful {
+            "STAMP Session-Reflector, stateful"
+        } else {
+            "STAMP Session-Reflector, stateless"
+        })
+    }
+
+    fn default_port(&self) -> u16 {
+        PORT
+    }
+
+    fn default_size(&self) -> usize {
+        Layout::FULL
+    }
+
+    fn min_size(&self) -> usize {
+        BASE_LEN
+    }
+
+    fn test_packets(&self) -> bool {
+        true
+    }
+
+    fn has_sessions(&self) -> bool {
+        true
+    }
+
+    fn shape(&self, size: usize) -> Shape {
+        // The sequence number and timestamp a reply echoes name its request: one length.
+        Shape {
+            size: size.max(BASE_LEN),
+            distinct_lengths: false,
+            ids_from_start: false,
+        }
+    }
+
+    fn proves(&self, len: usize) -> bool {
+        Layout::for_size(len).nonce.is_some()
+    }
+
+    fn write_request(&self, buf: &mut Vec<u8>, r: &Request) -> NtpTime {
+        let t1 = NtpTime::now();
+        let packet = TestPacket {
+            seq: r.id.seq as u32,
+            timestamp: t1,
+            error: r.session.error,
+            ssid: r.session.ssid,
+        };
+        emit_test_packet(buf, &packet, r.len, r.session.cos, r.id.nonce, r.id.seq);
+        t1
+    }
+
+    fn read_reply(&self, data: &[u8]) -> Claim {
+        match Reflected::parse(data) {
+            None => Claim::Bad,
+            Some(reply) => Claim::Reflected {
+                reply,
+                len: data.len(),
+                proof: reply_nonce(data),
+                cos: reply_cos(data),
+            },
+        }
+    }
+
+    fn prepare(&self, request: &[u8], _reply: &mut [u8; MAX_REPLY]) -> Prepared {
+        // Reflected in `complete`, once the rate limit has said yes: a stateful session
+        // counts only what is answered.
+        if request.len() < BASE_LEN {
+            Prepared::Malformed
+        } else {
+            Prepared::InPlace(request.len())
+        }
+    }
+
+    fn complete(&self, request: &mut [u8], ctx: &mut Reflecting<'_>) {
+        let seq = TestPacket::parse(request).and_then(|p| (ctx.session_seq)(p.ssid));
+        reflect(request, &ctx.arrival, seq, ctx.sent, ctx.clock_error);
+    }
 }
 
 #[cfg(test)]
