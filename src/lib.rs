@@ -44,20 +44,33 @@
 // The layers, each using only those above it in this list.
 pub mod addr;
 pub mod error;
-pub mod io;
+pub(crate) mod io;
 pub mod limits;
-pub mod load;
+pub(crate) mod load;
 pub mod measure;
-pub mod serve;
-pub mod shape;
+pub(crate) mod serve;
+pub(crate) mod shape;
 
 mod tools;
 pub mod wire;
 
 pub use error::Error;
 pub use io::icmp::{IcmpCounts, IcmpError};
+pub use io::socket::SERVER_RECEIVE_BUFFER;
 pub use io::state::Refusal;
 pub use io::stop::Stop;
+pub use load::engine::{Offload, Requests};
+pub use load::flow::{Matching, Tally};
 pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
+pub use shape::impair::Settings as Impairment;
+pub use shape::ratelimit::Prefix;
 pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
 pub use tools::{bench, client, discover, merge, mtu, ping, relay, stream};
+
+/// The pieces the fuzz targets (`fuzz/`) drive directly: not part of the API, and free to
+/// change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::load::flow::Flow;
+    pub use crate::serve::streams::Streams;
+}

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let shown = udpkit::wire::repr(data);
     assert!(!shown.chars().any(char::is_control));
     // The client's matching must classify anything without panicking.
-    let mut flow = udpkit::load::flow::Flow::new(38, 16);
+    let mut flow = udpkit::fuzzing::Flow::new(38, 16);
     let mut request = Vec::new();
     flow.next_request(&mut request, std::time::Instant::now());
     let _ = flow.on_reply(data, std::time::Instant::now());
@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
     let reflected = stamp::reflect(&mut reply, &arrival, Some(1), stamp::NtpTime(2), e);
     assert_eq!(reply.len(), data.len());
     assert_eq!(reflected, data.len() >= stamp::BASE_LEN);
-    for protocol in [udpkit::wire::Protocol::Echo, udpkit::wire::Protocol::Stamp] {
-        let mut flow = udpkit::load::flow::Flow::new(72, 16);
+    for protocol in [udpkit::wire::Protocol::ECHO, udpkit::wire::Protocol::STAMP] {
+        let mut flow = udpkit::fuzzing::Flow::new(72, 16);
         flow.set_protocol(protocol, (0, 0));
         flow.next_request(&mut request, std::time::Instant::now());
         let _ = flow.on_reply(data, std::time::Instant::now());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use udpkit::Stop;
-use udpkit::serve::streams::Streams;
+use udpkit::fuzzing::Streams;
 use udpkit::wire::stream::Message;
 
 fn socket() -> &'static UdpSocket {

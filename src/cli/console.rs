@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use udpkit::addr as net;
-use udpkit::serve::{Observer, Prefix};
 use udpkit::wire as quote;
 use udpkit::wire::{Protocol, stamp};
+use udpkit::{Observer, Prefix};
 
 use super::printer::Outlet;
 

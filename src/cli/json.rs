@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 use udpkit::addr;
-use udpkit::load::flow::{Matching, Tally};
 use udpkit::measure::latency::Summary;
 use udpkit::measure::stamp::{Clocks, StampReport};
+use udpkit::{Matching, Tally};
 use udpkit::{Stats, bench, ping};
 
 /// ping's report: `target`, `sent`, `received`, `unverified`, `duplicates`, `late`,

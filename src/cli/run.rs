@@ -9,8 +9,8 @@ use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use udpkit::Requests;
 use udpkit::addr as net;
-use udpkit::load::engine::Requests;
 use udpkit::wire::Protocol;
 use udpkit::{
     Backoff, Client, ClientEvent, Error, RateLimit, Server, ServerConfig, Stop, bench, ping, relay,
@@ -147,12 +147,12 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     } else {
         console::listening_speaking(server.local_addr(), args.protocol, args.stateful)
     })?;
-    if server.receive_buffer() < udpkit::serve::RECEIVE_BUFFER {
+    if server.receive_buffer() < udpkit::SERVER_RECEIVE_BUFFER {
         let note = format!(
             "udpkit: note: the kernel granted a {} KiB receive buffer, less than the {} KiB \
              asked; bursts may be dropped (raise net.core.rmem_max)\n",
             server.receive_buffer() >> 10,
-            udpkit::serve::RECEIVE_BUFFER >> 10
+            udpkit::SERVER_RECEIVE_BUFFER >> 10
         );
         outlet.err(note.as_bytes(), 1).map_err(output)?;
     }
@@ -393,7 +393,7 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         size: request_size(requests.protocol, args.size)?,
         timeout: args.timeout,
         requests,
-        offload: udpkit::load::engine::Offload {
+        offload: udpkit::Offload {
             gso: !args.no_gso,
             gro: !args.no_gro,
         },
@@ -706,7 +706,7 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     let relay = relay::Relay::bind(relay::Config {
         listen: net::resolve_host_port(&args.listen)?,
         to: net::resolve_host_port(&args.to)?,
-        impair: udpkit::shape::impair::Settings {
+        impair: udpkit::Impairment {
             drop: args.drop,
             duplicate: args.duplicate,
             reorder: args.reorder,

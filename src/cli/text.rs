@@ -7,9 +7,9 @@
 use udpkit::addr;
 use udpkit::wire::Protocol;
 
-use udpkit::load::flow::{Matching, Tally};
 use udpkit::measure::stamp::{Clocks, StampReport};
 use udpkit::{IcmpCounts, IcmpError, Stats, bench, discover, mtu, ping, relay};
+use udpkit::{Matching, Tally};
 
 /// ping's summary: three or four lines, as ping's.
 pub fn ping_summary(r: &ping::Report, protocol: Protocol) -> String {
@@ -325,7 +325,7 @@ pub fn bench_summary(r: &bench::Report) -> String {
                  with --rate-limit off\n",
         );
     }
-    if t.unmatched > 0 && r.matching != udpkit::load::flow::Matching::Ids {
+    if t.unmatched > 0 && r.matching != Matching::Ids {
         text.push_str(&format!(
             "{} replies could not be told apart: they name a length that more than one \
              request still waiting had (the server does not repeat request IDs, and more \
@@ -365,6 +365,12 @@ pub fn server_stats(r: &Stats) -> String {
         r.send_failed,
         r.kernel_drops,
     );
+    if r.sessions_refused > 0 {
+        text.push_str(&format!(
+            ", {} answered without a session (the session table was full)",
+            r.sessions_refused
+        ));
+    }
     if r.malformed > 0 {
         text.push_str(&format!(", {} malformed (not answered)", r.malformed));
     }

@@ -395,11 +395,6 @@ impl Engine {
         &self.flows[i].socket
     }
 
-    /// Every flow's socket (for options such as the TOS byte or the TTL).
-    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
-        self.flows.iter().map(|f| &f.socket)
-    }
-
     /// Speaks `requests.protocol` and marks every datagram as `requests` says, from the
     /// first request on (call before running a phase).
     pub fn prepare(&mut self, requests: &Requests) -> Result<(), Error> {
@@ -433,10 +428,6 @@ impl Engine {
                 .is_ok_and(|local| local.ip() == self.target.ip());
             StampStats::new(self.flows.len(), same_host)
         });
-    }
-
-    pub fn protocol(&self) -> Protocol {
-        self.protocol
     }
 
     /// The size of every flow's requests from now on (flows made by [`Engine::exact`]).

@@ -137,19 +137,9 @@ impl Schedule {
         self.end.is_some_and(|end| self.next >= end)
     }
 
-    /// The next slot's number.
-    pub fn next(&self) -> u64 {
-        self.next
-    }
-
     /// Slots skipped after stalls (the sender could not keep its schedule).
     pub fn skipped(&self) -> u64 {
         self.skipped
-    }
-
-    /// The rate.
-    pub fn per_second(&self) -> f64 {
-        self.per_second
     }
 }
 

@@ -7,10 +7,6 @@ pub mod sessions;
 mod stats;
 pub mod streams;
 
-pub use crate::shape::ratelimit::Prefix;
 pub use crate::shape::ratelimit::RateLimit;
 pub use server::{Config, Observer, RunningServer, Server};
 pub use stats::Stats;
-
-/// The receive buffer a server asks the kernel for.
-pub use crate::io::socket::SERVER_RECEIVE_BUFFER as RECEIVE_BUFFER;

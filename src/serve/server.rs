@@ -333,6 +333,7 @@ impl Worker<'_> {
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
         let mut clock_read: Option<Instant> = None;
         let mut clock_error = crate::measure::stamp::clock_estimate();
+        let mut sessions_refused = 0;
         while !stop.is_stopped() {
             if let Err(e) = waiter.recv(self.socket, &mut batch, None) {
                 if !is_timeout(&e) && e.kind() != io::ErrorKind::Interrupted {
@@ -519,6 +520,10 @@ impl Worker<'_> {
             tally.replied += totals.sent;
             tally.send_failed += totals.failed;
             tally.bytes_out += totals.bytes;
+            if let Some(sessions) = &self.sessions {
+                tally.sessions_refused = sessions.refused() - sessions_refused;
+                sessions_refused = sessions.refused();
+            }
             self.counters.add(&tally, batch.kernel_drops());
             failure.map_err(output)?;
             observer.batch_done().map_err(output)?;

@@ -21,6 +21,7 @@ pub struct Counters {
     bytes_out: AtomicU64,
     kernel_drops: AtomicU64,
     malformed: AtomicU64,
+    sessions_refused: AtomicU64,
 }
 
 /// A snapshot of the counters, or the increments of one batch.
@@ -47,6 +48,9 @@ pub struct Stats {
     /// Datagrams not answered because they were not requests of the server's protocol (a
     /// STAMP packet shorter than 44 bytes).
     pub malformed: u64,
+    /// A stateful reflector's packets answered statelessly because its session table was
+    /// full (their sequence numbers are the sender's own).
+    pub sessions_refused: u64,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -68,6 +72,7 @@ impl Counters {
         bump(&self.bytes_in, batch.bytes_in);
         bump(&self.bytes_out, batch.bytes_out);
         bump(&self.malformed, batch.malformed);
+        bump(&self.sessions_refused, batch.sessions_refused);
         if let Some(total) = kernel_drops {
             self.kernel_drops
                 .fetch_max(u64::from(total), Ordering::Relaxed);
@@ -87,6 +92,7 @@ impl Counters {
             bytes_out: get(&self.bytes_out),
             kernel_drops: get(&self.kernel_drops),
             malformed: get(&self.malformed),
+            sessions_refused: get(&self.sessions_refused),
         }
     }
 }
@@ -110,6 +116,7 @@ impl Stats {
             bytes_out: a.bytes_out + b.bytes_out,
             kernel_drops: a.kernel_drops + b.kernel_drops,
             malformed: a.malformed + b.malformed,
+            sessions_refused: a.sessions_refused + b.sessions_refused,
         })
     }
 }
