@@ -543,7 +543,6 @@ impl Flow {
     /// Classifies `data`, received from the server at `now`: what the protocol says it
     /// claims, then whether that holds.
     pub fn on_reply(&mut self, data: &[u8], now: Instant) -> Outcome {
-        let t4 = NtpTime::now();
         match self.protocol.read_reply(data) {
             // Once the server has sent a verified reply, whatever else seems to come from it
             // is someone else's, in every protocol; before, it may speak another protocol.
@@ -568,7 +567,7 @@ impl Flow {
                 len,
                 proof,
                 cos,
-            } => self.on_reflected(&reply, len, proof, cos, now, t4),
+            } => self.on_reflected(&reply, len, proof, cos, now),
         }
     }
 
@@ -581,8 +580,8 @@ impl Flow {
         proof: Option<(u64, u64)>,
         cos: Option<CosSeen>,
         now: Instant,
-        t4: NtpTime,
     ) -> Outcome {
+        let t4 = NtpTime::now();
         // The request's full sequence number: the latest sent with these low 32 bits.
         let Some(last) = self.next_seq.checked_sub(1) else {
             return Outcome::Forged;

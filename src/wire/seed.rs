@@ -26,6 +26,35 @@ const SUFFIX: &[u8] = b" bytes long";
 const ID_MARK: u8 = b'#';
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// Each byte's value as a lowercase hex digit, or 16 (bit 4 set) for any other byte.
+const UNHEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `v` as 16 lowercase hex digits, most significant first.
+fn hex16(v: u64, out: &mut [u8; 16]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+}
+
 /// A request ID: a flow's random 64-bit `nonce`, which an off-path forger must guess, and
 /// the request's sequence number in that flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,16 +67,8 @@ impl RequestId {
     /// Writes `#` and the nonce and sequence number as 16 hex digits each.
     pub fn emit(&self, buf: &mut [u8; ID_LEN]) {
         buf[0] = ID_MARK;
-        for (i, byte) in self
-            .nonce
-            .to_be_bytes()
-            .into_iter()
-            .chain(self.seq.to_be_bytes())
-            .enumerate()
-        {
-            buf[1 + 2 * i] = HEX[usize::from(byte >> 4)];
-            buf[2 + 2 * i] = HEX[usize::from(byte & 0xf)];
-        }
+        hex16(self.nonce, (&mut buf[1..17]).try_into().expect("16 bytes"));
+        hex16(self.seq, (&mut buf[17..33]).try_into().expect("16 bytes"));
     }
 
     /// Reads an ID written by [`RequestId::emit`] from the start of `data`.
@@ -56,15 +77,17 @@ impl RequestId {
         if mark != ID_MARK {
             return None;
         }
+        // Every digit through one table (16 marks a byte that is not a lowercase hex
+        // digit), checked once for the whole word: no branch a digit.
         let word = |hex: &[u8]| {
-            hex.iter().try_fold(0u64, |acc, &c| {
-                let v = match c {
-                    b'0'..=b'9' => c - b'0',
-                    b'a'..=b'f' => c - b'a' + 10,
-                    _ => return None,
-                };
-                Some(acc << 4 | u64::from(v))
-            })
+            let mut acc = 0u64;
+            let mut bad = 0u8;
+            for &c in hex {
+                let v = UNHEX[usize::from(c)];
+                bad |= v;
+                acc = acc << 4 | u64::from(v & 0xf);
+            }
+            (bad & 0x10 == 0).then_some(acc)
         };
         Some(RequestId {
             nonce: word(&digits[..16])?,
