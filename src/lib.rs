@@ -5,11 +5,11 @@
 //! Start a server on a free port inside a test, and ask it something:
 //!
 //! ```
-//! use udpkit::{Backoff, Client, Server};
+//! use udpkit::{Backoff, Client, Server, Stop};
 //!
 //! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn(); // stops when dropped
 //! let client = Client::connect(server.local_addr())?;
-//! let reply = client.request(b"The time is now", &Backoff::default(), |_| {})?;
+//! let reply = client.request(b"The time is now", &Backoff::default(), &Stop::new(), |_| {})?;
 //! assert_eq!(reply.data, b"Your data was 15 bytes long");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -27,7 +27,7 @@
 //! };
 //! let server = Server::with_config(config)?.spawn();
 //! let client = udpkit::Client::connect(server.local_addr())?;
-//! client.request(b"x", &udpkit::Backoff::default(), |_| {})?;
+//! client.request(b"x", &udpkit::Backoff::default(), &udpkit::Stop::new(), |_| {})?;
 //! assert_eq!(server.stop().replied, 1); // final figures, once its threads have ended
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

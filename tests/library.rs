@@ -16,13 +16,15 @@ fn a_spawned_server_answers_and_stops_when_dropped() {
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
     let client = Client::connect(addr).unwrap();
-    let reply = client.request(b"", &Backoff::default(), |_| {}).unwrap();
+    let reply = client
+        .request(b"", &Backoff::default(), &Stop::new(), |_| {})
+        .unwrap();
     assert_eq!(reply.data, b"Your data was 0 bytes long");
     assert_eq!(reply.attempts, 1);
     drop(server);
     // Nothing serves the port any more: the kernel answers with port unreachable.
     let err = client
-        .request(b"again", &Backoff::default(), |_| {})
+        .request(b"again", &Backoff::default(), &Stop::new(), |_| {})
         .unwrap_err();
     assert!(matches!(err, Error::Refused { .. }), "{err}");
 }
@@ -57,7 +59,9 @@ fn an_observer_hears_every_datagram_and_stop_ends_run() {
     };
     let client = Client::connect(addr).unwrap();
     for text in [&b"one"[..], b"two", b"\xff"] {
-        client.request(text, &Backoff::default(), |_| {}).unwrap();
+        client
+            .request(text, &Backoff::default(), &Stop::new(), |_| {})
+            .unwrap();
     }
     stop.stop();
     let stats = runner.join().unwrap().unwrap();
@@ -81,7 +85,7 @@ fn attempts_are_reported_with_their_waits() {
     };
     let mut attempts = Vec::new();
     let err = client
-        .request(b"x", &backoff, |e| {
+        .request(b"x", &backoff, &Stop::new(), |e| {
             if let udpkit::ClientEvent::Sent(a) = e {
                 attempts.push((a.number, a.wait))
             }

@@ -236,7 +236,8 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
             failed = writeln!(out, "{line}").err();
         }
     };
-    let reply = client.request(&message, &backoff, |event| match event {
+    // Ctrl-C ends the client as it always has (by the signal): nobody sets this stop.
+    let reply = client.request(&message, &backoff, &Stop::new(), |event| match event {
         ClientEvent::Sent(attempt) => {
             if attempt.number == 1 {
                 say(console::assigned(client.local_addr()));
