@@ -758,15 +758,19 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
 
 /// Lists the servers that answer a broadcast; fails (exit 1) when none does.
 pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
-    let broadcast = net::resolve(&args.broadcast, args.port)?;
-    let found = udpkit::discover::discover(broadcast, args.wait)?;
+    let config = udpkit::discover::Config {
+        wait: args.wait,
+        ..udpkit::discover::Config::new(net::resolve(&args.broadcast, args.port)?)
+    };
+    // The window is short and ends by itself: Ctrl-C ends the process, as it always has.
+    let report = udpkit::discover::discover(&config, &Stop::new(), |_| {})?;
     let text = if args.json {
-        json::discover(broadcast, &found) + "\n"
+        json::discover(report.broadcast, &report.servers) + "\n"
     } else {
-        text::discover(broadcast, &found, args.wait)
+        text::discover(report.broadcast, &report.servers, report.wait)
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
-    Ok(!found.is_empty())
+    Ok(!report.servers.is_empty())
 }
 
 /// Finds the path MTU to a server and prints it.
