@@ -779,7 +779,12 @@ pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
         &args.host,
         args.port.unwrap_or(args.protocol.default_port()),
     )?;
-    let report = udpkit::mtu::mtu_until(target, args.protocol, args.wait, &stop_on_signals())?;
+    let config = udpkit::mtu::Config {
+        target,
+        protocol: args.protocol,
+        wait: args.wait,
+    };
+    let report = udpkit::mtu::mtu(&config, &stop_on_signals(), |_| {})?;
     let text = if args.json {
         json::mtu(&report) + "\n"
     } else {
