@@ -462,7 +462,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         file.commit()?;
     }
     if let (Some(mut file), Some(path)) = (hlog_file, &args.hlog) {
-        write_hlog(file.writer(), &report, args)
+        let run = args.start_at.as_ref().map_or("", |(_, name)| name.as_str());
+        report
+            .write_interval_log(file.writer(), run)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         file.commit()?;
     }
@@ -632,47 +634,6 @@ fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
         ))),
         None => Ok(None),
     }
-}
-
-/// Writes the run as an interval log, with its settings and counters.
-fn write_hlog(out: &mut impl Write, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
-    use udpkit::measure::hlog;
-    let c = &report.config;
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    };
-    let header = hlog::Header {
-        version: 1,
-        run: args
-            .start_at
-            .as_ref()
-            .map_or(String::new(), |(_, name)| name.clone()),
-        segment: c.segment.unwrap_or((1, 1)),
-        target: net::shown(c.target).to_string(),
-        flows: c.flows,
-        window: c.window,
-        rate: c.rate,
-        size: c.size,
-        started: secs(report.started),
-        late: report.late_start.map_or(0.0, |d| d.as_secs_f64()),
-    };
-    let t = &report.tally;
-    let totals = hlog::Totals {
-        sent: t.sent,
-        received: t.received,
-        lost: t.lost(),
-        duplicates: t.duplicates,
-        late: t.late,
-        forged: t.forged,
-        bad: t.bad,
-        unverified: t.unverified,
-        seconds: report.elapsed.as_secs_f64(),
-    };
-    let empty = hlog::Recorded::default();
-    let seconds = report.seconds.as_ref().unwrap_or(&empty).seconds();
-    hlog::write(out, &header, seconds, &totals)?;
-    out.flush()
 }
 
 /// Merges interval logs and prints the report.
