@@ -32,10 +32,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
-//! [`stream::stream`], [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
-//! and report, and the load engine under ping, bench and mtu is [`load::engine`];
-//! ARCHITECTURE.md in the repository says where everything lives.
+//! The measuring tools are library code too, each of one shape: a configuration, the
+//! caller's [`Stop`] (set from any thread, it ends the run promptly), and a callback that
+//! hears of the run as it goes, returning a report: [`ping::ping`], [`bench::bench`],
+//! [`stream::stream`], [`discover::discover`] and [`mtu::mtu`]; [`Client::request`] takes a
+//! stop too. [`relay::Relay`] is bound, then run until its stop; [`merge::merge_files`]
+//! merges the interval logs of [`bench::Report::write_interval_log`]. The load engine
+//! under ping, bench and mtu is [`load::engine`]. The repository's `examples/` has one
+//! small program per tool, each against a server of its own on loopback
+//! (`cargo run --example mtu`); ARCHITECTURE.md says where everything lives.
 //!
 //! The library does not depend on the command line's crates: build it with
 //! `default-features = false` (the `cli` feature brings clap, indicatif and signal-hook for
