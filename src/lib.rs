@@ -5,11 +5,11 @@
 //! Start a server on a free port inside a test, and ask it something:
 //!
 //! ```
-//! use udpkit::{Backoff, Client, Server};
+//! use udpkit::{Backoff, Client, Server, Stop};
 //!
 //! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn(); // stops when dropped
 //! let client = Client::connect(server.local_addr())?;
-//! let reply = client.request(b"The time is now", &Backoff::default(), |_| {})?;
+//! let reply = client.request(b"The time is now", &Backoff::default(), &Stop::new(), |_| {})?;
 //! assert_eq!(reply.data, b"Your data was 15 bytes long");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -27,15 +27,20 @@
 //! };
 //! let server = Server::with_config(config)?.spawn();
 //! let client = udpkit::Client::connect(server.local_addr())?;
-//! client.request(b"x", &udpkit::Backoff::default(), |_| {})?;
+//! client.request(b"x", &udpkit::Backoff::default(), &udpkit::Stop::new(), |_| {})?;
 //! assert_eq!(server.stop().replied, 1); // final figures, once its threads have ended
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The measuring tools are library code too: [`ping::ping`], [`bench::bench`],
-//! [`stream::stream`], [`discover::discover`], [`mtu::mtu`] and [`relay::Relay`], each with its configuration
-//! and report, and the load engine under ping, bench and mtu is [`load::engine`];
-//! ARCHITECTURE.md in the repository says where everything lives.
+//! The measuring tools are library code too, each of one shape: a configuration, the
+//! caller's [`Stop`] (set from any thread, it ends the run promptly), and a callback that
+//! hears of the run as it goes, returning a report: [`ping::ping`], [`bench::bench`],
+//! [`stream::stream`], [`discover::discover`] and [`mtu::mtu`]; [`Client::request`] takes a
+//! stop too. [`relay::Relay`] is bound, then run until its stop; [`merge::merge_files`]
+//! merges the interval logs of [`bench::Report::write_interval_log`]. The load engine
+//! under ping, bench and mtu is [`load::engine`]. The repository's `examples/` has one
+//! small program per tool, each against a server of its own on loopback
+//! (`cargo run --example mtu`); ARCHITECTURE.md says where everything lives.
 //!
 //! The library does not depend on the command line's crates: build it with
 //! `default-features = false` (the `cli` feature brings clap, indicatif and signal-hook for

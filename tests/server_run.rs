@@ -127,7 +127,12 @@ fn the_kernels_drops_are_counted_and_serving_goes_on() {
     // It still answers; the first tries may meet a buffer that is still full.
     let client = udpkit::Client::connect(addr).unwrap();
     let reply = client
-        .request(b"after", &udpkit::Backoff::default(), |_| {})
+        .request(
+            b"after",
+            &udpkit::Backoff::default(),
+            &udpkit::Stop::new(),
+            |_| {},
+        )
         .unwrap();
     assert_eq!(reply.data, b"Your data was 5 bytes long");
     let v = summary_json(&mut server);

@@ -242,7 +242,8 @@ pub fn client(args: &ClientArgs) -> Result<(), Error> {
             failed = writeln!(out, "{line}").err();
         }
     };
-    let reply = client.request(&message, &backoff, |event| match event {
+    // Ctrl-C ends the client as it always has (by the signal): nobody sets this stop.
+    let reply = client.request(&message, &backoff, &Stop::new(), |event| match event {
         ClientEvent::Sent(attempt) => {
             if attempt.number == 1 {
                 say(console::assigned(client.local_addr()));
@@ -467,7 +468,9 @@ pub fn bench(args: &BenchArgs) -> Result<bool, Error> {
         file.commit()?;
     }
     if let (Some(mut file), Some(path)) = (hlog_file, &args.hlog) {
-        write_hlog(file.writer(), &report, args)
+        let run = args.start_at.as_ref().map_or("", |(_, name)| name.as_str());
+        report
+            .write_interval_log(file.writer(), run)
             .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
         file.commit()?;
     }
@@ -639,47 +642,6 @@ fn agent_segment(args: &BenchArgs) -> Result<Option<(usize, usize)>, Error> {
     }
 }
 
-/// Writes the run as an interval log, with its settings and counters.
-fn write_hlog(out: &mut impl Write, report: &bench::Report, args: &BenchArgs) -> io::Result<()> {
-    use udpkit::measure::hlog;
-    let c = &report.config;
-    let secs = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    };
-    let header = hlog::Header {
-        version: 1,
-        run: args
-            .start_at
-            .as_ref()
-            .map_or(String::new(), |(_, name)| name.clone()),
-        segment: c.segment.unwrap_or((1, 1)),
-        target: net::shown(c.target).to_string(),
-        flows: c.flows,
-        window: c.window,
-        rate: c.rate,
-        size: c.size,
-        started: secs(report.started),
-        late: report.late_start.map_or(0.0, |d| d.as_secs_f64()),
-    };
-    let t = &report.tally;
-    let totals = hlog::Totals {
-        sent: t.sent,
-        received: t.received,
-        lost: t.lost(),
-        duplicates: t.duplicates,
-        late: t.late,
-        forged: t.forged,
-        bad: t.bad,
-        unverified: t.unverified,
-        seconds: report.elapsed.as_secs_f64(),
-    };
-    let empty = hlog::Recorded::default();
-    let seconds = report.seconds.as_ref().unwrap_or(&empty).seconds();
-    hlog::write(out, &header, seconds, &totals)?;
-    out.flush()
-}
-
 /// Merges interval logs and prints the report.
 pub fn merge(args: &MergeArgs) -> Result<bool, Error> {
     // The plot's file is made (privately, beside its place) before the work: a path that
@@ -763,15 +725,19 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
 
 /// Lists the servers that answer a broadcast; fails (exit 1) when none does.
 pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
-    let broadcast = net::resolve(&args.broadcast, args.port)?;
-    let found = udpkit::discover::discover(broadcast, args.wait)?;
+    let config = udpkit::discover::Config {
+        wait: args.wait,
+        ..udpkit::discover::Config::new(net::resolve(&args.broadcast, args.port)?)
+    };
+    // The window is short and ends by itself: Ctrl-C ends the process, as it always has.
+    let report = udpkit::discover::discover(&config, &Stop::new(), |_| {})?;
     let text = if args.json {
-        json::discover(broadcast, &found) + "\n"
+        json::discover(report.broadcast, &report.servers) + "\n"
     } else {
-        text::discover(broadcast, &found, args.wait)
+        text::discover(report.broadcast, &report.servers, report.wait)
     };
     io::stdout().write_all(text.as_bytes()).map_err(output)?;
-    Ok(!found.is_empty())
+    Ok(!report.servers.is_empty())
 }
 
 /// Finds the path MTU to a server and prints it.
@@ -780,7 +746,12 @@ pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
         &args.host,
         args.port.unwrap_or(args.protocol.default_port()),
     )?;
-    let report = udpkit::mtu::mtu_until(target, args.protocol, args.wait, &stop_on_signals())?;
+    let config = udpkit::mtu::Config {
+        target,
+        protocol: args.protocol,
+        wait: args.wait,
+    };
+    let report = udpkit::mtu::mtu(&config, &stop_on_signals(), |_| {})?;
     let text = if args.json {
         json::mtu(&report) + "\n"
     } else {

@@ -5,32 +5,7 @@
 //! in a closed loop (a window) or an open loop (a rate), and `mtu` runs one short phase per
 //! size it probes on the same engine.
 //!
-//! ```
-//! use std::ops::ControlFlow;
-//! use std::time::Duration;
-//! use udpkit::load::engine::{Engine, Event, Offload, Pace, Phase};
-//! use udpkit::{Server, Stop};
-//!
-//! let server = Server::bind("127.0.0.1:0".parse()?)?.spawn();
-//! let pace = Pace::Window(4); // four requests in flight on each flow
-//! let timeout = Duration::from_secs(1);
-//! let stop = Stop::new();
-//! let offload = Offload::default(); // no GSO, no GRO
-//! let mut engine = Engine::new(server.local_addr(), 2, 64, pace, timeout, &stop, offload)?;
-//! let phase = Phase { pace, count: Some(100), duration: None, timeout };
-//! let mut replies = 0;
-//! engine.run(&phase, |event| {
-//!     if let Event::Reply { duplicate: false, .. } = event {
-//!         replies += 1;
-//!     }
-//!     Ok(ControlFlow::Continue(()))
-//! })?;
-//! let report = engine.report();
-//! assert_eq!(report.tally.sent, 100);
-//! assert_eq!(report.tally.received, replies);
-//! assert_eq!(report.tally.sent, report.tally.received + report.tally.lost());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! (The test `drives_a_server_as_ping_and_bench_do` below shows it in use.)
 //!
 //! Promise: every request is accounted for (`sent = received + lost`); a phase ends by
 //! itself (its count, its duration, a stop, or the caller's word) after at most one timeout
@@ -983,5 +958,47 @@ impl Outbox {
             });
         }
         self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Engine, Event, Offload, Pace, Phase};
+    use crate::{Server, Stop};
+    use std::ops::ControlFlow;
+    use std::time::Duration;
+
+    #[test]
+    fn drives_a_server_as_ping_and_bench_do() -> Result<(), Box<dyn std::error::Error>> {
+        let server = Server::bind("127.0.0.1:0".parse()?)?.spawn();
+        let pace = Pace::Window(4); // four requests in flight on each flow
+        let timeout = Duration::from_secs(1);
+        let stop = Stop::new();
+        let offload = Offload::default(); // no GSO, no GRO
+        let mut engine = Engine::new(server.local_addr(), 2, 64, pace, timeout, &stop, offload)?;
+        let phase = Phase {
+            pace,
+            count: Some(100),
+            duration: None,
+            timeout,
+        };
+        let mut replies = 0;
+        engine.run(&phase, |event| {
+            if let Event::Reply {
+                duplicate: false, ..
+            } = event
+            {
+                replies += 1;
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let report = engine.report();
+        assert_eq!(report.tally.sent, 100);
+        assert_eq!(report.tally.received, replies);
+        assert_eq!(
+            report.tally.sent,
+            report.tally.received + report.tally.lost()
+        );
+        Ok(())
     }
 }

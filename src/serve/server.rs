@@ -264,7 +264,7 @@ impl Server {
     /// ```
     /// let server = udpkit::Server::bind("127.0.0.1:0".parse().unwrap()).unwrap().spawn();
     /// let client = udpkit::Client::connect(server.local_addr()).unwrap();
-    /// let reply = client.request(b"hello", &udpkit::Backoff::default(), |_| {}).unwrap();
+    /// let reply = client.request(b"hello", &udpkit::Backoff::default(), &udpkit::Stop::new(), |_| {}).unwrap();
     /// assert_eq!(reply.data, b"Your data was 5 bytes long");
     /// ```
     pub fn spawn(self) -> RunningServer {

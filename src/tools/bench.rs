@@ -10,6 +10,7 @@
 //! itself (duration, count, or a stop) after at most one timeout of draining; I/O is
 //! batched (`sendmmsg`/`recvmmsg` on Linux) and nothing is allocated per request.
 
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use crate::load::flow::{Matching, Tally};
 use crate::measure::hlog::{self, Recorder};
 use crate::measure::latency::Latency;
 use crate::measure::stamp::StampReport;
-use crate::{Error, Stop};
+use crate::{Error, Stop, addr};
 
 pub use crate::load::engine::{MAX_REMEMBERED, Progress};
 
@@ -129,6 +130,46 @@ impl Report {
         let rtt_p50 = self.latency.summary(1.0).p50;
         let late = lag.count() > 0 && lag_p99 > 100e3 && lag_p99 > rtt_p50;
         sent < 0.99 * rate || late || self.tally.skipped > 0
+    }
+
+    /// Writes the run as an HdrHistogram interval log, the file of `udpkit bench --hlog`
+    /// that [`crate::merge::merge_files`] reads: its settings, the latencies of each second
+    /// (with [`Config::intervals`]; none without) and its counters. `run` names the run
+    /// every agent's file shares (`--start-at`'s time; empty for a run of one agent).
+    pub fn write_interval_log(&self, out: &mut impl Write, run: &str) -> io::Result<()> {
+        let c = &self.config;
+        let secs = |t: SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let header = hlog::Header {
+            version: 1,
+            run: run.to_string(),
+            segment: c.segment.unwrap_or((1, 1)),
+            target: addr::shown(c.target).to_string(),
+            flows: c.flows,
+            window: c.window,
+            rate: c.rate,
+            size: c.size,
+            started: secs(self.started),
+            late: self.late_start.map_or(0.0, |d| d.as_secs_f64()),
+        };
+        let t = &self.tally;
+        let totals = hlog::Totals {
+            sent: t.sent,
+            received: t.received,
+            lost: t.lost(),
+            duplicates: t.duplicates,
+            late: t.late,
+            forged: t.forged,
+            bad: t.bad,
+            unverified: t.unverified,
+            seconds: self.elapsed.as_secs_f64(),
+        };
+        let empty = hlog::Recorded::default();
+        let seconds = self.seconds.as_ref().unwrap_or(&empty).seconds();
+        hlog::write(out, &header, seconds, &totals)?;
+        out.flush()
     }
 }
 

@@ -5,8 +5,9 @@
 //! Promise: `request` returns the server's reply (only `Your data was N bytes long` naming
 //! the length sent is one; anything else from the server's address is counted and passed
 //! over), or within the backoff's total wait a [`Error::NoReply`], or at once
-//! [`Error::Refused`] when the server's port is closed. It sends at most [`MAX_TRIES`]
-//! times, and never waits less than [`MIN_WAIT`] between tries.
+//! [`Error::Refused`] when the server's port is closed, or [`Error::Stopped`] as soon as the
+//! caller's [`Stop`] is set (nothing more is sent once it is). It sends at most
+//! [`MAX_TRIES`] times, and never waits less than [`MIN_WAIT`] between tries.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -114,24 +115,50 @@ impl Client {
         self.server
     }
 
-    /// Sends `data` and waits for the reply, retransmitting per `backoff`; `on_event`
-    /// hears of each transmission just after it is sent, and of each datagram passed over.
+    /// Sends `data` and waits for the reply, retransmitting per `backoff`, until the reply
+    /// comes, the tries run out or `stop` is set (then [`Error::Stopped`], at once, and
+    /// nothing more is sent); `on_event` hears of each transmission just after it is sent,
+    /// and of each datagram passed over.
     ///
     /// Only the seed's reply naming `data`'s length is taken; anything else is counted in
     /// [`Reply::ignored`] and passed over.
+    ///
+    /// ```
+    /// use udpkit::{Backoff, Client, Error, Stop};
+    ///
+    /// // Nobody answers here; another thread gives up on the request after 50 ms.
+    /// let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    /// let client = Client::connect(silent.local_addr()?)?;
+    /// let stop = Stop::new();
+    /// let giving_up = {
+    ///     let stop = stop.clone();
+    ///     std::thread::spawn(move || {
+    ///         std::thread::sleep(std::time::Duration::from_millis(50));
+    ///         stop.stop();
+    ///     })
+    /// };
+    /// let err = client.request(b"hello", &Backoff::default(), &stop, |_| {}).unwrap_err();
+    /// assert!(matches!(err, Error::Stopped { .. }), "{err}");
+    /// giving_up.join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request(
         &self,
         data: &[u8],
         backoff: &Backoff,
+        stop: &Stop,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Reply, Error> {
         let mut buf = vec![0u8; RECV_BUFFER];
-        // A client that nobody stops: its waits end by themselves.
-        let mut rx = Receiver::new(&self.socket, &Stop::new()).map_err(|e| self.failed(e))?;
+        // Its waits end by themselves, or at once when the stop is set.
+        let mut rx = Receiver::new(&self.socket, stop).map_err(|e| self.failed(e))?;
         let started = Instant::now();
         let mut tries = 0;
         let mut ignored = 0;
         for wait in backoff.waits() {
+            if stop.is_stopped() {
+                return Err(self.stopped());
+            }
             tries += 1;
             match self.socket.send(data) {
                 // A full send buffer: this try did not go; the next one will.
@@ -161,12 +188,21 @@ impl Client {
                 });
             }
         }
+        if stop.is_stopped() {
+            return Err(self.stopped());
+        }
         Err(Error::NoReply {
             server: self.server,
             tries,
             waited: started.elapsed(),
             spoke: None,
         })
+    }
+
+    fn stopped(&self) -> Error {
+        Error::Stopped {
+            what: format!("the request to {}", self.server),
+        }
     }
 
     /// Waits until `deadline` for a reply that answers a request of `sent` bytes.

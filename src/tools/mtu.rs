@@ -118,20 +118,82 @@ pub fn tries_to_fail(answered: u32, tries: u32) -> Option<u32> {
     (k <= MAX_TRIES).then_some(k)
 }
 
-/// Searches the path to `target`, a server of the seed's protocol; each try of a size
-/// waits `wait` for its answer.
-pub fn mtu(target: SocketAddr, wait: Duration) -> Result<Report, Error> {
-    mtu_until(target, Protocol::SEED, wait, &Stop::new())
+/// How long each try of a size waits for its answer unless told (`udpkit mtu -W`).
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(200);
+
+/// What to search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The server that answers the probes.
+    pub target: SocketAddr,
+    /// What it speaks (an echo or STAMP reply is as large as its probe; the seed's names
+    /// the probe's size).
+    pub protocol: Protocol,
+    /// How long each try of a size waits for its answer (also the pace of the tries).
+    pub wait: Duration,
 }
 
-/// [`mtu`] against a server of `protocol` (an echo or STAMP reply is as large as its
-/// probe), ending early (with an error) when `stop` is set.
-pub fn mtu_until(
-    target: SocketAddr,
-    protocol: Protocol,
-    wait: Duration,
-    stop: &Stop,
-) -> Result<Report, Error> {
+impl Config {
+    /// A search of the path to `target`, a server of the default protocol (the seed's),
+    /// each try waiting [`DEFAULT_WAIT`], as `udpkit mtu` does.
+    pub fn new(target: SocketAddr) -> Self {
+        Config {
+            target,
+            protocol: Protocol::default(),
+            wait: DEFAULT_WAIT,
+        }
+    }
+}
+
+/// One size the search tried, told as the search moves on to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Try {
+    /// The probes' UDP payload, in bytes.
+    pub size: usize,
+    /// Probes of this size sent, retries included.
+    pub tries: u32,
+    pub outcome: Outcome,
+}
+
+impl Try {
+    /// A reply proved this size.
+    pub fn answered(&self) -> bool {
+        self.outcome == Outcome::Answered
+    }
+}
+
+/// How a size fared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A reply proved it.
+    Answered,
+    /// Every try went unanswered.
+    Unanswered,
+    /// This host refused to send it (`EMSGSIZE`): larger than its interface or route.
+    TooBigHere,
+}
+
+/// Searches the path to `config.target` until the largest answered size is known, or
+/// `stop` is set (then [`Error::Stopped`]); `on_try` hears of each size tried and how it
+/// fared.
+///
+/// ```
+/// use udpkit::{Server, Stop, mtu};
+///
+/// let server = Server::bind("127.0.0.1:0".parse()?)?.spawn();
+/// let config = mtu::Config::new(server.local_addr());
+/// let report = mtu::mtu(&config, &Stop::new(), |t| {
+///     println!("{} bytes: {:?} after {} tries", t.size, t.outcome, t.tries);
+/// })?;
+/// assert_eq!(report.payload, 65_507); // loopback carries the largest UDP datagram
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result<Report, Error> {
+    let Config {
+        target,
+        protocol,
+        wait,
+    } = *config;
     let pace = Pace::Interval(wait);
     let mut engine = Engine::exact(target, ID_LEN, pace, wait, stop)?;
     engine.set_protocol(protocol, (0, 0));
@@ -144,10 +206,10 @@ pub fn mtu_until(
 
     // Sends tries of `size`, one every `wait`, until a reply proves it or `limit` tries
     // went unanswered; a late reply to an earlier, larger size is kept as evidence.
-    let probe = |size: usize,
-                 limit: u32,
-                 engine: &mut Engine,
-                 proven: &mut Proven|
+    let mut probe = |size: usize,
+                     limit: u32,
+                     engine: &mut Engine,
+                     proven: &mut Proven|
      -> Result<Probe, Error> {
         let probes = engine.sent() as u32;
         if probes >= MAX_PROBES {
@@ -218,15 +280,25 @@ pub fn mtu_until(
             return Err(Error::Refused { server: target });
         }
         if stop.is_stopped() {
-            return Err(Error::Invalid(format!(
-                "stopped before the search for the path MTU to {target} ended"
-            )));
+            return Err(Error::Stopped {
+                what: format!("the search for the path MTU to {target}"),
+            });
         }
-        if let Probe::Answered { .. } = result {
-            result = Probe::Answered {
-                tries: (engine.sent() - first_seq).max(1) as u32,
-            };
-        }
+        let mut tries = (engine.sent() - first_seq) as u32;
+        let outcome = match result {
+            Probe::Answered { .. } => {
+                tries = tries.max(1);
+                result = Probe::Answered { tries };
+                Outcome::Answered
+            }
+            Probe::TooBigHere => Outcome::TooBigHere,
+            Probe::Silent => Outcome::Unanswered,
+        };
+        on_try(&Try {
+            size,
+            tries,
+            outcome,
+        });
         Ok(result)
     };
     // The smallest probe must pass: it measures the path's loss and whether the server
