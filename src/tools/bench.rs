@@ -28,6 +28,7 @@ pub use crate::load::engine::{MAX_REMEMBERED, Progress};
 /// How to load the server.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The server to load.
     pub target: SocketAddr,
     /// Sockets, each with its own source port.
     pub flows: usize,
@@ -88,11 +89,15 @@ impl Config {
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The configuration the run had.
     pub config: Config,
+    /// Every request and reply accounted for, all threads together.
     pub tally: Tally,
+    /// How replies were matched to requests (by ID once the server proved it repeats them).
     pub matching: Matching,
     /// From the first request to the last reply (or the end of sending, if later).
     pub elapsed: Duration,
+    /// Round-trip times of the verified replies.
     pub latency: Latency,
     /// The kernel's batching that was in effect at the end (asked for, and granted).
     pub offload: Offload,
@@ -112,6 +117,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Requests sent a second over the run.
     pub fn requests_per_second(&self) -> f64 {
         self.tally.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -24,7 +24,9 @@ use crate::wire::{RECV_BUFFER, parse_reply};
 /// 2.0 s, that is five tries and about 3.1 s in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
+    /// The wait after the first try.
     pub first_wait: Duration,
+    /// The longest wait between tries; the waits double up to it.
     pub max_wait: Duration,
 }
 
@@ -77,7 +79,9 @@ pub enum Event<'a> {
 /// The server's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The reply, as it came.
     pub data: Vec<u8>,
+    /// Where it came from (always the server: nothing else is taken).
     pub from: SocketAddr,
     /// How many transmissions it took.
     pub attempts: u32,
@@ -111,6 +115,7 @@ impl Client {
         self.local
     }
 
+    /// The server this client asks.
     pub fn server(&self) -> SocketAddr {
         self.server
     }

@@ -50,7 +50,9 @@ impl Config {
 /// A server that answered.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Found {
+    /// Where the answer came from.
     pub address: SocketAddr,
+    /// From the request to the answer.
     pub rtt: Duration,
     /// The reply repeated the request's ID; false for the seed's sentence alone.
     pub verified: bool,

@@ -28,8 +28,11 @@ use crate::measure::latency::{Latency, Summary, new_histogram};
 /// One agent's row.
 #[derive(Clone, Debug)]
 pub struct Agent {
+    /// The log file, as given.
     pub file: String,
+    /// What its header says of the run (its name, segment, target, load and start).
     pub header: Header,
+    /// Its own totals.
     pub totals: Totals,
     /// Its latencies, in microseconds.
     pub latency_us: Summary,
@@ -38,6 +41,7 @@ pub struct Agent {
 /// One second of the whole run: answers in it and their 99th percentile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Second {
+    /// Seconds since the earliest agent's start.
     pub second: u64,
     /// Answers whose round trip ended in this second, every agent's.
     pub replies: u64,
@@ -50,9 +54,13 @@ pub struct Second {
 /// The merged report.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// Each log merged, in the order given.
     pub agents: Vec<Agent>,
+    /// All agents' totals added.
     pub totals: Totals,
+    /// All agents' round-trip times, merged exactly.
     pub latency: Latency,
+    /// Every second of the run, all agents together.
     pub per_second: Vec<Second>,
     /// Seconds from the first agent's start to the last one's end.
     pub seconds: f64,
@@ -63,6 +71,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Requests sent a second over the merged run.
     pub fn requests_per_second(&self) -> f64 {
         self.totals.received as f64 / self.seconds.max(1e-9)
     }

@@ -152,6 +152,7 @@ pub struct Try {
     pub size: usize,
     /// Probes of this size sent, retries included.
     pub tries: u32,
+    /// What the tries of this size showed.
     pub outcome: Outcome,
 }
 

@@ -25,6 +25,7 @@ pub use crate::load::engine::{Event, NotSent};
 /// How to ping.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The server to ping.
     pub target: SocketAddr,
     /// Stop after this many requests (and their replies or timeouts); `None`: until stopped.
     pub count: Option<u64>,
@@ -52,13 +53,18 @@ impl Config {
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The server pinged.
     pub target: SocketAddr,
+    /// The requests' size in bytes (UDP payload).
     pub size: usize,
+    /// Every request and reply accounted for.
     pub tally: Tally,
     /// `Ids` when every reply counted carried its request's ID; `Length` when some were
     /// matched by length alone.
     pub matching: Matching,
+    /// From the first request to the end of the run.
     pub elapsed: Duration,
+    /// Round-trip times of the verified replies.
     pub latency: Latency,
     /// STAMP: what the reflector's replies said beyond the round trip.
     pub stamp: Option<StampReport>,

@@ -40,16 +40,22 @@ pub enum Direction {
     Up,
     /// Replies, server to client.
     Down,
+    /// Both ways.
     Both,
 }
 
 /// How to relay.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where clients send.
     pub listen: SocketAddr,
+    /// The server each session forwards to.
     pub to: SocketAddr,
+    /// What is done to the traffic on its way (loss, duplication, delay, ...).
     pub impair: Settings,
+    /// Which traffic the impairments apply to.
     pub direction: Direction,
+    /// Seed for the impairments' choices (the same seed, the same choices).
     pub seed: Option<u64>,
     /// A session with no traffic for this long is closed.
     pub idle: Duration,
@@ -99,11 +105,15 @@ const LISTENER: Token = u64::MAX - 1;
 /// One leg's counters: requests (up) or replies (down).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Leg {
+    /// Datagrams that arrived on this leg.
     pub received: u64,
+    /// Datagrams sent on (duplicates included).
     pub forwarded: u64,
     /// Dropped on purpose (`--drop`).
     pub dropped: u64,
+    /// Extra copies sent (`--duplicate`).
     pub duplicated: u64,
+    /// Datagrams held back and sent after later ones (`--reorder`).
     pub reordered: u64,
     /// Sends the kernel refused (or no session to send through).
     pub failed: u64,
@@ -120,9 +130,13 @@ pub struct Leg {
 /// What the relay did.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Counters {
+    /// Requests, clients to the server.
     pub up: Leg,
+    /// Replies, the server to clients.
     pub down: Leg,
+    /// Sessions opened (one a client address).
     pub sessions_opened: u64,
+    /// Sessions closed after going idle.
     pub sessions_expired: u64,
     /// Datagrams from new sources refused: the session table (or open files) was full.
     pub sessions_refused: u64,

@@ -37,6 +37,7 @@ use crate::{Error, Stop};
 /// How to stream.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The `udpkit server` to stream to or from.
     pub target: SocketAddr,
     /// Datagrams a second.
     pub pps: f64,
@@ -61,17 +62,24 @@ pub struct Config {
 pub struct Figures {
     /// Seconds since the stream started.
     pub start: f64,
+    /// Seconds since the stream started, at the interval's end.
     pub end: f64,
     /// Datagrams sent in the interval (as the sender counts them).
     pub sent: u64,
+    /// Datagrams received in the interval, duplicates left out.
     pub received: u64,
     /// Sequence numbers the receiver has not seen, of those up to the newest it saw (for the
     /// whole run: sent but never received).
     pub lost: u64,
+    /// `lost` as a share of those expected, in percent.
     pub lost_percent: f64,
+    /// Datagrams received more than once.
     pub duplicates: u64,
+    /// Datagrams that came after a later one.
     pub reordered: u64,
+    /// UDP payload received, in bytes.
     pub bytes: u64,
+    /// `bytes` over the interval, in bits a second.
     pub bits_per_second: f64,
     /// RFC 3550 jitter at the end of the interval, milliseconds.
     pub jitter_ms: f64,
@@ -80,8 +88,11 @@ pub struct Figures {
 /// The outcome of a run.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The configuration the run had.
     pub config: Config,
+    /// Each interval's figures, in order.
     pub intervals: Vec<Figures>,
+    /// The whole run's figures.
     pub total: Figures,
     /// The receiver's final counters (PDV percentiles, reordering distance, ...).
     pub receiver: Counters,
