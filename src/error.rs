@@ -12,14 +12,22 @@ use std::time::Duration;
 pub enum Error {
     /// A host name that does not resolve.
     #[error("cannot resolve host '{host}': {reason}")]
-    Resolve { host: String, reason: String },
+    Resolve {
+        /// The name (or `HOST:PORT` text) as given.
+        host: String,
+        /// Why it failed, in lower case: the resolver's message or what to give instead.
+        reason: String,
+    },
 
     /// A socket that cannot be bound to the address asked for; `port` says how the user
     /// picks another (`-p PORT`, `--listen HOST:PORT`; empty where they do not pick it).
     #[error("cannot bind {addr}: {}", bind_cause(source, port))]
     Bind {
+        /// The address the socket was to be bound to.
         addr: SocketAddr,
+        /// The system's error from `bind`.
         source: io::Error,
+        /// The flag that picks another port (`-p PORT`, `--listen HOST:PORT`), or empty.
         port: &'static str,
     },
 
@@ -28,7 +36,10 @@ pub enum Error {
         "no server at {server}: the port is closed (ICMP port unreachable); \
          start one with `udpkit server` or check the host and -p PORT"
     )]
-    Refused { server: SocketAddr },
+    Refused {
+        /// The address the requests went to.
+        server: SocketAddr,
+    },
 
     /// Every retransmission went unanswered.
     #[error(
@@ -37,8 +48,11 @@ pub enum Error {
         why_silent(*spoke)
     )]
     NoReply {
+        /// The address the requests went to.
         server: SocketAddr,
+        /// Requests sent, the first one included.
         tries: u32,
+        /// Time from the first request until the client gave up.
         waited: Duration,
         /// The protocol the requests spoke, where the caller could choose another with
         /// `--protocol` (`None`: no choice to suggest).
@@ -47,7 +61,13 @@ pub enum Error {
 
     /// Any other failed system call, with what udpkit was doing at the time.
     #[error("{context}: {}", plain(source))]
-    Io { context: String, source: io::Error },
+    Io {
+        /// What udpkit was doing, as the start of a sentence (`cannot receive from
+        /// 127.0.0.1:1060`).
+        context: String,
+        /// The system's error.
+        source: io::Error,
+    },
 
     /// Settings that cannot work together, with what to change.
     #[error("{0}")]
@@ -61,7 +81,10 @@ pub enum Error {
     /// A callback given to the library (an observer, an event handler) returned an error;
     /// the run ended there. The error is the callback's own (a closed pipe, a full disk).
     #[error("stopped by the caller's callback: {}", plain(source))]
-    Callback { source: io::Error },
+    Callback {
+        /// The error the callback returned.
+        source: io::Error,
+    },
 }
 
 impl Error {

@@ -154,6 +154,8 @@ pub const SECONDS_MIN: f64 = 0.001;
 /// The fastest request rate `bench --rate` (and the relay's `--pps`) may ask for, and the
 /// slowest.
 pub const RATE_MAX: f64 = 1e9;
+/// The slowest request rate `bench --rate` and the relay's `--pps` may ask for: one every
+/// 1000 s.
 pub const RATE_MIN: f64 = 0.001;
 
 /// The fastest stream in bits a second (`stream -b`): a terabit.
@@ -176,6 +178,7 @@ pub const WINDOW_MAX: u32 = 65_536;
 
 /// Tries of the seed's client, at most, and its least wait.
 pub const CLIENT_TRIES: usize = 16;
+/// The least wait of the seed's client before it sends again: a millisecond.
 pub const CLIENT_WAIT_MIN: Duration = Duration::from_millis(1);
 
 /// A value given as seconds (a flag or a file), checked: `None` unless finite and within

@@ -14,6 +14,7 @@ pub enum IcmpError {
     /// Host unreachable, down, or communication administratively prohibited (codes 1, 10,
     /// 13, ...).
     HostUnreachable,
+    /// No route to the network, or the network is down (code 0, `ENETUNREACH`).
     NetworkUnreachable,
     /// Protocol unreachable (code 2).
     ProtocolUnreachable,
@@ -67,11 +68,17 @@ impl IcmpError {
 /// ICMP errors by kind (see [`IcmpError`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IcmpCounts {
+    /// Port unreachable errors: nothing listened where the datagram went.
     pub port_unreachable: u64,
+    /// Host unreachable (or down, or administratively prohibited) errors.
     pub host_unreachable: u64,
+    /// Network unreachable errors.
     pub network_unreachable: u64,
+    /// Protocol unreachable errors.
     pub protocol_unreachable: u64,
+    /// Fragmentation-needed errors: a datagram larger than the path takes.
     pub too_big: u64,
+    /// Any other ICMP error the kernel passed on.
     pub other: u64,
 }
 
@@ -86,6 +93,7 @@ impl IcmpCounts {
         self.other += other.other;
     }
 
+    /// Counts one error of `kind`.
     pub fn note(&mut self, kind: IcmpError) {
         *match kind {
             IcmpError::PortUnreachable => &mut self.port_unreachable,

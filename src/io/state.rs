@@ -35,6 +35,7 @@ pub enum Refusal {
     Icmp(IcmpError),
     /// Anything else: a local firewall (`EPERM`), a broadcast not allowed, no route, ...
     Other {
+        /// The kind of the send's error.
         kind: io::ErrorKind,
         /// The system's error number, where it is one.
         code: Option<i32>,

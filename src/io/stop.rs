@@ -67,6 +67,7 @@ fn shut_for_reading(fd: std::os::fd::RawFd) {
 }
 
 impl Stop {
+    /// A token not yet stopped, for the loops given clones of it.
     pub fn new() -> Self {
         Self::default()
     }
@@ -81,6 +82,7 @@ impl Stop {
         }
     }
 
+    /// Whether [`Stop::stop`] has been called on this token or any clone of it.
     pub fn is_stopped(&self) -> bool {
         self.0.flag.load(Ordering::Relaxed)
     }

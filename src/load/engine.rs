@@ -71,13 +71,18 @@ impl Pace {
 /// a ping leaves single requests alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offload {
+    /// Send requests of one size as one segmented send (`UDP_SEGMENT`), where the kernel
+    /// has it.
     pub gso: bool,
+    /// Receive replies of one size as one coalesced datagram (`UDP_GRO`), where the kernel
+    /// has it.
     pub gro: bool,
 }
 
 /// What the requests speak, and how their IP headers are marked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Requests {
+    /// The protocol the requests speak and the replies are read in.
     pub protocol: Protocol,
     /// The TOS byte (IPv4) or traffic class (IPv6): DSCP in the high six bits, ECN in the
     /// low two; with STAMP also asked of the reflector for its replies (CoS TLV).
@@ -101,10 +106,13 @@ pub struct Phase {
 /// Figures so far, for a progress display.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Progress {
+    /// Time since the phase began.
     pub elapsed: Duration,
     /// How long the phase is meant to send, if known.
     pub planned: Option<Duration>,
+    /// Requests sent so far, on all flows.
     pub sent: u64,
+    /// Requests answered so far (first replies, late or not).
     pub received: u64,
 }
 
@@ -116,12 +124,18 @@ pub use crate::io::state::Refusal as NotSent;
 pub enum Event {
     /// The first reply to request `seq` of `flow` (or, `duplicate`, another one).
     Reply {
+        /// The flow the request went on, from 0.
         flow: usize,
+        /// The request's sequence number on its flow, from 0.
         seq: u64,
         /// The request's length.
         bytes: usize,
+        /// The round-trip time, from when the request was sent (or, at a rate, meant to
+        /// be) to when the reply came.
         rtt: Duration,
+        /// The reply came after the request's timeout (it still counts as received).
         late: bool,
+        /// Not the first reply to this request.
         duplicate: bool,
         /// False for a reply matched by its length alone (no request ID).
         verified: bool,
@@ -129,20 +143,39 @@ pub enum Event {
         stamp: Option<StampSample>,
     },
     /// An ICMP error came back (or was forged), noticed after request `seq` went.
-    Unreachable { seq: u64, kind: IcmpError },
+    Unreachable {
+        /// The request after which the error was noticed: the last one sent, or the one
+        /// whose send reported it.
+        seq: u64,
+        /// What the ICMP error says.
+        kind: IcmpError,
+    },
     /// Request `seq` of `flow` did not go; it counts as lost at once.
-    NotSent { flow: usize, seq: u64, why: NotSent },
+    NotSent {
+        /// The flow the request was to go on, from 0.
+        flow: usize,
+        /// The request's sequence number on its flow.
+        seq: u64,
+        /// Why the kernel refused it.
+        why: NotSent,
+    },
     /// A reply ignored because it lacked the right request ID.
     Forged,
     /// A datagram that answers no request (or could answer more than one); `names` is the
     /// length it names if it is a reply in the seed's form.
-    Bad { names: Option<usize> },
+    Bad {
+        /// The request length the datagram names (`None`: not a reply in the seed's form).
+        names: Option<usize>,
+    },
     /// The first reply without a request ID: it and those after it are matched by the
     /// length they name and cannot be authenticated.
     Unverified,
     /// The server proved it repeats request IDs: `count` replies taken on their length
     /// alone were forged and are no longer counted.
-    Revoked { count: u64 },
+    Revoked {
+        /// Replies that had been counted on their length and no longer are.
+        count: u64,
+    },
     /// Ten times a second.
     Progress(Progress),
 }

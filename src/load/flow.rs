@@ -108,13 +108,21 @@ pub enum Outcome {
 /// bad datagrams, datagrams from foreign addresses and ICMP errors are counted apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
+    /// Requests sent, counting those the kernel refused (`not_sent`).
     pub sent: u64,
+    /// Requests answered: first replies, late or not, verified or not.
     pub received: u64,
     /// Of `received`: answers matched by length alone, whose authenticity is unknown.
     pub unverified: u64,
+    /// Replies beyond the first to a request already answered.
     pub duplicates: u64,
+    /// Of `received`: first replies that came after their request's timeout.
     pub late: u64,
+    /// Replies a server that repeats request IDs did not send (no ID, a wrong nonce, a
+    /// sequence number never sent), and unverified answers revoked once it proved so.
     pub forged: u64,
+    /// Datagrams from the server that are not replies in its protocol's form, or answer
+    /// no request (`unmatched` among them).
     pub bad: u64,
     /// Datagrams to the client's port from anyone but the server: never taken as replies.
     pub foreign: u64,
@@ -202,6 +210,7 @@ impl Tally {
         self.sent.saturating_sub(self.received)
     }
 
+    /// Requests never answered, as a percentage of those sent (0 when none went).
     pub fn loss_percent(&self) -> f64 {
         if self.sent == 0 {
             0.0
@@ -360,6 +369,7 @@ impl Flow {
         }
     }
 
+    /// The protocol this flow's requests speak.
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
@@ -392,6 +402,7 @@ impl Flow {
         }
     }
 
+    /// How this flow's replies are matched to requests now.
     pub fn matching(&self) -> Matching {
         self.matching
     }

@@ -134,11 +134,6 @@ impl Arrivals {
         }
     }
 
-    /// The sequence numbers remembered behind the newest.
-    pub fn window(&self) -> u64 {
-        self.window
-    }
-
     /// Bytes held, the histograms' counts and the window's bits.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.seen.len() * 8 + self.above.bytes() + self.below.bytes()

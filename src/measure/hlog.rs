@@ -32,15 +32,21 @@ use crate::measure::latency::{HIGHEST_NS, new_histogram};
 /// What a file says of its run and of its agent's share (`#udpkit {...}`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Header {
+    /// The version of udpkit's header and totals lines; 1, the only one read.
     pub version: u32,
     /// The run's name: the `--start-at` time every agent was given; empty without it.
     pub run: String,
     /// This agent's share: index (from 1) and count.
     pub segment: (usize, usize),
+    /// The server's address, as the reports show it.
     pub target: String,
+    /// Sockets this agent opened, each with its own source port.
     pub flows: usize,
+    /// Requests in flight per flow (closed loop).
     pub window: usize,
+    /// This agent's requests a second (open loop); `None`: closed loop.
     pub rate: Option<f64>,
+    /// Bytes in each request.
     pub size: usize,
     /// When this agent started, seconds since the Unix epoch.
     pub started: f64,
@@ -51,14 +57,24 @@ pub struct Header {
 /// The counters of one agent's run (`#udpkit-totals {...}`), as `bench --json` names them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Requests sent.
     pub sent: u64,
+    /// Requests answered (first replies, late or not).
     pub received: u64,
+    /// Requests never answered.
     pub lost: u64,
+    /// Replies beyond the first to a request.
     pub duplicates: u64,
+    /// Of `received`: answers that came after their request's timeout.
     pub late: u64,
+    /// Replies the server did not send (a wrong or missing request ID).
     pub forged: u64,
+    /// Datagrams from the server that answer no request.
     pub bad: u64,
+    /// Of `received`: answers matched by length alone, not authenticated.
     pub unverified: u64,
+    /// The run's length in seconds: from the first request to the last reply, or to the end
+    /// of sending if later.
     pub seconds: f64,
 }
 
@@ -156,6 +172,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// The seconds of each thread, as its [`Recorder::finish`] gave them.
     pub fn new(threads: Vec<Vec<(u64, Vec<u8>)>>) -> Recorded {
         Recorded { threads }
     }
@@ -231,8 +248,11 @@ pub fn write(
 /// histogram as the file holds it (decoded on demand by [`decode`]).
 #[derive(Clone, Debug)]
 pub struct Interval {
+    /// When the interval began, from the run's start.
     pub start: Duration,
+    /// How long it lasted (a second as udpkit writes them).
     pub length: Duration,
+    /// The histogram: compressed V2, in base64.
     pub encoded: String,
 }
 

@@ -35,14 +35,21 @@ pub struct Latency {
 /// bench), all zero when nothing was recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
+    /// The shortest latency recorded.
     pub min: f64,
+    /// The mean.
     pub avg: f64,
+    /// The longest latency recorded (an hour at most).
     pub max: f64,
     /// The standard deviation, as ping's `mdev` is.
     pub mdev: f64,
+    /// The median, from the histogram (three significant digits).
     pub p50: f64,
+    /// The 90th percentile, from the histogram.
     pub p90: f64,
+    /// The 99th percentile, from the histogram.
     pub p99: f64,
+    /// The 99.9th percentile, from the histogram.
     pub p999: f64,
 }
 
@@ -53,6 +60,7 @@ impl Default for Latency {
 }
 
 impl Latency {
+    /// None recorded yet.
     pub fn new() -> Self {
         Latency {
             histogram: new_histogram(),
@@ -85,6 +93,7 @@ impl Latency {
         &self.histogram
     }
 
+    /// Records one latency, counted as 1 ns if shorter and as an hour if longer.
     pub fn record(&mut self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos())
             .unwrap_or(u64::MAX)
@@ -98,6 +107,7 @@ impl Latency {
         self.max = self.max.max(ns);
     }
 
+    /// Latencies recorded.
     pub fn count(&self) -> u64 {
         self.count
     }

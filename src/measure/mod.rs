@@ -4,7 +4,7 @@
 //! The load generator and the server both record into these; none of them touches a
 //! socket.
 
-pub mod arrivals;
+pub(crate) mod arrivals;
 pub mod hlog;
 pub mod latency;
 pub mod plot;

@@ -25,16 +25,25 @@ use crate::wire::stamp::{CosSeen, ErrorEstimate, NtpTime};
 /// TTL and CoS it saw, and how good its clock says it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StampSample {
+    /// When the request left, on this host's clock.
     pub t1: NtpTime,
+    /// When the request reached the reflector, on its clock.
     pub t2: NtpTime,
+    /// When the reply left the reflector, on its clock.
     pub t3: NtpTime,
+    /// When the reply came back, on this host's clock.
     pub t4: NtpTime,
+    /// The reflector's sequence number: its own count in a stateful session, the
+    /// request's otherwise.
     pub reflector_seq: u32,
+    /// The error estimate the reflector sent with its timestamps.
     pub reflector_error: ErrorEstimate,
     /// The error estimate this host sent with the request.
     pub sender_error: ErrorEstimate,
     /// 0: the reflector did not say.
     pub ttl: u8,
+    /// The DSCP and ECN the request arrived with, where the reflector filled the Class
+    /// of Service TLV.
     pub cos: Option<CosSeen>,
 }
 
@@ -68,7 +77,11 @@ pub enum Clocks {
     Exact,
     /// Both ends say they are synchronised: the one-way delays are right within
     /// `error_us`, the sum of their errors.
-    Synchronized { error_us: f64 },
+    Synchronized {
+        /// The sum of both ends' error estimates, the largest any reply gave, in
+        /// microseconds.
+        error_us: f64,
+    },
     /// At least one end is not known to be synchronised: one-way delays mean nothing.
     Unsynchronized,
 }
@@ -128,15 +141,21 @@ pub struct StampReport {
     pub reflector: Latency,
     /// One-way delays, each way; negative ones (clocks apart) are counted, not recorded.
     pub forward: Latency,
+    /// The way back (t4 - t3), as `forward`.
     pub backward: Latency,
+    /// Replies whose one-way delay came out negative either way (clocks apart); neither
+    /// of their delays is recorded.
     pub negative_one_way: u64,
+    /// Whether the one-way delays can be trusted.
     pub clocks: Clocks,
     /// The lowest and highest TTL (hop limit) the requests arrived with, where said.
     pub ttl: Option<(u8, u8)>,
     /// The DSCP and ECN the last request arrived with, where the reflector filled RFC
     /// 8972's Class of Service TLV; `cos_varied` if not all arrived alike.
     pub cos: Option<CosSeen>,
+    /// The replies that filled the Class of Service TLV did not all say the same DSCP and ECN.
     pub cos_varied: bool,
+    /// Loss split by direction, where the reflector's count allows it.
     pub loss: DirectionLoss,
     /// The TOS byte the requests were sent with (DSCP and ECN).
     pub sent_tos: u8,

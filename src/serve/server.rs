@@ -64,6 +64,7 @@ impl Observer for () {}
 /// How a server runs; `Config::new(addr)` gives the seed's behaviour.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The address to bind (port 0: any free port; see [`Server::local_addr`]).
     pub addr: SocketAddr,
     /// Sockets on the same address (`SO_REUSEPORT`), one thread each.
     pub threads: usize,
@@ -71,6 +72,7 @@ pub struct Config {
     pub drop_rate: f64,
     /// Seed for `drop_rate`'s choices.
     pub seed: Option<u64>,
+    /// The per-prefix limit on replies, which keeps the server from being an amplifier.
     pub rate_limit: RateLimit,
     /// Send replies of one size to one client together (`UDP_SEGMENT`) where the kernel
     /// can.
@@ -85,6 +87,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// The seed's server on `addr`: one thread, no drops, the seed's protocol, the rate
+    /// limit on beyond loopback, GSO and GRO where the kernel has them.
     pub fn new(addr: SocketAddr) -> Self {
         Config {
             addr,
@@ -180,6 +184,7 @@ impl Server {
         self.local
     }
 
+    /// The configuration the server was made with.
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -541,6 +546,7 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The address the server is bound to (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }

@@ -121,6 +121,7 @@ impl Default for Streams {
 }
 
 impl Streams {
+    /// No streams yet, with a cookie key of its own.
     pub fn new() -> Streams {
         Streams {
             key: std::collections::hash_map::RandomState::new(),
@@ -150,10 +151,12 @@ impl Streams {
         self.refused
     }
 
+    /// Streams kept now: accepted and not yet forgotten.
     pub fn len(&self) -> usize {
         self.table.len()
     }
 
+    /// No stream kept.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }

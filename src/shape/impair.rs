@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// What an [`Impairer`] applies, to one direction of traffic.
+/// What is done to one direction of traffic: the relay's impairments, a server's drops.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Settings {
     /// Share of datagrams dropped, 0 to 1.

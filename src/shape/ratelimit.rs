@@ -29,6 +29,7 @@ use std::time::Instant;
 pub enum RateLimit {
     /// On at the default rate when bound beyond loopback, off on loopback.
     Auto,
+    /// Every reply goes, however many a prefix asks for.
     Off,
     /// This many replies a second per prefix, with a burst of one second's worth (at least
     /// one), for the whole server whatever its threads.
@@ -49,11 +50,14 @@ pub const SLIP: u64 = 2;
 /// IPv6 one (an IPv4-mapped IPv6 address counts as IPv4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Prefix {
+    /// The first three bytes of an IPv4 address (its /24).
     V4([u8; 3]),
+    /// The first seven bytes of an IPv6 address (its /56).
     V6([u8; 7]),
 }
 
 impl Prefix {
+    /// The prefix `ip` counts against.
     pub fn of(ip: IpAddr) -> Prefix {
         match ip.to_canonical() {
             IpAddr::V4(v4) => {

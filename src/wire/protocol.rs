@@ -99,7 +99,9 @@ pub struct Shape {
 pub struct Request {
     /// The flow's secret, and the request's sequence number: udpkit's request ID.
     pub id: RequestId,
+    /// The request's length in bytes, as [`Shape`] and the flow's distinct lengths make it.
     pub len: usize,
+    /// The test-packet session it belongs to (ignored by protocols without one).
     pub session: Session,
 }
 
@@ -107,8 +109,11 @@ pub struct Request {
 /// asks the reflector for, and its clock's error estimate.
 #[derive(Clone, Copy, Debug)]
 pub struct Session {
+    /// The Session-Sender Identifier.
     pub ssid: u16,
+    /// The DSCP (6 bits) and ECN (2 bits) asked of the reflector for its replies.
     pub cos: (u8, u8),
+    /// The sender's clock's error estimate, sent with every timestamp.
     pub error: ErrorEstimate,
 }
 
@@ -128,16 +133,25 @@ pub enum Claim {
     /// Not a reply in this protocol's form.
     Bad,
     /// Names its request by udpkit's request ID; the request was `len` bytes.
-    Id { id: RequestId, len: usize },
+    Id {
+        /// The ID the reply carries.
+        id: RequestId,
+        /// The request length the reply names.
+        len: usize,
+    },
     /// Names only the length of the request it answers.
     Length(usize),
     /// A reflected test packet: names its request by the sequence number and timestamp it
     /// echoes; `proof` is udpkit's nonce and sequence number where the reflector echoed
     /// them.
     Reflected {
+        /// The reply's base packet.
         reply: Reflected,
+        /// The reply's length, which is its request's.
         len: usize,
+        /// The nonce and sequence number echoed in Extra Padding (`None`: not there).
         proof: Option<(u64, u64)>,
+        /// The reflector's Class of Service TLV, where it filled one.
         cos: Option<CosSeen>,
     },
 }
@@ -180,6 +194,7 @@ impl Protocol {
     /// Every protocol, in the order `--help` names them.
     pub const ALL: [Protocol; 3] = [Protocol::SEED, Protocol::ECHO, Protocol::STAMP];
 
+    /// The protocol's name (`seed`, `echo`, `stamp`), as [`Dialect::name`] says it.
     pub fn as_str(self) -> &'static str {
         self.0.name()
     }

@@ -59,7 +59,9 @@ fn hex16(v: u64, out: &mut [u8; 16]) {
 /// the request's sequence number in that flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId {
+    /// The flow's secret, drawn at random when the flow is made.
     pub nonce: u64,
+    /// The request's sequence number in its flow, from 0.
     pub seq: u64,
 }
 
@@ -169,7 +171,9 @@ pub fn reply_text(len: usize) -> String {
 /// What a reply says: the length the server received and, if it repeated one, the ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The length in bytes of the datagram the server says it received.
     pub len: usize,
+    /// The request ID the server repeated (`None`: the seed's plain sentence).
     pub id: Option<RequestId>,
 }
 

@@ -27,8 +27,9 @@ pub const FLAG_U: u8 = 0x80;
 /// type).
 pub const FLAG_M: u8 = 0x40;
 
-/// TLV types (IANA "STAMP TLV Types").
+/// TLV types (IANA "STAMP TLV Types"): Extra Padding.
 pub const TLV_EXTRA_PADDING: u8 = 1;
+/// TLV type Class of Service (RFC 8972 §4.4).
 pub const TLV_CLASS_OF_SERVICE: u8 = 4;
 
 /// A TLV's header: flags, type, length.
@@ -86,9 +87,13 @@ impl NtpTime {
 /// `multiplier * 2^(scale - 32)` seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorEstimate {
+    /// S: the clock is synchronised to UTC.
     pub synchronized: bool,
+    /// Z: the timestamp is in PTP format (udpkit sends NTP's).
     pub ptp: bool,
+    /// The bound's power of two, 0 to 63 (six bits on the wire).
     pub scale: u8,
+    /// The bound's multiplier, 1 to 255 (0 is invalid).
     pub multiplier: u8,
 }
 
@@ -121,6 +126,7 @@ impl ErrorEstimate {
         f64::from(self.multiplier) * 2f64.powi(i32::from(self.scale) - 32)
     }
 
+    /// The estimate as its 16 bits on the wire: S, Z, scale (6 bits), multiplier (8).
     pub fn to_bits(self) -> u16 {
         u16::from(self.synchronized) << 15
             | u16::from(self.ptp) << 14
@@ -128,6 +134,7 @@ impl ErrorEstimate {
             | u16::from(self.multiplier)
     }
 
+    /// The estimate 16 bits on the wire say, as [`ErrorEstimate::to_bits`] lays them out.
     pub fn from_bits(bits: u16) -> ErrorEstimate {
         ErrorEstimate {
             synchronized: bits & 0x8000 != 0,
@@ -141,9 +148,13 @@ impl ErrorEstimate {
 /// What a Session-Sender's test packet says (RFC 8972 §3 layout).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestPacket {
+    /// The sender's sequence number, from 0, one more for each packet of the session.
     pub seq: u32,
+    /// When the packet left (t1), on the sender's clock.
     pub timestamp: NtpTime,
+    /// How good the sender's clock says it is.
     pub error: ErrorEstimate,
+    /// The Session-Sender Identifier, naming the session.
     pub ssid: u16,
 }
 
@@ -155,13 +166,17 @@ pub struct Reflected {
     pub seq: u32,
     /// When the reply left (t3).
     pub timestamp: NtpTime,
+    /// How good the reflector's clock says it is.
     pub error: ErrorEstimate,
+    /// The request's Session-Sender Identifier, copied.
     pub ssid: u16,
     /// When the request arrived (t2).
     pub receive: NtpTime,
+    /// The request's sequence number, copied.
     pub sender_seq: u32,
     /// The request's own timestamp (t1), copied.
     pub sender_timestamp: NtpTime,
+    /// The request's error estimate, copied.
     pub sender_error: ErrorEstimate,
     /// The TTL or hop limit the request arrived with; 0 when the reflector did not know.
     pub sender_ttl: u8,
@@ -246,9 +261,13 @@ impl Reflected {
 /// value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tlv<'a> {
+    /// Offset of the TLV's header in the packet.
     pub at: usize,
+    /// The flags byte ([`FLAG_U`], [`FLAG_M`]).
     pub flags: u8,
+    /// The TLV's type ([`TLV_EXTRA_PADDING`], [`TLV_CLASS_OF_SERVICE`], ...).
     pub kind: u8,
+    /// The TLV's value, as long as its header says.
     pub value: &'a [u8],
 }
 
@@ -292,6 +311,7 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of a sender's packet of `size` bytes.
     pub fn for_size(size: usize) -> Layout {
         let padding = TLV_HEADER + NONCE_LEN;
         let cos = TLV_HEADER + COS_LEN;
@@ -362,8 +382,11 @@ pub fn reply_nonce(data: &[u8]) -> Option<(u64, u64)> {
 /// with (DSCP2, EC2) and RP (the reflector could not use the DSCP asked for on its reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CosSeen {
+    /// DSCP2: the DSCP the request arrived with (6 bits).
     pub dscp: u8,
+    /// EC2: the ECN the request arrived with (2 bits).
     pub ecn: u8,
+    /// RP (2 bits): nonzero when the reflector did not use the DSCP asked for on its reply.
     pub rp: u8,
 }
 

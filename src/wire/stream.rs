@@ -35,9 +35,10 @@ const _: () =
 /// A start's length (the client pads it; the server's answer to it is no longer).
 pub const START_LEN: usize = HEADER + 8 * 6;
 
+/// The kind byte after the version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Kind {
+enum Kind {
     Start = 1,
     Accept = 2,
     Data = 3,
@@ -80,9 +81,13 @@ pub struct Counters {
     /// Delay variation above the run's least one-way delay (RFC 5481 PDV), nanoseconds:
     /// percentiles and maximum.
     pub pdv_p50_ns: u64,
+    /// PDV's 90th percentile, nanoseconds.
     pub pdv_p90_ns: u64,
+    /// PDV's 99th percentile, nanoseconds.
     pub pdv_p99_ns: u64,
+    /// PDV's 99.9th percentile, nanoseconds.
     pub pdv_p999_ns: u64,
+    /// The largest PDV, nanoseconds.
     pub pdv_max_ns: u64,
     /// Datagrams too old to tell whether they were duplicates (behind the window).
     pub too_late: u64,
@@ -105,32 +110,51 @@ pub struct Counters {
 pub enum Message {
     /// Client to server: start (or, with the cookie the server gave, confirm) a stream.
     Start {
+        /// The stream's ID, drawn at random by the client.
         id: u64,
+        /// The cookie the server's accept gave (0: asking for one).
         cookie: u64,
+        /// What the stream is to be.
         plan: Plan,
     },
     /// Server to client: the cookie to start with; `started` once the stream exists.
     Accept {
+        /// The ID of the stream the start asked for.
         id: u64,
+        /// The cookie that proves the client receives at its address (never 0).
         cookie: u64,
+        /// The stream exists and its data may flow.
         started: bool,
     },
+    /// Either way, as the plan says: one datagram of the stream's data.
     Data {
+        /// The stream's ID.
         id: u64,
+        /// The datagram's sequence number in the stream, from 0.
         seq: u64,
+        /// When the sender sent it: nanoseconds since the Unix epoch on its clock.
         sent_ns: u64,
     },
     /// Client to server: the figures so far; `sent` is what the client has sent (forward);
     /// `serial` names the query, and its report repeats it.
     Query {
+        /// The stream's ID.
         id: u64,
+        /// The cookie the stream was started with.
         cookie: u64,
+        /// Data datagrams the client has sent so far (forward; 0 for a reverse stream).
         sent: u64,
+        /// The query's number, chosen by the client.
         serial: u64,
     },
+    /// Server to client: the answer to a query, with the server's counters.
     Report {
+        /// The stream's ID.
         id: u64,
+        /// The serial of the query answered.
         serial: u64,
+        /// The server's counters so far: what it received (forward) and, for a reverse
+        /// stream, what it sent (the `sender_` ones).
         counters: Counters,
     },
 }
@@ -179,7 +203,7 @@ impl Message {
     }
 
     /// The least length of this kind of message on the wire.
-    pub fn min_len(kind: Kind) -> usize {
+    fn min_len(kind: Kind) -> usize {
         match kind {
             Kind::Start => START_LEN,
             Kind::Accept => HEADER + 16,
