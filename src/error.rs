@@ -76,7 +76,10 @@ pub enum Error {
     /// The caller's [`Stop`](crate::Stop) was set before the work ended; `what` names the
     /// work (`the search for the path MTU to 192.0.2.1:1060`).
     #[error("stopped before {what} ended")]
-    Stopped { what: String },
+    Stopped {
+        /// The work that was stopped.
+        what: String,
+    },
 
     /// A callback given to the library (an observer, an event handler) returned an error;
     /// the run ended there. The error is the callback's own (a closed pipe, a full disk).

@@ -37,14 +37,16 @@
 //! hears of the run as it goes, returning a report: [`ping::ping`], [`bench::bench`],
 //! [`stream::stream`], [`discover::discover`] and [`mtu::mtu`]; [`Client::request`] takes a
 //! stop too. [`relay::Relay`] is bound, then run until its stop; [`merge::merge_files`]
-//! merges the interval logs of [`bench::Report::write_interval_log`]. The load engine
-//! under ping, bench and mtu is [`load::engine`]. The repository's `examples/` has one
+//! merges the interval logs of [`bench::Report::write_interval_log`]. Ping, bench and mtu
+//! share one load engine (ARCHITECTURE.md). The repository's `examples/` has one
 //! small program per tool, each against a server of its own on loopback
 //! (`cargo run --example mtu`); ARCHITECTURE.md says where everything lives.
 //!
 //! The library does not depend on the command line's crates: build it with
 //! `default-features = false` (the `cli` feature brings clap, indicatif and signal-hook for
 //! the `udpkit` binary).
+
+#![warn(missing_docs)]
 
 // The layers, each using only those above it in this list.
 pub mod addr;

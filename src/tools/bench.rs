@@ -4,7 +4,7 @@
 //! the time a request was *meant* to go, so a stalled server cannot hide its stall
 //! (coordinated omission).
 //!
-//! It is the load [`Engine`] with many flows, paced by a window or a rate.
+//! It is the load engine with many flows, paced by a window or a rate.
 //!
 //! Promise: every request is accounted for (`sent = received + lost`); the run ends by
 //! itself (duration, count, or a stop) after at most one timeout of draining; I/O is

@@ -40,10 +40,10 @@ impl Default for Backoff {
 }
 
 /// The most transmissions of one request, whatever the backoff says.
-pub const MAX_TRIES: usize = 16;
+pub const MAX_TRIES: usize = crate::limits::CLIENT_TRIES;
 
 /// The shortest wait for a reply: a millisecond.
-pub const MIN_WAIT: Duration = Duration::from_millis(1);
+pub const MIN_WAIT: Duration = crate::limits::CLIENT_WAIT_MIN;
 
 impl Backoff {
     /// The successive waits: `first_wait` (at least [`MIN_WAIT`]) doubling up to

@@ -1,7 +1,7 @@
 //! `udpkit ping`: ping's habits over UDP: one request at a time (or one every interval),
 //! each reply matched by its request ID, round-trip times, duplicates, late replies, loss.
 //!
-//! It is the load [`Engine`] with one flow, paced one request at a time (`-i 0`) or by the
+//! It is the load engine with one flow, paced one request at a time (`-i 0`) or by the
 //! interval.
 //!
 //! Promise: every request is accounted for (`sent = received + lost`), every reply is

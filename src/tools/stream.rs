@@ -9,7 +9,7 @@
 //! [`limits::STREAM_GRACE`] and the final query's tries (under 2 s) after its planned
 //! length (the duration, or the count at the rate), with its figures if the last report
 //! came, or with what it knows and why it is incomplete. The sender keeps its rate through
-//! the one [`Schedule`]: after a stall it never rushes, and what it could not send on time
+//! the one pacer: after a stall it never rushes, and what it could not send on time
 //! is counted (`skipped`), never sent late nor counted lost. Counters are 64-bit;
 //! `sent = received + lost` for the whole run (datagrams too late to tell counted apart,
 //! `too_late`); nothing is allocated per datagram. Only datagrams naming this stream's
