@@ -88,6 +88,19 @@ fn ping_bench_and_mtu_speak_echo_to_socat() {
     ping_bench_mtu_speak_echo(addr, "1");
 }
 
+fn mtu_against_an_echo_server_that_cuts_its_replies_says_so() {
+    // xinetd's echo answers at most 2,048 bytes: the search must not call that the path.
+    let (_echo, addr) = python_echo_cutting_at(2048);
+    let (code, v) = json_to("mtu", addr, &["--protocol", "echo", "-W", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["payload"], 2048, "{v}");
+    assert!(v["cut_to"].as_u64().is_some_and(|c| c >= 2048), "{v}");
+    let out = run(udpkit_to("mtu", addr, &["--protocol", "echo", "-W", "0.05"]));
+    let text = stdout(&out);
+    assert!(text.contains("came back cut to"), "{text}");
+    assert!(text.contains("path MTU is at least 2076 bytes"), "{text}");
+}
+
 fn udpkit_echoes_every_datagram_unchanged_and_counts_it() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "echo"]);
     let socket = test_socket("127.0.0.1:0");
@@ -385,20 +398,26 @@ fn a_stateless_reflector_does_not_pretend_to_know_which_way() {
     assert!(v["stamp"]["loss_direction_unknown_why"].is_string(), "{v}");
 }
 
-fn short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_goes_on() {
+fn packets_too_short_to_be_test_packets_are_counted_never_answered_and_the_reflector_goes_on() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "stamp"]);
     let socket = test_socket("127.0.0.1:0");
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    for bad in [&b""[..], b"x", &[0u8; 43][..]] {
+    for bad in [&b""[..], b"x", &[0u8; 13][..]] {
         socket.send_to(bad, addr).unwrap();
     }
     let mut buf = [0u8; 100];
     assert!(
         socket.recv_from(&mut buf).is_err(),
-        "a short packet was answered"
+        "a packet too short for a sender's fields was answered"
     );
+    // 14 to 43 bytes: a TWAMP-light sender's packet, answered with the base packet.
+    let mut short = [0u8; 43];
+    short[..4].copy_from_slice(&[0, 0, 0, 9]);
+    let reply = ask(&socket, addr, &short);
+    assert_eq!(reply.len(), 44);
+    assert_eq!(&reply[24..28], &[0, 0, 0, 9], "the sender's sequence number");
     // Garbage of 44 bytes and more is a test packet (RFC 8762 reads any bytes): answered,
     // same length, with malformed TLVs flagged.
     let mut garbage = vec![0xffu8; 60];
@@ -413,7 +432,7 @@ fn short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_
     assert_eq!(v["received"], 3, "{v}");
     let s = json_summary(&mut server);
     assert_eq!(s["malformed"], 3, "{s}");
-    assert_eq!(s["replied"], 4, "{s}");
+    assert_eq!(s["replied"], 5, "{s}");
 }
 
 fn forged_stamp_replies_are_never_counted() {
@@ -585,6 +604,7 @@ fn an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more() {
 }
 
 udpkit_tests! {
+    mtu_against_an_echo_server_that_cuts_its_replies_says_so [Need::Tool("python3")],
     ping_bench_and_mtu_speak_echo_to_a_python_echo_server,
     ping_bench_and_mtu_speak_echo_to_socat [Need::Tool("socat")],
     udpkit_echoes_every_datagram_unchanged_and_counts_it,
@@ -592,7 +612,7 @@ udpkit_tests! {
     udpkit_pings_stamp_suites_reflector_and_both_agree [Need::Tool("stamp-suite")],
     a_stateful_reflector_splits_the_books_lossy_peer_by_direction,
     a_stateless_reflector_does_not_pretend_to_know_which_way,
-    short_and_garbage_stamp_packets_are_counted_never_answered_and_the_reflector_goes_on,
+    packets_too_short_to_be_test_packets_are_counted_never_answered_and_the_reflector_goes_on,
     forged_stamp_replies_are_never_counted,
     a_stamp_request_too_small_for_the_protocol_is_refused_before_sending,
     stamp_over_ipv6_reports_the_hop_limit_and_traffic_class_that_arrived [Need::Ipv6],

@@ -67,12 +67,13 @@ pub struct ServerArgs {
     #[arg(default_value = DEFAULT_HOST)]
     pub host: String,
     /// UDP port to listen on; 0 picks a free one (printed). Default 1060, or 862 (STAMP's)
-    /// with --protocol stamp
+    /// with --protocol stamp or twamp-light
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
     /// What to answer: seed (the seed's sentence), echo (the datagram back unchanged, RFC
-    /// 862) or stamp (a STAMP Session-Reflector, RFC 8762/8972, unauthenticated mode)
-    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    /// 862), stamp (a STAMP Session-Reflector, RFC 8762/8972, unauthenticated mode, which
+    /// also answers TWAMP-light senders) or twamp-light (RFC 5357 Appendix I)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
     /// STAMP: keep each session's own sequence numbers (a stateful reflector, RFC 8972),
     /// so that senders can tell loss on the way here from loss on the way back
@@ -284,8 +285,9 @@ pub struct StreamArgs {
     /// Seconds between interval reports, at least 0.1
     #[arg(short = 'i', long = "interval", value_name = "SECS", default_value = "1", value_parser = stream_interval)]
     pub interval: Duration,
-    /// The TOS byte of every datagram this client sends (DSCP times 4 plus ECN)
-    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp")]
+    /// The TOS byte of every datagram this client sends (DSCP times 4 plus ECN), decimal
+    /// or hexadecimal (0xb8)
+    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp", value_parser = tos_byte)]
     pub tos: Option<u8>,
     /// The DSCP of every datagram this client sends, 0 to 63
     #[arg(long = "dscp", value_name = "N", value_parser = clap::value_parser!(u8).range(0..=63))]
@@ -382,11 +384,12 @@ pub struct DiscoverArgs {
 pub struct MtuArgs {
     /// The server's address or host name
     pub host: String,
-    /// The server's UDP port (default 1060, or 862 with --protocol stamp)
+    /// The server's UDP port (default 1060, or 862 with --protocol stamp or twamp-light)
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
-    /// What the server speaks: seed, echo (RFC 862) or stamp (a STAMP reflector)
-    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    /// What the server speaks: seed, echo (RFC 862), stamp (a STAMP reflector) or
+    /// twamp-light (a TWAMP-light reflector)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
     /// Seconds to wait for each try of a probe. A size is called too big only after enough
     /// unanswered tries, given the loss measured on sizes that pass, to be wrong less than
@@ -404,12 +407,13 @@ pub struct MtuArgs {
 pub struct TargetArgs {
     /// The server's address or host name
     pub host: String,
-    /// The server's UDP port (default 1060, or 862 with --protocol stamp)
+    /// The server's UDP port (default 1060, or 862 with --protocol stamp or twamp-light)
     #[arg(short = 'p', value_name = "PORT")]
     pub port: Option<u16>,
     /// What the server speaks: seed (its sentence, with udpkit's request ID), echo (RFC 862:
-    /// each request comes back unchanged) or stamp (a STAMP Session-Reflector, RFC 8762)
-    #[arg(long = "protocol", value_name = "seed|echo|stamp", default_value = "seed", value_parser = protocol)]
+    /// each request comes back unchanged), stamp (a STAMP Session-Reflector, RFC 8762) or
+    /// twamp-light (a TWAMP-light reflector, RFC 5357 Appendix I)
+    #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
     #[command(flatten)]
     pub marking: MarkingArgs,
@@ -418,9 +422,10 @@ pub struct TargetArgs {
 /// How every request's IP header is marked.
 #[derive(Debug, Args)]
 pub struct MarkingArgs {
-    /// The TOS byte (IPv4) or traffic class (IPv6) of every request, 0 to 255: DSCP times
-    /// 4 plus ECN. With STAMP the reflector reports what arrived (RFC 8972's CoS TLV)
-    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp")]
+    /// The TOS byte (IPv4) or traffic class (IPv6) of every request, 0 to 255 or 0x00 to
+    /// 0xff: DSCP times 4 plus ECN. With STAMP the reflector reports what arrived (RFC
+    /// 8972's CoS TLV)
+    #[arg(long = "tos", value_name = "N", conflicts_with = "dscp", value_parser = tos_byte)]
     pub tos: Option<u8>,
     /// The DSCP of every request, 0 to 63 (the TOS byte's high six bits, ECN 0), e.g. 46
     /// for Expedited Forwarding
@@ -440,7 +445,16 @@ impl MarkingArgs {
     }
 }
 
-/// seed, echo or stamp.
+/// A TOS byte as ping and iperf3 users type it: decimal (184) or hexadecimal (0xb8).
+fn tos_byte(text: &str) -> Result<u8, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => text.parse::<u8>(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not a TOS byte: give 0 to 255, or 0x00 to 0xff"))
+}
+
+/// seed, echo, stamp or twamp-light.
 fn protocol(text: &str) -> Result<Protocol, String> {
     text.parse()
 }

@@ -197,7 +197,8 @@ pub fn discover(broadcast: std::net::SocketAddr, found: &[udpkit::discover::Foun
 }
 
 /// mtu's report: `payload`, `path_mtu`, `kernel_mtu`, `probes`, `authenticated`,
-/// `answered_share`, `tries_to_fail`, `forged`, `icmp_errors`.
+/// `answered_share`, `tries_to_fail`, `forged`, `icmp_errors`, `cut_to` (null, or the
+/// longest reply that came back cut short: the server bounds the answer).
 pub fn mtu(report: &udpkit::mtu::Report) -> String {
     serde_json::to_string(report).expect("plain values serialize")
 }

@@ -349,12 +349,21 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
             ping::Event::Bad { .. } => {
                 format!("Ignored a datagram from {shown} that answers no request")
             }
+            ping::Event::Cut { seq, got, .. } => format!(
+                "seq={seq} came back cut to {got} bytes (the request or the reply was cut \
+                 short on the way): not counted as an answer"
+            ),
             ping::Event::Progress(_) => return Ok(()),
             ping::Event::Unverified if config.size < udpkit::wire::ID_LEN => format!(
                 "Note: requests of {} bytes are too small to carry a request ID ({} bytes): \
                  each reply is matched by the length it names, and cannot be authenticated",
                 config.size,
                 udpkit::wire::ID_LEN
+            ),
+            ping::Event::Unverified if config.requests.protocol.test_packets() => format!(
+                "Note: {shown} does not echo udpkit's nonce (a reflector that does not return \
+                 TLVs, or requests too small for one): each reply is matched by the sequence \
+                 number and timestamp it echoes, and cannot be authenticated"
             ),
             ping::Event::Unverified => format!(
                 "Note: {shown} does not repeat request IDs (the seed's protocol): each reply is \

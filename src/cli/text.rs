@@ -474,6 +474,14 @@ pub fn mtu(target: std::net::SocketAddr, report: &mtu::Report) -> String {
         report.probes,
         report.answered_share * 100.0,
     );
+    if let Some(cut) = report.cut_to {
+        text.push_str(&format!(
+            "Note: replies with the probes' IDs came back cut to {cut} bytes: the server cuts \
+             what it answers (an echo server's buffer), so the path MTU is at least {} bytes \
+             and this server cannot show more\n",
+            report.path_mtu
+        ));
+    }
     if report.kernel_mtu.is_some_and(|k| k != report.path_mtu) {
         text.push_str(
             "Note: the kernel's figure differs from what the probes found; the probes' is \

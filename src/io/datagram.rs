@@ -107,6 +107,9 @@ pub struct Transmit<'a> {
     /// `Some(n)`: `contents` is datagrams of `n` bytes back to back (the last may be
     /// shorter), sent in one call; at most `socket::gso_segments` of them.
     pub segment_size: Option<usize>,
+    /// The TOS or traffic class byte (DSCP and ECN) for these datagrams alone (`IP_TOS` or
+    /// `IPV6_TCLASS` as a control message); `None`: the socket's own.
+    pub tos: Option<u8>,
 }
 
 impl Transmit<'_> {
@@ -116,6 +119,7 @@ impl Transmit<'_> {
         source: None,
         contents: &[],
         segment_size: None,
+        tos: None,
     };
 }
 
@@ -459,7 +463,7 @@ mod linux {
                 }
                 m.msg_control = std::ptr::null_mut();
                 m.msg_controllen = 0;
-                if t.source.is_some() || t.segment_size.is_some() {
+                if t.source.is_some() || t.segment_size.is_some() || t.tos.is_some() {
                     m.msg_control = (&raw mut h.control[i]).cast();
                 }
                 if let Some(super::Destination(local)) = t.source {
@@ -473,6 +477,14 @@ mod linux {
                         libc::UDP_SEGMENT,
                         &(size as u16).to_ne_bytes(),
                     );
+                }
+                if let Some(tos) = t.tos {
+                    let (level, kind) = if t.destination.is_some_and(|d| d.is_ipv6()) {
+                        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+                    } else {
+                        (libc::IPPROTO_IP, libc::IP_TOS)
+                    };
+                    push_control(m, level, kind, &libc::c_int::from(tos).to_ne_bytes());
                 }
             }
             let mut totals = SendTotals::default();
@@ -625,8 +637,8 @@ mod linux {
     fn push_control(m: &mut libc::msghdr, level: libc::c_int, kind: libc::c_int, data: &[u8]) {
         #[allow(clippy::unnecessary_cast)] // socklen_t on some libcs
         let used = m.msg_controllen as usize;
-        // SAFETY: CMSG_SPACE of every message udpkit writes (two at most: a pktinfo and a
-        // segment size) fits in CONTROL; `used` is a multiple of the alignment, so the new
+        // SAFETY: CMSG_SPACE of every message udpkit writes (three at most: a pktinfo, a
+        // segment size and a TOS) fits in CONTROL; `used` is a multiple of the alignment, so the new
         // header is aligned, and its data lies within the buffer.
         unsafe {
             let space = libc::CMSG_SPACE(data.len() as u32) as usize;

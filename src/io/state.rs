@@ -180,6 +180,9 @@ pub struct Out {
     pub len: usize,
     pub to: Option<SocketAddr>,
     pub from: Option<Destination>,
+    /// The TOS or traffic class byte for this datagram alone (a reflector's reply with the
+    /// DSCP its sender asked for); `None`: the socket's own.
+    pub tos: Option<u8>,
 }
 
 impl Out {
@@ -191,6 +194,7 @@ impl Out {
             len,
             to: None,
             from: None,
+            tos: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl Out {
             && next.len == self.len
             && next.start == self.start + self.len
             && next.to == self.to
+            && next.tos == self.tos
             && same_source(self.from, next.from)
     }
 }
@@ -328,6 +333,11 @@ impl SocketState {
         self.recovered.take()
     }
 
+    /// Whether each datagram sent can carry a TOS byte of its own ([`Out::tos`]).
+    pub fn marks_each(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
     /// Learns from a segmented send's refusal (before its datagrams go singly).
     fn refused_segmented(&mut self, e: &io::Error, size: usize) {
         if net::gso_refused(e) {
@@ -364,6 +374,7 @@ impl SocketState {
                 source: first.from,
                 contents: &buffer[first.start..first.start + first.len * n],
                 segment_size: (n > 1).then_some(first.len),
+                tos: first.tos,
             };
             self.firsts[t] = d;
             t += 1;

@@ -31,7 +31,8 @@ use crate::load::pace::Schedule;
 use crate::measure::latency::Latency;
 use crate::measure::stamp::StampSample;
 use crate::measure::stamp::{StampReport, StampStats};
-use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER, parse_reply};
+use crate::wire::protocol::Claim;
+use crate::wire::{MAX_REPLY, Protocol, RECV_BUFFER};
 use crate::{Error, Stop};
 
 /// When requests go.
@@ -166,6 +167,16 @@ pub enum Event {
     Bad {
         /// The request length the datagram names (`None`: not a reply in the seed's form).
         names: Option<usize>,
+    },
+    /// A reply with request `seq`'s ID (on `flow`) that names or has another length, `got`
+    /// bytes: the request or the reply was cut short on the way. Counted as bad.
+    Cut {
+        /// The flow the request went on.
+        flow: usize,
+        /// The request's sequence number.
+        seq: u64,
+        /// The length the reply names or has.
+        got: usize,
     },
     /// The first reply without a request ID: it and those after it are matched by the
     /// length they name and cannot be authenticated.
@@ -780,8 +791,16 @@ impl Engine {
                                     stamp: None,
                                 },
                                 Outcome::Forged => Event::Forged,
+                                Outcome::Cut { seq, got } => Event::Cut {
+                                    flow: i,
+                                    seq,
+                                    got,
+                                },
                                 Outcome::Bad | Outcome::Unmatched => Event::Bad {
-                                    names: parse_reply(data).map(|r| r.len),
+                                    names: match self.protocol.read_reply(data) {
+                                        Claim::Length(n) | Claim::Id { len: n, .. } => Some(n),
+                                        _ => None,
+                                    },
                                 },
                             };
                             if emit(event)? {

@@ -99,6 +99,10 @@ pub enum Outcome {
     Forged,
     /// Not a reply in the seed's form, or one naming a length that no request had.
     Bad,
+    /// A reply that proves it answers request `seq` (its ID) but names or has another
+    /// length, `got`: the request or the reply was cut short on the way (an echo server's
+    /// buffer, a truncating middlebox). Counted as bad, never as an answer.
+    Cut { seq: u64, got: usize },
     /// A reply that matches no request still remembered, or more than one (by length).
     Unmatched,
 }
@@ -163,7 +167,7 @@ impl Tally {
             }
             Outcome::Duplicate { .. } => self.duplicates += 1,
             Outcome::Forged => self.forged += 1,
-            Outcome::Bad => self.bad += 1,
+            Outcome::Bad | Outcome::Cut { .. } => self.bad += 1,
             Outcome::Unmatched => {
                 self.bad += 1;
                 self.unmatched += 1;
@@ -403,8 +407,13 @@ impl Flow {
     }
 
     /// How this flow's replies are matched to requests now.
+    /// How replies are matched so far; for test packets not yet proven by the nonce, by
+    /// the sequence number and timestamp they echo.
     pub fn matching(&self) -> Matching {
-        self.matching
+        match self.matching {
+            Matching::Unknown if self.protocol.test_packets() => Matching::Sequence,
+            m => m,
+        }
     }
 
     /// Requests sent and neither answered nor timed out.
@@ -566,19 +575,18 @@ impl Flow {
                 if self.matching == Matching::Unknown {
                     self.prove_ids();
                 }
-                self.credit(id.seq, len, now, true)
+                self.credit(id.seq, Some(len), now, true)
             }
             Claim::Length(_) if self.matching == Matching::Ids => Outcome::Forged,
             Claim::Length(len) => match self.by_length(len) {
-                Ok(seq) => self.credit(seq, len, now, false),
+                Ok(seq) => self.credit(seq, Some(len), now, false),
                 Err(outcome) => outcome,
             },
             Claim::Reflected {
                 reply,
-                len,
                 proof,
                 cos,
-            } => self.on_reflected(&reply, len, proof, cos, now),
+            } => self.on_reflected(&reply, proof, cos, now),
         }
     }
 
@@ -587,7 +595,6 @@ impl Flow {
     fn on_reflected(
         &mut self,
         r: &Reflected,
-        len: usize,
         proof: Option<(u64, u64)>,
         cos: Option<CosSeen>,
         now: Instant,
@@ -626,7 +633,9 @@ impl Flow {
         if verified && self.matching == Matching::Unknown {
             self.prove_ids();
         }
-        let outcome = self.credit(seq, len, now, verified);
+        // The sequence number and timestamp name the request, whatever the reply's length:
+        // a TWAMP reflector's may be shorter (41 bytes) or longer than its request.
+        let outcome = self.credit(seq, None, now, verified);
         let sample = StampSample {
             t1: slot.t1,
             t2: r.receive,
@@ -706,14 +715,20 @@ impl Flow {
         Ok(seq)
     }
 
-    fn credit(&mut self, seq: u64, len: usize, now: Instant, verified: bool) -> Outcome {
+    /// Credits request `seq` with an answer; `len`, where the reply names a length, must be
+    /// the request's.
+    fn credit(&mut self, seq: u64, len: Option<usize>, now: Instant, verified: bool) -> Outcome {
         let index = self.index(seq);
         let slot = &mut self.slots[index];
         if slot.seq != seq || slot.state == State::Free {
             return Outcome::Unmatched;
         }
-        if slot.len != len {
-            return Outcome::Bad;
+        if let Some(got) = len.filter(|&len| len != slot.len) {
+            return if verified {
+                Outcome::Cut { seq, got }
+            } else {
+                Outcome::Bad
+            };
         }
         let rtt = now.saturating_duration_since(slot.sent_at);
         match slot.state {
@@ -842,7 +857,7 @@ mod tests {
     }
 
     fn reflect(request: &[u8], strip_tlvs: bool) -> Vec<u8> {
-        use crate::wire::stamp::{Arrival, ErrorEstimate, NtpTime, reflect};
+        use crate::wire::stamp::{Arrival, CosPolicy, ErrorEstimate, NtpTime, reflect};
         let mut reply = request.to_vec();
         let at = NtpTime::now();
         let arrival = Arrival {
@@ -850,13 +865,15 @@ mod tests {
             ttl: Some(61),
             tos: Some(0),
         };
-        assert!(reflect(
+        assert!(reply.len() >= 44);
+        reflect(
             &mut reply,
             &arrival,
             None,
             at,
-            ErrorEstimate::for_error(1e-6, false)
-        ));
+            ErrorEstimate::for_error(1e-6, false),
+            CosPolicy::AsArrived,
+        );
         if strip_tlvs {
             reply[44..].fill(0); // an RFC 8762 reflector: no TLVs echoed
         }
@@ -1161,7 +1178,12 @@ mod tests {
         let a = send(&mut flow, t);
         let mut wrong = a.clone();
         wrong.pop();
-        assert_eq!(flow.on_reply(&answer(&wrong), t), Outcome::Bad);
+        // It carries the request's ID: cut short on the way, and never an answer.
+        assert_eq!(
+            flow.on_reply(&answer(&wrong), t),
+            Outcome::Cut { seq: 0, got: 39 }
+        );
+        assert_eq!(flow.waiting(), 1);
     }
 
     #[test]

@@ -322,6 +322,8 @@ struct Answer {
     start: usize,
     len: usize,
     in_place: bool,
+    /// The TOS byte it goes out with, where its protocol says (`None`: the socket's).
+    tos: Option<u8>,
 }
 
 impl Worker<'_> {
@@ -408,6 +410,7 @@ impl Worker<'_> {
                                 start,
                                 len,
                                 in_place: true,
+                                tos: None,
                             }),
                             None => continue,
                         }
@@ -430,12 +433,14 @@ impl Worker<'_> {
                                     start: used,
                                     len: n,
                                     in_place: false,
+                                    tos: None,
                                 },
                                 Prepared::InPlace(n) => Answer {
                                     datagram: i,
                                     start,
                                     len: n,
                                     in_place: true,
+                                    tos: None,
                                 },
                                 Prepared::Malformed => {
                                     tally.malformed += 1;
@@ -466,7 +471,8 @@ impl Worker<'_> {
                             }
                         }
                     }
-                    if answer.in_place && !stream::is_stream(data) {
+                    let mut answer = answer;
+                    if !stream::is_stream(data) {
                         let arrival = Arrival {
                             at: meta.received.map_or(wall, NtpTime::from_unix),
                             ttl: meta.ttl,
@@ -484,9 +490,15 @@ impl Worker<'_> {
                                 arrival.at
                             },
                             clock_error,
+                            marks_each_answer: self.state.marks_each(),
                             session_seq: &mut session_seq,
                         };
-                        self.protocol.complete(data, &mut ctx);
+                        let bytes = if answer.in_place {
+                            &mut data[..]
+                        } else {
+                            &mut replies[answer.start..answer.start + answer.len]
+                        };
+                        answer.tos = self.protocol.complete(bytes, &mut ctx);
                     }
                     if !answer.in_place {
                         used += answer.len;
@@ -511,6 +523,7 @@ impl Worker<'_> {
                     len: a.len,
                     to: meta.source,
                     from: meta.destination,
+                    tos: a.tos,
                 };
             }
             let buffers = [&replies[..], batch.buffer()];

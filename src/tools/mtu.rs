@@ -64,6 +64,11 @@ pub struct Report {
     pub forged: u64,
     /// ICMP errors that came back (spoofable; never taken as an answer).
     pub icmp_errors: u64,
+    /// The longest reply that came back with its probe's ID but cut short (an echo server
+    /// that truncates what it echoes, xinetd's at 2,048 bytes): where this is set, the
+    /// server, not the path, may bound `payload`, and the path MTU is only known to be at
+    /// least `path_mtu`.
+    pub cut_to: Option<usize>,
 }
 
 /// The sizes the replies so far prove.
@@ -72,6 +77,8 @@ struct Proven {
     /// Largest size proven by a reply with its probe's ID, and by a reply without one.
     verified: usize,
     unverified: usize,
+    /// The longest reply with a probe's ID that came back shorter than its probe.
+    cut_to: Option<usize>,
 }
 
 impl Proven {
@@ -254,6 +261,10 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                     proven.unverified = proven.unverified.max(len);
                     Some(first_seq)
                 }
+                Event::Cut { got, .. } => {
+                    proven.cut_to = proven.cut_to.max(Some(got));
+                    None
+                }
                 Event::NotSent {
                     why: NotSent::TooBig,
                     ..
@@ -376,6 +387,7 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
         tries_to_fail: tries_to_fail(good_answers, good_tries).unwrap_or(MAX_TRIES),
         forged: tally.forged,
         icmp_errors: tally.unreachable,
+        cut_to: proven.cut_to,
     })
 }
 

@@ -10,6 +10,7 @@ mod seed;
 pub mod stamp;
 pub mod stream;
 mod timestamp;
+mod twamp;
 
 pub use echo::parse_echo;
 pub use protocol::{Dialect, Protocol};

@@ -73,12 +73,15 @@ pub trait Dialect: fmt::Debug + Send + Sync {
     fn read_reply(&self, data: &[u8]) -> Claim;
 
     /// A server's answer to `request`, decided before the rate limit weighs it: written
-    /// into `reply`, or over the request itself (completed by [`Dialect::complete`] once
-    /// the limit has said yes), or none.
+    /// into `reply`, or over the request itself, or none; completed by
+    /// [`Dialect::complete`] once the limit has said yes.
     fn prepare(&self, request: &[u8], reply: &mut [u8; MAX_REPLY]) -> Prepared;
 
-    /// Finishes an answer made in place, once it is sure to go.
-    fn complete(&self, _request: &mut [u8], _ctx: &mut Reflecting<'_>) {}
+    /// Finishes an answer (written or in place) once it is sure to go; returns the TOS
+    /// byte the answer must go out with, where the protocol says (`None`: the socket's).
+    fn complete(&self, _answer: &mut [u8], _ctx: &mut Reflecting<'_>) -> Option<u8> {
+        None
+    }
 }
 
 /// How a client sends requests of a size asked.
@@ -142,13 +145,11 @@ pub enum Claim {
     /// Names only the length of the request it answers.
     Length(usize),
     /// A reflected test packet: names its request by the sequence number and timestamp it
-    /// echoes; `proof` is udpkit's nonce and sequence number where the reflector echoed
-    /// them.
+    /// echoes, whatever its length; `proof` is udpkit's nonce and sequence number where the
+    /// reflector echoed them.
     Reflected {
         /// The reply's base packet.
         reply: Reflected,
-        /// The reply's length, which is its request's.
-        len: usize,
         /// The nonce and sequence number echoed in Extra Padding (`None`: not there).
         proof: Option<(u64, u64)>,
         /// The reflector's Class of Service TLV, where it filled one.
@@ -175,6 +176,9 @@ pub struct Reflecting<'a> {
     pub sent: NtpTime,
     /// The reflector's clock's error estimate.
     pub clock_error: ErrorEstimate,
+    /// Each answer can carry a TOS byte of its own (a reply with the DSCP its sender
+    /// asked for: RFC 8972's Class of Service).
+    pub marks_each_answer: bool,
     /// A stateful reflector's next sequence number for the session with this SSID
     /// (`None`: stateless, or no room for the session).
     pub session_seq: &'a mut dyn FnMut(u16) -> Option<u32>,
@@ -191,8 +195,15 @@ impl Protocol {
     pub const ECHO: Protocol = Protocol(&crate::wire::echo::Echo);
     /// STAMP in unauthenticated mode.
     pub const STAMP: Protocol = Protocol(&crate::wire::stamp::Stamp);
+    /// TWAMP-light (RFC 5357 Appendix I), unauthenticated.
+    pub const TWAMP_LIGHT: Protocol = Protocol(&crate::wire::twamp::TwampLight);
     /// Every protocol, in the order `--help` names them.
-    pub const ALL: [Protocol; 3] = [Protocol::SEED, Protocol::ECHO, Protocol::STAMP];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::SEED,
+        Protocol::ECHO,
+        Protocol::STAMP,
+        Protocol::TWAMP_LIGHT,
+    ];
 
     /// The protocol's name (`seed`, `echo`, `stamp`), as [`Dialect::name`] says it.
     pub fn as_str(self) -> &'static str {

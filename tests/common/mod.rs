@@ -580,17 +580,25 @@ pub fn json_summary(proc: &mut Running) -> serde_json::Value {
 
 /// A Python echo server on a port of the kernel's choosing, with its address.
 pub fn python_echo() -> (Running, SocketAddr) {
+    python_echo_cutting_at(65535)
+}
+
+/// A Python echo server that echoes at most `cut` bytes of each datagram (as xinetd's
+/// echo cuts at 2,048), with its address.
+pub fn python_echo_cutting_at(cut: usize) -> (Running, SocketAddr) {
     let mut cmd = Command::new("python3");
     cmd.args([
         "-u",
         "-c",
-        "import socket\n\
+        "import socket, sys\n\
          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          s.bind(('127.0.0.1', 0))\n\
          print(s.getsockname()[1])\n\
+         cut = int(sys.argv[1])\n\
          while True:\n\
          \x20   data, peer = s.recvfrom(65535)\n\
-         \x20   s.sendto(data, peer)\n",
+         \x20   s.sendto(data[:cut], peer)\n",
+        &cut.to_string(),
     ]);
     let mut proc = Running::start(cmd);
     let port: u16 = proc.line().trim().parse().expect("a port");
