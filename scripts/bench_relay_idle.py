@@ -44,8 +44,11 @@ def measure(udpkit, sessions, count, seconds):
         results = {}
         for label, n in (("none", 0), ("idle", sessions)):
             while len(idle) < n:
+                # Each idle source in a /24 of its own within 127.0.0.0/8 (loopback): the
+                # relay gives a prefix 8 sessions at most, and the clients use 127.0.0.1.
+                k = len(idle)
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                s.bind(("127.0.0.1", 0))
+                s.bind((f"127.{1 + k // 250}.{k % 250}.1", 0))
                 for _ in range(2):
                     s.sendto(b"hello", ("127.0.0.1", relay_port))
                 idle.append(s)

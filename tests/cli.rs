@@ -354,7 +354,7 @@ fn every_flag_that_takes_a_value_is_in_the_extremes_table() {
         "<FILE.svg>",
         "<TEXT>",
         "<ADDR:PORT>",
-        "<seed|echo|stamp>",
+        "<seed|echo|stamp|twamp-light>",
         "<up|down|both>",
     ];
     for (sub, flags, _) in NUMERIC {

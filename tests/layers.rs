@@ -223,6 +223,32 @@ fn platform_code_lives_in_io_only() {
     );
 }
 
+/// A test file cargo would run on its own harness runs nothing here (its tests are in
+/// `udpkit_tests!`, not `#[test]`): every one is declared `harness = false`.
+fn every_test_file_runs_on_the_harness() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let declared: Vec<String> = manifest
+        .split("[[test]]")
+        .skip(1)
+        .filter(|t| t.contains("harness = false"))
+        .filter_map(|t| t.split('"').nth(1).map(str::to_string))
+        .collect();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root().join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if !declared.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "test files without `[[test]] name = ... harness = false` in Cargo.toml: {missing:?}"
+    );
+}
+
 fn the_checks_see_what_they_look_for() {
     // The parser finds grouped and plain uses alike.
     let uses = crate_uses(
@@ -237,6 +263,7 @@ fn the_checks_see_what_they_look_for() {
 }
 
 udpkit_tests! {
+    every_test_file_runs_on_the_harness,
     every_layer_uses_only_the_layers_below_it,
     platform_code_lives_in_io_only,
     the_checks_see_what_they_look_for,

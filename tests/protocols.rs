@@ -95,7 +95,11 @@ fn mtu_against_an_echo_server_that_cuts_its_replies_says_so() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["payload"], 2048, "{v}");
     assert!(v["cut_to"].as_u64().is_some_and(|c| c >= 2048), "{v}");
-    let out = run(udpkit_to("mtu", addr, &["--protocol", "echo", "-W", "0.05"]));
+    let out = run(udpkit_to(
+        "mtu",
+        addr,
+        &["--protocol", "echo", "-W", "0.05"],
+    ));
     let text = stdout(&out);
     assert!(text.contains("came back cut to"), "{text}");
     assert!(text.contains("path MTU is at least 2076 bytes"), "{text}");
@@ -417,7 +421,11 @@ fn packets_too_short_to_be_test_packets_are_counted_never_answered_and_the_refle
     short[..4].copy_from_slice(&[0, 0, 0, 9]);
     let reply = ask(&socket, addr, &short);
     assert_eq!(reply.len(), 44);
-    assert_eq!(&reply[24..28], &[0, 0, 0, 9], "the sender's sequence number");
+    assert_eq!(
+        &reply[24..28],
+        &[0, 0, 0, 9],
+        "the sender's sequence number"
+    );
     // Garbage of 44 bytes and more is a test packet (RFC 8762 reads any bytes): answered,
     // same length, with malformed TLVs flagged.
     let mut garbage = vec![0xffu8; 60];
@@ -444,16 +452,11 @@ fn forged_stamp_replies_are_never_counted() {
         let arrival = udpkit::wire::stamp::Arrival::default();
         let e = udpkit::wire::stamp::ErrorEstimate::for_error(1e-6, true);
         let now = udpkit::wire::stamp::NtpTime::now();
-        assert!(udpkit::wire::stamp::reflect(
-            &mut forged,
-            &arrival,
-            None,
-            now,
-            e
-        ));
+        let as_arrived = udpkit::wire::stamp::CosPolicy::AsArrived;
+        udpkit::wire::stamp::reflect(&mut forged, &arrival, None, now, e, as_arrived);
         socket.send_to(&forged, peer).unwrap();
         let mut genuine = request.to_vec();
-        udpkit::wire::stamp::reflect(&mut genuine, &arrival, None, now, e);
+        udpkit::wire::stamp::reflect(&mut genuine, &arrival, None, now, e, as_arrived);
         std::thread::sleep(Duration::from_millis(5));
         socket.send_to(&genuine, peer).unwrap();
     });

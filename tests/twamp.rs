@@ -29,7 +29,10 @@ fn python_reflector() -> (Running, SocketAddr) {
     for _ in 0..200 {
         if let Ok(port) = std::fs::read_to_string(&ready) {
             let _ = std::fs::remove_file(&ready);
-            return (proc, SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())));
+            return (
+                proc,
+                SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -38,7 +41,12 @@ fn python_reflector() -> (Running, SocketAddr) {
 
 fn python_sender(to: SocketAddr, count: u32) -> serde_json::Value {
     let out = run_for(
-        peer(&["sender", "127.0.0.1", &to.port().to_string(), &count.to_string()]),
+        peer(&[
+            "sender",
+            "127.0.0.1",
+            &to.port().to_string(),
+            &count.to_string(),
+        ]),
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -53,7 +61,11 @@ fn udpkit_pings_a_41_byte_twamp_light_reflector() {
         &["--protocol", "twamp-light", "-c", "10", "-i", "0.02"],
     );
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!((v["sent"].as_u64(), v["received"].as_u64()), (Some(10), Some(10)), "{v}");
+    assert_eq!(
+        (v["sent"].as_u64(), v["received"].as_u64()),
+        (Some(10), Some(10)),
+        "{v}"
+    );
     assert_eq!(v["bad"], 0, "{v}");
     // Nothing in TWAMP-light proves a reply genuine: said, not hidden.
     assert_eq!(v["matching"], "sequence", "{v}");
@@ -63,7 +75,11 @@ fn udpkit_pings_a_41_byte_twamp_light_reflector() {
 fn a_stamp_sender_takes_a_twamp_reflectors_shorter_replies() {
     // 72-byte STAMP requests, 41-byte replies: matched by sequence and timestamp.
     let (_reflector, addr) = python_reflector();
-    let (code, v) = json_to("ping", addr, &["--protocol", "stamp", "-c", "5", "-i", "0.02"]);
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &["--protocol", "stamp", "-c", "5", "-i", "0.02"],
+    );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(v["received"], 5, "{v}");
     assert_eq!(v["bad"], 0, "{v}");
@@ -76,7 +92,11 @@ fn a_twamp_light_sender_is_answered_by_udpkits_stamp_and_twamp_reflectors() {
         let v = python_sender(addr, 10);
         assert_eq!(v["received"], 10, "{protocol}: {v}");
         assert_eq!(v["lengths"], serde_json::json!([length]), "{protocol}: {v}");
-        assert_eq!(v["ttl"], serde_json::json!([64]), "{protocol}: the TTL it arrived with");
+        assert_eq!(
+            v["ttl"],
+            serde_json::json!([64]),
+            "{protocol}: the TTL it arrived with"
+        );
     }
 }
 
@@ -86,7 +106,16 @@ fn udpkits_twamp_light_pair_measures_itself() {
         let (code, v) = json_to(
             "ping",
             addr,
-            &["--protocol", "twamp-light", "-c", "5", "-i", "0.01", "-s", size],
+            &[
+                "--protocol",
+                "twamp-light",
+                "-c",
+                "5",
+                "-i",
+                "0.01",
+                "-s",
+                size,
+            ],
         );
         assert_eq!(code, Some(0), "{size}: {v}");
         assert_eq!(v["received"], 5, "{size}: {v}");

@@ -791,11 +791,7 @@ impl Engine {
                                     stamp: None,
                                 },
                                 Outcome::Forged => Event::Forged,
-                                Outcome::Cut { seq, got } => Event::Cut {
-                                    flow: i,
-                                    seq,
-                                    got,
-                                },
+                                Outcome::Cut { seq, got } => Event::Cut { flow: i, seq, got },
                                 Outcome::Bad | Outcome::Unmatched => Event::Bad {
                                     names: match self.protocol.read_reply(data) {
                                         Claim::Length(n) | Claim::Id { len: n, .. } => Some(n),

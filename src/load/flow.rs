@@ -582,11 +582,7 @@ impl Flow {
                 Ok(seq) => self.credit(seq, Some(len), now, false),
                 Err(outcome) => outcome,
             },
-            Claim::Reflected {
-                reply,
-                proof,
-                cos,
-            } => self.on_reflected(&reply, proof, cos, now),
+            Claim::Reflected { reply, proof, cos } => self.on_reflected(&reply, proof, cos, now),
         }
     }
 
@@ -976,7 +972,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(flow.matching(), Matching::Unknown);
+        assert_eq!(flow.matching(), Matching::Sequence, "said as what it is");
     }
 
     #[test]

@@ -315,8 +315,6 @@ const MAX_REQUESTS: usize = BATCH * MAX_SEGMENTS;
 /// One reply written, before it is sent.
 #[derive(Clone, Copy, Default)]
 struct Answer {
-    /// The receive it answers (for the addresses).
-    datagram: usize,
     /// Where its bytes are: in the reply buffer, or (`in_place`) in the receive's own
     /// buffer, written over the request.
     start: usize,
@@ -333,8 +331,9 @@ impl Worker<'_> {
         let mut batch = RecvBatch::new(RECV_BUFFER);
         // Replies back to back: those to one client of one size can go as one GSO send.
         let mut replies = vec![0u8; MAX_REQUESTS * MAX_REPLY];
-        let mut answers = vec![Answer::default(); MAX_REQUESTS];
-        let mut outs = vec![Out::at(0, 0); MAX_REQUESTS];
+        // Each answer as it will be sent: where its bytes are, to whom, from where (room
+        // for the most a batch can hold, touched only as far as a batch fills it).
+        let mut outs: Vec<Out> = Vec::with_capacity(MAX_REQUESTS);
         // Under load every receive finds datagrams queued and nothing waits.
         let mut waiter = Blocking::new(self.socket, stop)
             .map_err(|e| Error::io("cannot wait for datagrams", e))?;
@@ -354,7 +353,7 @@ impl Worker<'_> {
                 .limiter
                 .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             let mut tally = Stats::default();
-            let mut answered = 0;
+            outs.clear();
             let mut used = 0;
             // STAMP: the reflector's clock, read once a batch (t3, and t2 where the kernel
             // gave no receive time), and its error estimate, once a second.
@@ -371,6 +370,7 @@ impl Worker<'_> {
                 clock_error = crate::measure::stamp::clock_estimate();
             }
             for i in 0..batch.len() {
+                let base = batch.offset(i);
                 let (meta, buffer) = batch.get_mut(i);
                 let Some(peer) = meta.source else { continue };
                 // Each datagram the kernel coalesced is a request of its own.
@@ -406,7 +406,6 @@ impl Worker<'_> {
                         let socket = self.socket;
                         match self.streams.handle(peer, data, now, arrived, socket, stop) {
                             Some(len) => Some(Answer {
-                                datagram: i,
                                 start,
                                 len,
                                 in_place: true,
@@ -429,14 +428,12 @@ impl Worker<'_> {
                                 .expect("room for MAX_REQUESTS replies");
                             match self.protocol.prepare(data, slot) {
                                 Prepared::Written(n) => Answer {
-                                    datagram: i,
                                     start: used,
                                     len: n,
                                     in_place: false,
                                     tos: None,
                                 },
                                 Prepared::InPlace(n) => Answer {
-                                    datagram: i,
                                     start,
                                     len: n,
                                     in_place: true,
@@ -503,31 +500,26 @@ impl Worker<'_> {
                     if !answer.in_place {
                         used += answer.len;
                     }
-                    answers[answered] = answer;
-                    answered += 1;
+                    outs.push(Out {
+                        buffer: usize::from(answer.in_place),
+                        start: if answer.in_place {
+                            base + answer.start
+                        } else {
+                            answer.start
+                        },
+                        len: answer.len,
+                        to: meta.source,
+                        from: meta.destination,
+                        tos: answer.tos,
+                    });
                 }
             }
             drop(limiter);
             // Each reply goes to its request's sender, from the address it was sent to;
             // replies of one size to one sender, back to back, go as one segmented send.
             let mut failure = Ok(());
-            for (out, a) in outs.iter_mut().zip(&answers[..answered]) {
-                let (meta, _) = batch.get(a.datagram);
-                *out = Out {
-                    buffer: usize::from(a.in_place),
-                    start: if a.in_place {
-                        batch.offset(a.datagram) + a.start
-                    } else {
-                        a.start
-                    },
-                    len: a.len,
-                    to: meta.source,
-                    from: meta.destination,
-                    tos: a.tos,
-                };
-            }
             let buffers = [&replies[..], batch.buffer()];
-            let outs = &outs[..answered];
+            let outs = &outs[..];
             let totals = self.state.send(self.socket, &buffers, outs, |i, why| {
                 if failure.is_ok()
                     && let Some(peer) = outs[i].to

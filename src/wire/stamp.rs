@@ -236,7 +236,8 @@ impl Reflected {
     /// TWAMP reflector's 41), MBZ fields zero: its first 16 bytes are laid out as a test
     /// packet's. `buf` must hold at least [`REFLECTED_MIN`] bytes.
     pub fn emit(&self, buf: &mut [u8]) {
-        let head = &mut buf[..BASE_LEN.min(buf.len())];
+        let end = BASE_LEN.min(buf.len());
+        let head = &mut buf[..end];
         head.fill(0);
         head[0..4].copy_from_slice(&self.seq.to_be_bytes());
         head[4..12].copy_from_slice(&self.timestamp.0.to_be_bytes());
@@ -686,7 +687,14 @@ mod tests {
         let sent = arrival.at.plus_nanos(3_000);
         let request = buf.clone();
         // A host that cannot mark each reply sends it as the request arrived, and says so.
-        let tos = reflect(&mut buf, &arrival, Some(3), sent, error, CosPolicy::AsArrived);
+        let tos = reflect(
+            &mut buf,
+            &arrival,
+            Some(3),
+            sent,
+            error,
+            CosPolicy::AsArrived,
+        );
         assert_eq!(tos, Some(10 << 2 | 2));
         assert_eq!(buf.len(), 72);
         let r = Reflected::parse(&buf).unwrap();
@@ -719,7 +727,10 @@ mod tests {
         let mut buf = request;
         let tos = reflect(&mut buf, &arrival, Some(3), sent, error, CosPolicy::Honour);
         assert_eq!(tos, Some(46 << 2 | 1));
-        assert_eq!(reply_cos(&buf).map(|c| (c.dscp, c.ecn, c.rp)), Some((10, 2, 0)));
+        assert_eq!(
+            reply_cos(&buf).map(|c| (c.dscp, c.ecn, c.rp)),
+            Some((10, 2, 0))
+        );
     }
 
     /// The flags byte of each TLV header from byte 44 on, as a reflector leaves them.
@@ -732,7 +743,14 @@ mod tests {
         emit_test_packet(&mut buf, &sample(1), 44, (0, 0), 0, 0);
         buf.extend_from_slice(tlvs);
         let e = ErrorEstimate::for_error(1.0, false);
-        reflect(&mut buf, &Arrival::default(), None, NtpTime(1), e, CosPolicy::Honour);
+        reflect(
+            &mut buf,
+            &Arrival::default(),
+            None,
+            NtpTime(1),
+            e,
+            CosPolicy::Honour,
+        );
         buf
     }
 
@@ -740,9 +758,15 @@ mod tests {
     fn a_reflector_sets_each_tlvs_flags_as_rfc_8972_says() {
         // The sender's M and I and reserved bits are not echoed: 0x60 and 0x9f on known
         // types come back 0; U on an unknown type, whatever the sender set.
-        let buf = reflected(&[0x60, 1, 0, 2, 0, 0, 0x9f, 4, 0, 4, 0, 0, 0, 0, 0x7f, 200, 0, 0]);
+        let buf = reflected(&[
+            0x60, 1, 0, 2, 0, 0, 0x9f, 4, 0, 4, 0, 0, 0, 0, 0x7f, 200, 0, 0,
+        ]);
         assert_eq!(flags_after(&buf, &[44, 50, 58]), [0, 0, FLAG_U]);
-        assert_eq!(Reflected::parse(&buf).unwrap().seq, 1, "stateless: the sender's");
+        assert_eq!(
+            Reflected::parse(&buf).unwrap().seq,
+            1,
+            "stateless: the sender's"
+        );
     }
 
     #[test]
@@ -772,8 +796,14 @@ mod tests {
         emit_test_packet(&mut request, &sample(9), 44, (0, 0), 0, 0);
         request.truncate(14); // a TWAMP-light sender's packet without padding
         let mut reply = [0u8; MAX_REPLY];
-        assert_eq!(Stamp.prepare(&request, &mut reply), Prepared::Written(BASE_LEN));
-        assert_eq!(Stamp.prepare(&request[..13], &mut reply), Prepared::Malformed);
+        assert_eq!(
+            Stamp.prepare(&request, &mut reply),
+            Prepared::Written(BASE_LEN)
+        );
+        assert_eq!(
+            Stamp.prepare(&request[..13], &mut reply),
+            Prepared::Malformed
+        );
         assert_eq!(Stamp.prepare(&[0; 44], &mut reply), Prepared::InPlace(44));
         let mut none = |_| None;
         let mut ctx = Reflecting {

@@ -147,7 +147,11 @@ mod tests {
         assert_eq!(&packet[0..4], &7u32.to_be_bytes());
         assert_eq!(&packet[4..12], &t1.0.to_be_bytes());
         assert!(packet[14..].iter().all(|&b| b == 0));
-        assert_eq!(request(1, 3).0.len(), 14, "never shorter than the sender's fields");
+        assert_eq!(
+            request(1, 3).0.len(),
+            14,
+            "never shorter than the sender's fields"
+        );
     }
 
     #[test]
@@ -156,20 +160,32 @@ mod tests {
             let (packet, t1) = request(3, len);
             let reply = answer(&packet);
             assert_eq!(reply.len(), len.max(41), "{len}");
-            let Claim::Reflected { reply: r, proof, .. } = TwampLight.read_reply(&reply) else {
+            let Claim::Reflected {
+                reply: r, proof, ..
+            } = TwampLight.read_reply(&reply)
+            else {
                 panic!("{len}: not read back");
             };
             assert_eq!((r.sender_seq, r.sender_timestamp, r.seq), (3, t1, 3));
-            assert_eq!((r.receive, r.timestamp, r.sender_ttl), (NtpTime(5 << 32), NtpTime(6 << 32), 60));
+            assert_eq!(
+                (r.receive, r.timestamp, r.sender_ttl),
+                (NtpTime(5 << 32), NtpTime(6 << 32), 60)
+            );
             assert_eq!(r.ssid, 0, "MBZ in TWAMP");
             assert_eq!(proof, None, "nothing in TWAMP-light proves a reply");
         }
-        assert!(answer(&[1; 13]).is_empty(), "under 14 bytes: not a test packet");
+        assert!(
+            answer(&[1; 13]).is_empty(),
+            "under 14 bytes: not a test packet"
+        );
     }
 
     #[test]
     fn replies_under_41_bytes_are_not_replies() {
         assert_eq!(TwampLight.read_reply(&[0; 40]), Claim::Bad);
-        assert!(matches!(TwampLight.read_reply(&[0; 41]), Claim::Reflected { .. }));
+        assert!(matches!(
+            TwampLight.read_reply(&[0; 41]),
+            Claim::Reflected { .. }
+        ));
     }
 }
