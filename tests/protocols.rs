@@ -105,6 +105,223 @@ fn mtu_against_an_echo_server_that_cuts_its_replies_says_so() {
     assert!(text.contains("path MTU is at least 2076 bytes"), "{text}");
 }
 
+/// A key file readable by its owner alone, in `dir`, holding `hex`.
+fn key_file(dir: &std::path::Path, name: &str, hex: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, hex).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn stamp_suites_malformed_tlvs_come_back_as_rfc_8972_says() {
+    // Its diagnostic senders: reserved flag bits set (cleared in the reply), a length that
+    // overruns the packet (M set, U clear: the type is known, processing stops there).
+    let stamp_suite = harness::tool("stamp-suite").expect("Need::Tool");
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp"]);
+    for (kind, malformed) in [("bad-flags", 0), ("bad-length", 5)] {
+        let mut cmd = Command::new(&stamp_suite);
+        cmd.args(["-r", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args(["-c", "5", "-d", "5", "-L", "2", "--output-format", "json"])
+            .args(["--ssid", "7", "--cos", "--malformed", kind]);
+        let out = run_for(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v = stamp_suite_summary(&out);
+        assert_eq!(v["packets_received"], 5, "{kind}: {v}");
+        let t = &v["measurements"]["tlv_validation"];
+        assert_eq!(t["evaluated_replies"], 5, "{kind}: {t}");
+        assert_eq!(t["rejected_replies"], 0, "{kind}: {t}");
+        assert_eq!(t["flags"]["unrecognized"], 0, "{kind}: {t}");
+        assert_eq!(t["flags"]["malformed"], malformed, "{kind}: {t}");
+    }
+}
+
+fn authenticated_stamp_both_ways_with_stamp_suite() {
+    let stamp_suite = harness::tool("stamp-suite").expect("Need::Tool");
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", KEY);
+    let key = key.to_str().unwrap();
+    // Its authenticated sender against udpkit's reflector.
+    let (mut server, addr) = udpkit_server(&[
+        "-p",
+        "0",
+        "-q",
+        "--json",
+        "--protocol",
+        "stamp",
+        "--key-file",
+        key,
+    ]);
+    let mut cmd = Command::new(&stamp_suite);
+    cmd.args(["-r", "127.0.0.1", "-p", &addr.port().to_string()])
+        .args(["-c", "10", "-d", "5", "-L", "2", "--output-format", "json"])
+        .args(["-A", "A", "--hmac-key-file", key]);
+    let out = run_for(cmd, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stamp_suite_summary(&out);
+    assert_eq!(v["packets_received"], 10, "{v}");
+    let s = json_summary(&mut server);
+    assert_eq!(
+        (s["replied"].as_u64(), s["malformed"].as_u64()),
+        (Some(10), Some(0)),
+        "{s}"
+    );
+    // udpkit's authenticated sender against its reflector; with another key, nothing.
+    let port = free_port();
+    let mut cmd = Command::new(&stamp_suite);
+    cmd.args(["-i", "-S", "127.0.0.1", "-o", &port.to_string()])
+        .args(["-A", "A", "--hmac-key-file", key]);
+    let _reflector = Running::start(cmd);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut v = serde_json::Value::Null;
+    for _ in 0..50 {
+        let (_, got) = json_to(
+            "ping",
+            addr,
+            &[
+                "--protocol",
+                "stamp",
+                "--key-file",
+                key,
+                "-c",
+                "1",
+                "-W",
+                "0.1",
+            ],
+        );
+        v = got;
+        if v["received"] == 1 {
+            break;
+        }
+    }
+    assert_eq!(
+        v["received"], 1,
+        "stamp-suite's reflector never answered: {v}"
+    );
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "--key-file",
+            key,
+            "-c",
+            "10",
+            "-i",
+            "0.01",
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["received"], 10, "{v}");
+    assert_eq!(
+        (v["forged"].as_u64(), v["matching"].as_str()),
+        (Some(0), Some("ids")),
+        "{v}"
+    );
+    assert_eq!(v["authenticated"], true, "{v}");
+    let other = key_file(dir.path(), "other", &KEY.replace('0', "1"));
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "--key-file",
+            other.to_str().unwrap(),
+            "-c",
+            "3",
+            "-i",
+            "0.01",
+            "-W",
+            "0.2",
+        ],
+    );
+    assert_eq!((code, v["received"].as_u64()), (Some(1), Some(0)), "{v}");
+}
+
+fn an_authenticated_reply_cannot_be_forged_even_by_one_who_sees_the_requests() {
+    // The forger sees each request (it is the path) and answers first with everything
+    // right but the HMAC, which it cannot make without the key.
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", KEY);
+    let forger = "import socket, struct, sys\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('127.0.0.1', 0))\n\
+         print(s.getsockname()[1], flush=True)\n\
+         while True:\n\
+         \x20   d, peer = s.recvfrom(2048)\n\
+         \x20   r = bytearray(112)\n\
+         \x20   r[0:4] = d[0:4]; r[16:24] = d[16:24]; r[26:28] = d[26:28]\n\
+         \x20   r[32:40] = d[16:24]; r[48:52] = d[0:4]; r[64:72] = d[16:24]; r[80] = 64\n\
+         \x20   r[96:112] = d[96:112]\n\
+         \x20   s.sendto(bytes(r), peer)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-u", "-c", forger]);
+    let mut proc = Running::start(cmd);
+    let port: u16 = proc.line().trim().parse().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let (code, v) = json_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "--key-file",
+            key.to_str().unwrap(),
+            "-c",
+            "5",
+            "-i",
+            "0.01",
+            "-W",
+            "0.2",
+        ],
+    );
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(
+        (v["received"].as_u64(), v["forged"].as_u64()),
+        (Some(0), Some(5)),
+        "{v}"
+    );
+}
+
+fn a_key_file_others_can_read_or_without_stamp_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", KEY);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let k = key.to_str().unwrap();
+    let out = run(udpkit_to(
+        "ping",
+        "127.0.0.1:9".parse().unwrap(),
+        &["--protocol", "stamp", "--key-file", k],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(udpkit_to(
+        "ping",
+        "127.0.0.1:9".parse().unwrap(),
+        &["--protocol", "echo", "--key-file", k],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("add --protocol stamp"),
+        "{}",
+        stderr(&out)
+    );
+    let short = key_file(dir.path(), "short", "0011");
+    let out = run(udpkit_to(
+        "ping",
+        "127.0.0.1:9".parse().unwrap(),
+        &["--protocol", "stamp", "--key-file", short.to_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("16 to 64 bytes"), "{}", stderr(&out));
+}
+
 fn udpkit_echoes_every_datagram_unchanged_and_counts_it() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "echo"]);
     let socket = test_socket("127.0.0.1:0");
@@ -607,6 +824,10 @@ fn an_echo_or_stamp_server_over_its_rate_limit_reflects_nothing_more() {
 }
 
 udpkit_tests! {
+    authenticated_stamp_both_ways_with_stamp_suite [Need::Tool("stamp-suite")],
+    stamp_suites_malformed_tlvs_come_back_as_rfc_8972_says [Need::Tool("stamp-suite")],
+    an_authenticated_reply_cannot_be_forged_even_by_one_who_sees_the_requests [Need::Tool("python3")],
+    a_key_file_others_can_read_or_without_stamp_is_refused,
     mtu_against_an_echo_server_that_cuts_its_replies_says_so [Need::Tool("python3")],
     ping_bench_and_mtu_speak_echo_to_a_python_echo_server,
     ping_bench_and_mtu_speak_echo_to_socat [Need::Tool("socat")],

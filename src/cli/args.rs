@@ -75,6 +75,11 @@ pub struct ServerArgs {
     /// also answers TWAMP-light senders) or twamp-light (RFC 5357 Appendix I)
     #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
+    /// STAMP's authenticated mode (RFC 8762 §4.2.2, HMAC-SHA-256): the key, in
+    /// hexadecimal (32 to 128 digits), in FILE, readable by its owner alone (chmod 600); never
+    /// on the command line. Needs --protocol stamp
+    #[arg(long = "key-file", value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
     /// STAMP: keep each session's own sequence numbers (a stateful reflector, RFC 8972),
     /// so that senders can tell loss on the way here from loss on the way back
     #[arg(long = "stateful")]
@@ -391,6 +396,11 @@ pub struct MtuArgs {
     /// twamp-light (a TWAMP-light reflector)
     #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
+    /// STAMP's authenticated mode (RFC 8762 §4.2.2, HMAC-SHA-256): the key, in
+    /// hexadecimal (32 to 128 digits), in FILE, readable by its owner alone (chmod 600); never
+    /// on the command line. Needs --protocol stamp
+    #[arg(long = "key-file", value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
     /// Seconds to wait for each try of a probe. A size is called too big only after enough
     /// unanswered tries, given the loss measured on sizes that pass, to be wrong less than
     /// once in a thousand; a path too lossy for that is reported as undecidable
@@ -415,6 +425,11 @@ pub struct TargetArgs {
     /// twamp-light (a TWAMP-light reflector, RFC 5357 Appendix I)
     #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
     pub protocol: Protocol,
+    /// STAMP's authenticated mode (RFC 8762 §4.2.2, HMAC-SHA-256): the key, in
+    /// hexadecimal (32 to 128 digits), in FILE, readable by its owner alone (chmod 600); never
+    /// on the command line. Needs --protocol stamp
+    #[arg(long = "key-file", value_name = "FILE")]
+    pub key_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub marking: MarkingArgs,
 }

@@ -64,12 +64,63 @@ fn output(source: io::Error) -> Error {
     Error::Callback { source }
 }
 
+/// The protocol asked for; STAMP's authenticated mode when a key file is given (its key in
+/// hexadecimal, 32 to 128 digits, the file readable by its owner alone).
+fn speaking(protocol: Protocol, key_file: Option<&std::path::Path>) -> Result<Protocol, Error> {
+    let Some(path) = key_file else {
+        return Ok(protocol);
+    };
+    if protocol != Protocol::STAMP {
+        return Err(Error::Invalid(
+            "--key-file is for STAMP's authenticated mode: add --protocol stamp".into(),
+        ));
+    }
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("cannot read the key file {shown}"), e))?;
+    if !meta.is_file() || meta.len() > 4096 {
+        return Err(Error::Invalid(format!(
+            "{shown} is not a key file: give a regular file holding the key in hexadecimal"
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(Error::Invalid(format!(
+                "the key file {shown} is readable by others: chmod 600 {shown}"
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("cannot read the key file {shown}"), e))?;
+    let hex: String = text.split_whitespace().collect();
+    let hex = hex.strip_prefix("0x").unwrap_or(&hex);
+    let key: Option<Vec<u8>> = hex
+        .len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    let key = key.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{shown} does not hold a key in hexadecimal (an even number of digits 0-9, a-f)"
+        ))
+    })?;
+    Protocol::stamp_authenticated(&key).map_err(|e| Error::Invalid(format!("{shown}: {e}")))
+}
+
 /// The server's address (on the protocol's port unless one is given) and what the
 /// requests speak and carry.
 fn aim(to: &TargetArgs) -> Result<(std::net::SocketAddr, Requests), Error> {
-    let port = to.port.unwrap_or(to.protocol.default_port());
+    let protocol = speaking(to.protocol, to.key_file.as_deref())?;
+    let port = to.port.unwrap_or(protocol.default_port());
     let requests = Requests {
-        protocol: to.protocol,
+        protocol,
         tos: to.marking.tos(),
         ttl: to.marking.ttl,
     };
@@ -92,7 +143,8 @@ fn request_size(protocol: Protocol, asked: Option<u16>) -> Result<usize, Error> 
 
 /// Runs the server until SIGINT or SIGTERM, then prints the summary.
 pub fn server(args: &ServerArgs) -> Result<(), Error> {
-    if args.stateful && !args.protocol.has_sessions() {
+    let protocol = speaking(args.protocol, args.key_file.as_deref())?;
+    if args.stateful && !protocol.has_sessions() {
         let with: Vec<&str> = Protocol::ALL
             .iter()
             .filter(|p| p.has_sessions())
@@ -103,7 +155,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             with.join(" or --protocol ")
         )));
     }
-    let port = args.port.unwrap_or(args.protocol.default_port());
+    let port = args.port.unwrap_or(protocol.default_port());
     let server = Server::with_config(ServerConfig {
         threads: usize::from(args.threads),
         drop_rate: args.drop_rate,
@@ -111,7 +163,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
         gso: !args.no_gso,
         gro: !args.no_gro,
-        protocol: args.protocol,
+        protocol,
         stateful: args.stateful,
         ..ServerConfig::new(net::resolve(&args.host, port)?)
     })?;
@@ -123,7 +175,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
             "event": "ready",
             "tool": "server",
             "address": net::shown(server.local_addr()).to_string(),
-            "protocol": args.protocol.as_str(),
+            "protocol": protocol.as_str(),
         }),
     )?;
     // Every line from here on goes through the printer: the server never waits on
@@ -140,12 +192,12 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         serde_json::json!({
             "event": "listening",
             "address": net::shown(server.local_addr()).to_string(),
-            "protocol": args.protocol.as_str(),
+            "protocol": protocol.as_str(),
             "stateful": args.stateful,
         })
         .to_string()
     } else {
-        console::listening_speaking(server.local_addr(), args.protocol, args.stateful)
+        console::listening_speaking(server.local_addr(), protocol, args.stateful)
     })?;
     if server.receive_buffer() < udpkit::SERVER_RECEIVE_BUFFER {
         let note = format!(
@@ -188,7 +240,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         let worker = scope.spawn(|| {
             server.run(&stop, || {
                 Console::new(outlet.clone(), args.quiet, line_by_line)
-                    .speaking(args.protocol)
+                    .speaking(protocol)
                     .json(args.json)
             })
         });
@@ -751,13 +803,11 @@ pub fn discover(args: &DiscoverArgs) -> Result<bool, Error> {
 
 /// Finds the path MTU to a server and prints it.
 pub fn mtu(args: &MtuArgs) -> Result<(), Error> {
-    let target = net::resolve(
-        &args.host,
-        args.port.unwrap_or(args.protocol.default_port()),
-    )?;
+    let protocol = speaking(args.protocol, args.key_file.as_deref())?;
+    let target = net::resolve(&args.host, args.port.unwrap_or(protocol.default_port()))?;
     let config = udpkit::mtu::Config {
         target,
-        protocol: args.protocol,
+        protocol,
         wait: args.wait,
     };
     let report = udpkit::mtu::mtu(&config, &stop_on_signals(), |_| {})?;

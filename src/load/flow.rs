@@ -568,6 +568,7 @@ impl Flow {
             // is someone else's, in every protocol; before, it may speak another protocol.
             Claim::Bad if self.proven => Outcome::Forged,
             Claim::Bad => Outcome::Bad,
+            Claim::Forged => Outcome::Forged,
             Claim::Id { id, len } => {
                 if !self.with_ids || id.nonce != self.nonce || id.seq >= self.next_seq {
                     return Outcome::Forged;
@@ -582,7 +583,12 @@ impl Flow {
                 Ok(seq) => self.credit(seq, Some(len), now, false),
                 Err(outcome) => outcome,
             },
-            Claim::Reflected { reply, proof, cos } => self.on_reflected(&reply, proof, cos, now),
+            Claim::Reflected {
+                reply,
+                proof,
+                cos,
+                authenticated,
+            } => self.on_reflected(&reply, proof, cos, authenticated, now),
         }
     }
 
@@ -593,6 +599,7 @@ impl Flow {
         r: &Reflected,
         proof: Option<(u64, u64)>,
         cos: Option<CosSeen>,
+        authenticated: bool,
         now: Instant,
     ) -> Outcome {
         let t4 = NtpTime::now();
@@ -620,6 +627,7 @@ impl Flow {
         // Only a request with room for the nonce carries one: a reply to a smaller one is
         // unverified whatever the reflector has proved.
         let verified = match proof {
+            _ if authenticated => true,
             Some((nonce, id_seq)) if nonce == self.nonce && id_seq == seq => true,
             _ if self.protocol.proves(slot.len) && self.matching == Matching::Ids => {
                 return Outcome::Forged;

@@ -8,6 +8,7 @@ pub mod protocol;
 mod quote;
 mod seed;
 pub mod stamp;
+mod stamp_auth;
 pub mod stream;
 mod timestamp;
 mod twamp;

@@ -135,6 +135,9 @@ impl Default for Session {
 pub enum Claim {
     /// Not a reply in this protocol's form.
     Bad,
+    /// A reply in this protocol's form whose proof fails (an authenticated packet whose
+    /// HMAC does not verify under the key).
+    Forged,
     /// Names its request by udpkit's request ID; the request was `len` bytes.
     Id {
         /// The ID the reply carries.
@@ -154,6 +157,8 @@ pub enum Claim {
         proof: Option<(u64, u64)>,
         /// The reflector's Class of Service TLV, where it filled one.
         cos: Option<CosSeen>,
+        /// Proven genuine by the packet itself (an HMAC that verified under the key).
+        authenticated: bool,
     },
 }
 
@@ -208,6 +213,13 @@ impl Protocol {
     /// The protocol's name (`seed`, `echo`, `stamp`), as [`Dialect::name`] says it.
     pub fn as_str(self) -> &'static str {
         self.0.name()
+    }
+
+    /// STAMP's authenticated mode under `key` (16 to 64 bytes). The handle lives as long
+    /// as the process, as the built-in ones do: make one per key, not one per packet.
+    pub fn stamp_authenticated(key: &[u8]) -> Result<Protocol, String> {
+        let dialect = crate::wire::stamp_auth::StampAuth::new(key)?;
+        Ok(Protocol(Box::leak(Box::new(dialect))))
     }
 }
 

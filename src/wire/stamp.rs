@@ -598,6 +598,7 @@ impl Dialect for Stamp {
                 reply,
                 proof: reply_nonce(data),
                 cos: reply_cos(data),
+                authenticated: false,
             },
         }
     }

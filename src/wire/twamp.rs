@@ -75,6 +75,7 @@ impl Dialect for TwampLight {
                 reply,
                 proof: None,
                 cos: None,
+                authenticated: false,
             },
         }
     }
