@@ -101,7 +101,10 @@ fn mtu_against_an_echo_server_that_cuts_its_replies_says_so() {
         &["--protocol", "echo", "-W", "0.05"],
     ));
     let text = stdout(&out);
-    assert!(text.contains("came back cut to"), "{text}");
+    assert!(
+        text.contains("came back shorter than their probes"),
+        "{text}"
+    );
     assert!(text.contains("path MTU is at least 2076 bytes"), "{text}");
 }
 

@@ -24,8 +24,17 @@ fn peer(args: &[&str]) -> Command {
 
 /// The peer's reflector on a port of its own; waits (bounded) for the port it took.
 fn python_reflector() -> (Running, SocketAddr) {
+    python_reflector_of(41)
+}
+
+/// The same, its replies cut to `len` bytes (38: twampy's responder).
+fn python_reflector_of(len: usize) -> (Running, SocketAddr) {
     let ready = ready_path();
-    let proc = Running::start(peer(&["reflector", ready.to_str().unwrap()]));
+    let proc = Running::start(peer(&[
+        "reflector",
+        ready.to_str().unwrap(),
+        &len.to_string(),
+    ]));
     for _ in 0..200 {
         if let Ok(port) = std::fs::read_to_string(&ready) {
             let _ = std::fs::remove_file(&ready);
@@ -55,6 +64,15 @@ fn python_sender(to: SocketAddr, count: u32) -> serde_json::Value {
 
 fn udpkit_pings_a_41_byte_twamp_light_reflector() {
     let (_reflector, addr) = python_reflector();
+    udpkit_pings_twamp_light(addr);
+}
+
+fn udpkit_pings_a_38_byte_reflector_as_twampys() {
+    let (_reflector, addr) = python_reflector_of(38);
+    udpkit_pings_twamp_light(addr);
+}
+
+fn udpkit_pings_twamp_light(addr: SocketAddr) {
     let (code, v) = json_to(
         "ping",
         addr,
@@ -100,6 +118,15 @@ fn a_twamp_light_sender_is_answered_by_udpkits_stamp_and_twamp_reflectors() {
     }
 }
 
+fn mtu_against_a_reflector_whose_replies_are_shorter_claims_only_a_floor() {
+    // 41-byte replies to larger probes test the way there only: not proof both ways.
+    let (_reflector, addr) = python_reflector();
+    let (code, v) = json_to("mtu", addr, &["--protocol", "twamp-light", "-W", "0.05"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["cut_to"], 41, "{v}");
+    assert!(v["payload"].as_u64().unwrap() <= 41, "{v}");
+}
+
 fn udpkits_twamp_light_pair_measures_itself() {
     let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "twamp-light"]);
     for size in ["14", "41", "200"] {
@@ -123,7 +150,16 @@ fn udpkits_twamp_light_pair_measures_itself() {
 }
 
 fn a_reflector_sends_its_reply_with_the_dscp_its_sender_asked_for() {
-    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp"]);
+    reply_with_the_dscp_asked_for("127.0.0.1");
+}
+
+fn a_dual_stack_reflector_marks_its_ipv4_replies_too() {
+    // Replies to v4-mapped addresses go out as IPv4: their TOS as IP_TOS, not TCLASS.
+    reply_with_the_dscp_asked_for("::");
+}
+
+fn reply_with_the_dscp_asked_for(host: &str) {
+    let (_server, addr) = udpkit_server(&[host, "-p", "0", "-q", "--protocol", "stamp"]);
     let out = run_for(
         peer(&["cos", "127.0.0.1", &addr.port().to_string(), "46"]),
         Duration::from_secs(20),
@@ -140,8 +176,11 @@ fn a_reflector_sends_its_reply_with_the_dscp_its_sender_asked_for() {
 
 udpkit_tests! {
     udpkit_pings_a_41_byte_twamp_light_reflector [Need::Tool("python3")],
+    udpkit_pings_a_38_byte_reflector_as_twampys [Need::Tool("python3")],
     a_stamp_sender_takes_a_twamp_reflectors_shorter_replies [Need::Tool("python3")],
     a_twamp_light_sender_is_answered_by_udpkits_stamp_and_twamp_reflectors [Need::Tool("python3")],
     udpkits_twamp_light_pair_measures_itself,
+    mtu_against_a_reflector_whose_replies_are_shorter_claims_only_a_floor [Need::Tool("python3")],
     a_reflector_sends_its_reply_with_the_dscp_its_sender_asked_for [Need::Tool("python3")],
+    a_dual_stack_reflector_marks_its_ipv4_replies_too [Need::Tool("python3"), Need::Ipv6],
 }

@@ -32,27 +32,28 @@ pub fn listening_speaking(addr: SocketAddr, protocol: Protocol, stateful: bool) 
     format!("{} ({what})", listening(addr))
 }
 
-/// `STAMP test packet seq=0 ssid=7 from 127.0.0.1:52616 (72 bytes)`, or why it is none.
-pub fn stamp_packet(line: &mut String, peer: SocketAddr, data: &[u8]) {
+/// `stamp test packet seq=0 ssid=7 from 127.0.0.1:52616 (72 bytes)`, or why it is none: a
+/// request too short for a sender's fields (14 bytes) is not answered.
+pub fn test_packet(line: &mut String, peer: SocketAddr, data: &[u8], protocol: Protocol) {
     let peer = net::shown(peer);
-    match stamp::TestPacket::parse(data) {
-        Some(p) => {
-            let _ = write!(
-                line,
-                "STAMP test packet seq={} ssid={} from {peer} ({} bytes)",
-                p.seq,
-                p.ssid,
-                data.len()
-            );
-        }
-        None => {
-            let _ = write!(
-                line,
-                "{} bytes from {peer}: too short for a STAMP test packet (44), not answered",
-                data.len()
-            );
-        }
+    if data.len() < stamp::SENDER_MIN {
+        let _ = write!(
+            line,
+            "{} bytes from {peer}: too short for a test packet ({}), not answered",
+            data.len(),
+            stamp::SENDER_MIN
+        );
+        return;
     }
+    let seq = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+    let _ = write!(line, "{protocol} test packet seq={seq}");
+    // STAMP's SSID (RFC 8972), where the packet has one: TWAMP's bytes there are padding.
+    if protocol == Protocol::STAMP
+        && let Some(p) = stamp::TestPacket::parse(data)
+    {
+        let _ = write!(line, " ssid={}", p.ssid);
+    }
+    let _ = write!(line, " from {peer} ({} bytes)", data.len());
 }
 
 /// `The client at 127.0.0.1:52616 says 'The time is ...'`
@@ -200,7 +201,10 @@ impl Observer for Console {
     fn datagram(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         let n = Some(data.len());
         if self.protocol.test_packets() {
-            return self.emit("datagram", peer, n, |line| stamp_packet(line, peer, data));
+            let protocol = self.protocol;
+            return self.emit("datagram", peer, n, |line| {
+                test_packet(line, peer, data, protocol)
+            });
         }
         self.emit("datagram", peer, n, |line| client_says(line, peer, data))
     }

@@ -345,6 +345,7 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
             ping::Event::Reply {
                 seq,
                 bytes,
+                reply_bytes,
                 rtt,
                 late,
                 duplicate,
@@ -386,6 +387,13 @@ pub fn ping(args: &PingArgs) -> Result<bool, Error> {
                     mark.push_str(" (unverified)");
                 }
                 let ms = rtt.as_secs_f64() * 1e3;
+                // A reflected packet's own length (a TWAMP reflector's may be shorter); the
+                // seed's sentence names its request's.
+                let bytes = if config.requests.protocol.test_packets() {
+                    reply_bytes
+                } else {
+                    bytes
+                };
                 let unit = if bytes == 1 { "byte" } else { "bytes" };
                 format!("{bytes} {unit} from {shown}: seq={seq} time={ms:.3} ms{mark}")
             }

@@ -81,6 +81,13 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
         .find(|p| **p != protocol && p.default_port() == port && port != protocol.default_port())
         .map(|p| format!(" (port {port} is {}'s)", p.as_str().to_uppercase()))
         .unwrap_or_default();
+    if t.cut > 0 {
+        return Some(format!(
+            "Note: {} replies came back with their request's ID but cut short: the server \
+             or the path cuts datagrams this large (try a smaller -s, or udpkit mtu)\n",
+            t.cut
+        ));
+    }
     if t.bad > 0 {
         return Some(format!(
             "Note: {} datagrams came back, none of them a reply in {protocol}'s form: the \
@@ -103,9 +110,9 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
 fn unverified_note(n: u64, matching: Matching) -> String {
     if matching == Matching::Sequence {
         format!(
-            "{n} replies were matched by the STAMP sequence number and timestamp they echo, \
-             without udpkit's nonce (requests under 64 bytes, or a reflector that does not \
-             echo TLVs): none can be authenticated\n"
+            "{n} replies were matched by the sequence number and timestamp they echo, \
+             without udpkit's nonce (TWAMP-light, STAMP requests under 64 bytes, or a \
+             reflector that does not echo TLVs): none can be authenticated\n"
         )
     } else {
         format!(
@@ -466,8 +473,14 @@ pub fn mtu(target: std::net::SocketAddr, report: &mtu::Report) -> String {
     let kernel = report
         .kernel_mtu
         .map_or("unknown".to_string(), |m| m.to_string());
+    // Replies cut short: the server, not the path, may bound what was found.
+    let at_least = if report.cut_to.is_some() {
+        "at least "
+    } else {
+        ""
+    };
     let mut text = format!(
-        "{}: largest answered payload {} bytes, path MTU {} bytes (kernel's MTU for the route: {kernel}; {} probes, {:.0}% of tries answered)\n",
+        "{}: largest answered payload {} bytes, path MTU {at_least}{} bytes (kernel's MTU for the route: {kernel}; {} probes, {:.0}% of tries answered)\n",
         addr::shown(target),
         report.payload,
         report.path_mtu,
@@ -476,13 +489,13 @@ pub fn mtu(target: std::net::SocketAddr, report: &mtu::Report) -> String {
     );
     if let Some(cut) = report.cut_to {
         text.push_str(&format!(
-            "Note: replies with the probes' IDs came back cut to {cut} bytes: the server cuts \
-             what it answers (an echo server's buffer), so the path MTU is at least {} bytes \
-             and this server cannot show more\n",
+            "Note: replies came back shorter than their probes ({cut} bytes at most): the \
+             server cuts what it answers (an echo server's buffer) or the way back is narrower, \
+             so the path MTU is at least {} bytes and this server cannot show more\n",
             report.path_mtu
         ));
     }
-    if report.kernel_mtu.is_some_and(|k| k != report.path_mtu) {
+    if report.cut_to.is_none() && report.kernel_mtu.is_some_and(|k| k != report.path_mtu) {
         text.push_str(
             "Note: the kernel's figure differs from what the probes found; the probes' is \
                  what came back answered (the kernel's comes from ICMP, which anyone can forge)\n",

@@ -479,7 +479,12 @@ mod linux {
                     );
                 }
                 if let Some(tos) = t.tos {
-                    let (level, kind) = if t.destination.is_some_and(|d| d.is_ipv6()) {
+                    // A v4-mapped destination goes out as IPv4, whose stack reads IP_TOS only.
+                    let v6 = t.destination.is_some_and(|d| match d {
+                        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_none(),
+                        SocketAddr::V4(_) => false,
+                    });
+                    let (level, kind) = if v6 {
                         (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
                     } else {
                         (libc::IPPROTO_IP, libc::IP_TOS)

@@ -131,6 +131,8 @@ pub enum Event {
         seq: u64,
         /// The request's length.
         bytes: usize,
+        /// The reply's own length (a reflected packet's may differ from its request's).
+        reply_bytes: usize,
         /// The round-trip time, from when the request was sent (or, at a rate, meant to
         /// be) to when the reply came.
         rtt: Duration,
@@ -773,6 +775,7 @@ impl Engine {
                                         flow: i,
                                         seq,
                                         bytes: f.flow.request_len(seq).unwrap_or(0),
+                                        reply_bytes: data.len(),
                                         rtt,
                                         late,
                                         duplicate: false,
@@ -784,6 +787,7 @@ impl Engine {
                                     flow: i,
                                     seq,
                                     bytes: f.flow.request_len(seq).unwrap_or(0),
+                                    reply_bytes: data.len(),
                                     rtt,
                                     late: false,
                                     duplicate: true,

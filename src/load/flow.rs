@@ -140,6 +140,9 @@ pub struct Tally {
     /// Of `bad`: replies that answer no request still remembered, or (matched by length)
     /// could answer more than one; never credited to either.
     pub unmatched: u64,
+    /// Of `bad`: replies with their request's ID but another length (cut short on the
+    /// way, or by the server).
+    pub cut: u64,
     /// Requests the pacer skipped after a stall (open loop, interval): they could not go on
     /// time, so they never went (neither sent nor lost).
     pub skipped: u64,
@@ -167,7 +170,11 @@ impl Tally {
             }
             Outcome::Duplicate { .. } => self.duplicates += 1,
             Outcome::Forged => self.forged += 1,
-            Outcome::Bad | Outcome::Cut { .. } => self.bad += 1,
+            Outcome::Bad => self.bad += 1,
+            Outcome::Cut { .. } => {
+                self.bad += 1;
+                self.cut += 1;
+            }
             Outcome::Unmatched => {
                 self.bad += 1;
                 self.unmatched += 1;
@@ -199,6 +206,7 @@ impl Tally {
         self.unreachable += o.unreachable;
         self.not_sent += o.not_sent;
         self.unmatched += o.unmatched;
+        self.cut += o.cut;
         self.skipped += o.skipped;
         self.icmp.merge(&o.icmp);
     }

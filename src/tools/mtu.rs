@@ -64,10 +64,11 @@ pub struct Report {
     pub forged: u64,
     /// ICMP errors that came back (spoofable; never taken as an answer).
     pub icmp_errors: u64,
-    /// The longest reply that came back with its probe's ID but cut short (an echo server
-    /// that truncates what it echoes, xinetd's at 2,048 bytes): where this is set, the
-    /// server, not the path, may bound `payload`, and the path MTU is only known to be at
-    /// least `path_mtu`.
+    /// The longest reply that came back shorter than its probe: cut short with the probe's
+    /// ID (an echo server that truncates what it echoes, xinetd's at 2,048 bytes), or a
+    /// reflected packet shorter than its probe (the way back was not tried at that size).
+    /// Where this is set, the server, not the path, may bound `payload`, and the path MTU
+    /// is only known to be at least `path_mtu`.
     pub cut_to: Option<usize>,
 }
 
@@ -100,6 +101,9 @@ enum Probe {
     },
     /// The local interface refused it (`EMSGSIZE` on send): larger than this host sends.
     TooBigHere,
+    /// A reply came back shorter than the probe: the way there carried it, the way back
+    /// is not proven at this size (decisive at once: no more tries of it).
+    Cut,
     Silent,
 }
 
@@ -179,6 +183,9 @@ pub enum Outcome {
     Unanswered,
     /// This host refused to send it (`EMSGSIZE`): larger than its interface or route.
     TooBigHere,
+    /// A reply came back shorter than the probe (the server cut it, or a reflector's reply
+    /// is shorter): not proven both ways.
+    Cut,
 }
 
 /// Searches the path to `config.target` until the largest answered size is known, or
@@ -239,6 +246,21 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
         let mut matching = engine.matching();
         engine.run(&phase, |event| {
             let answered_seq = match *event {
+                // A reflected reply shorter than its probe tested the way there at that size,
+                // not the way back: the size is not proven both ways.
+                Event::Reply {
+                    bytes,
+                    reply_bytes,
+                    duplicate: false,
+                    ..
+                } if reply_bytes < bytes => {
+                    proven.cut_to = proven.cut_to.max(Some(reply_bytes));
+                    if bytes == size {
+                        result = Probe::Cut;
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    None
+                }
                 Event::Reply {
                     seq,
                     bytes,
@@ -261,8 +283,12 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                     proven.unverified = proven.unverified.max(len);
                     Some(first_seq)
                 }
-                Event::Cut { got, .. } => {
+                Event::Cut { seq, got, .. } => {
                     proven.cut_to = proven.cut_to.max(Some(got));
+                    if seq >= first_seq {
+                        result = Probe::Cut;
+                        return Ok(ControlFlow::Break(()));
+                    }
                     None
                 }
                 Event::NotSent {
@@ -304,6 +330,7 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                 Outcome::Answered
             }
             Probe::TooBigHere => Outcome::TooBigHere,
+            Probe::Cut => Outcome::Cut,
             Probe::Silent => Outcome::Unanswered,
         };
         on_try(&Try {
@@ -372,7 +399,7 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                     high = high.min(m.saturating_sub(overhead)).max(low);
                 }
             }
-            Probe::Silent => high = mid - 1,
+            Probe::Cut | Probe::Silent => high = mid - 1,
         }
     }
     let payload = low;

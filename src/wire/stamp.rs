@@ -20,9 +20,14 @@ pub const PORT: u16 = 862;
 /// The length of a test packet without TLVs, sender's and reflector's alike.
 pub const BASE_LEN: usize = 44;
 
-/// The shortest reflector's packet a sender reads: TWAMP's (RFC 5357 §4.2.1), whose last
-/// field is the sender's TTL at byte 40.
+/// A TWAMP reflector's packet without padding (RFC 5357 §4.2.1): its last field is the
+/// sender's TTL at byte 40.
 pub const REFLECTED_MIN: usize = 41;
+
+/// The shortest reflector's packet a sender reads: one that ends with the sender's fields
+/// it copies (sequence number, timestamp, error estimate: byte 38), as some TWAMP-light
+/// reflectors in the field send (twampy's); its TTL then reads as 0, unknown.
+pub const READ_MIN: usize = 38;
 
 /// The shortest request a reflector answers: a TWAMP-light sender's packet without padding
 /// (sequence number, timestamp, error estimate: RFC 5357 §4.1.2). Shorter than
@@ -250,10 +255,10 @@ impl Reflected {
         head[40] = self.sender_ttl;
     }
 
-    /// Reads a reflector's reply; `None` when shorter than [`REFLECTED_MIN`] (a TWAMP
-    /// reflector's packet, RFC 5357 §4.2.1, ends at the sender's TTL: 41 bytes).
+    /// Reads a reflector's reply; `None` when shorter than [`READ_MIN`] (the sender's TTL,
+    /// at byte 40, reads as 0 where the reply ends before it).
     pub fn parse(data: &[u8]) -> Option<Reflected> {
-        if data.len() < REFLECTED_MIN {
+        if data.len() < READ_MIN {
             return None;
         }
         Some(Reflected {
@@ -265,7 +270,7 @@ impl Reflected {
             sender_seq: u32_at(data, 24),
             sender_timestamp: NtpTime(u64_at(data, 28)),
             sender_error: ErrorEstimate::from_bits(u16_at(data, 36)),
-            sender_ttl: data[40],
+            sender_ttl: data.get(40).copied().unwrap_or(0),
         })
     }
 }

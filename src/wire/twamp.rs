@@ -5,7 +5,7 @@
 //! fields up to the sender's TTL, 41 bytes) and padding.
 //!
 //! Promise: a reply is matched by the sequence number and timestamp it echoes, whatever its
-//! length (41 bytes and up); nothing in a TWAMP-light packet can prove a reply genuine, so
+//! length (38 bytes and up: twampy's reflector stops after the sender's fields); nothing in a TWAMP-light packet can prove a reply genuine, so
 //! every reply is unverified and said to be. The reflector answers a request of at least 14
 //! bytes with a packet as long as the request, or 41 bytes where the request is shorter
 //! (the one answer longer than its request, by 27 bytes at most), never panics, and reads
@@ -93,9 +93,14 @@ impl Dialect for TwampLight {
     }
 
     fn complete(&self, answer: &mut [u8], ctx: &mut Reflecting<'_>) -> Option<u8> {
-        // The sender's padding over bytes 14 to 40 is written over; what follows is kept.
+        // The sender's padding over bytes 14 to 40 is written over; what follows is kept
+        // (the base reply writes STAMP's 44 bytes: its last three are put back).
+        let mut kept = [0u8; 3];
+        let tail = answer.len().min(stamp::BASE_LEN);
+        kept[..tail - REFLECTED_MIN].copy_from_slice(&answer[REFLECTED_MIN..tail]);
         answer[14..REFLECTED_MIN].fill(0);
         stamp::reflect_base(answer, &ctx.arrival, None, ctx.sent, ctx.clock_error);
+        answer[REFLECTED_MIN..tail].copy_from_slice(&kept[..tail - REFLECTED_MIN]);
         None
     }
 }
@@ -179,14 +184,22 @@ mod tests {
             answer(&[1; 13]).is_empty(),
             "under 14 bytes: not a test packet"
         );
+        // The sender's padding after byte 40 comes back as it went.
+        let mut padded = request(4, 60).0;
+        for (i, b) in padded[41..].iter_mut().enumerate() {
+            *b = i as u8 + 1;
+        }
+        assert_eq!(answer(&padded)[41..], padded[41..]);
     }
 
     #[test]
-    fn replies_under_41_bytes_are_not_replies() {
-        assert_eq!(TwampLight.read_reply(&[0; 40]), Claim::Bad);
-        assert!(matches!(
-            TwampLight.read_reply(&[0; 41]),
-            Claim::Reflected { .. }
-        ));
+    fn replies_under_38_bytes_are_not_replies_and_38_have_no_ttl() {
+        assert_eq!(TwampLight.read_reply(&[0; 37]), Claim::Bad);
+        let mut reply = [9u8; 38];
+        reply[24..28].copy_from_slice(&5u32.to_be_bytes());
+        let Claim::Reflected { reply: r, .. } = TwampLight.read_reply(&reply) else {
+            panic!("a 38-byte reply is read");
+        };
+        assert_eq!((r.sender_seq, r.sender_ttl), (5, 0));
     }
 }

@@ -3,9 +3,11 @@
 4.2.1, unauthenticated mode), not from udpkit's code: the field-by-field view a router or
 a probe in the field has.
 
-  twamp_light.py reflector READY_FILE    answer every packet of 14 bytes or more with a
-                                          41-byte reflector packet (no padding), until
-                                          killed; the port goes to READY_FILE
+  twamp_light.py reflector READY_FILE [LEN]
+                                          answer every packet of 14 bytes or more with a
+                                          41-byte reflector packet (no padding; cut to LEN,
+                                          38 as twampy's), until killed; the port goes to
+                                          READY_FILE
   twamp_light.py sender HOST PORT COUNT   send COUNT 14-byte packets, one every 20 ms,
                                           and print a JSON line of what came back
   twamp_light.py cos HOST PORT DSCP1      send one STAMP packet (44 bytes) with a Class of
@@ -28,7 +30,7 @@ def ntp_now():
     return ((int(t) + NTP_UNIX) << 32) | int((t % 1) * (1 << 32))
 
 
-def reflector(ready):
+def reflector(ready, length=41):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     with open(ready + ".tmp", "w") as f:
@@ -48,7 +50,7 @@ def reflector(ready):
                             err, 0, 255)
         assert len(reply) == 41
         own += 1
-        s.sendto(reply, peer)
+        s.sendto(reply[:length], peer)
 
 
 def sender(host, port, count):
@@ -101,7 +103,7 @@ def cos(host, port, dscp1):
 
 if __name__ == "__main__":
     if sys.argv[1] == "reflector":
-        reflector(sys.argv[2])
+        reflector(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 41)
     elif sys.argv[1] == "sender":
         sender(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
