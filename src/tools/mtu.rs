@@ -246,14 +246,15 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
         let mut matching = engine.matching();
         engine.run(&phase, |event| {
             let answered_seq = match *event {
-                // A reflected reply shorter than its probe tested the way there at that size,
-                // not the way back: the size is not proven both ways.
+                // A reply that should be as long as its probe (echo, STAMP, TWAMP-light)
+                // but is shorter tested the way there at that size, not the way back: the
+                // size is not proven both ways. (The seed's sentence is always short.)
                 Event::Reply {
                     bytes,
                     reply_bytes,
                     duplicate: false,
                     ..
-                } if reply_bytes < bytes => {
+                } if protocol.replies_as_long_as_requests() && reply_bytes < bytes => {
                     proven.cut_to = proven.cut_to.max(Some(reply_bytes));
                     if bytes == size {
                         result = Probe::Cut;
