@@ -325,6 +325,22 @@ fn a_key_file_others_can_read_or_without_stamp_is_refused() {
     assert!(stderr(&out).contains("16 to 64 bytes"), "{}", stderr(&out));
 }
 
+fn stamp_against_an_echo_server_is_told_to_try_another_protocol() {
+    // An echo of a STAMP request reads as a test packet that copies no request.
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "echo"]);
+    let out = run(udpkit_to(
+        "ping",
+        addr,
+        &["--protocol", "stamp", "-c", "3", "-i", "0.02", "-W", "0.2"],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("a server of another protocol (--protocol"),
+        "{text}"
+    );
+}
+
 fn udpkit_echoes_every_datagram_unchanged_and_counts_it() {
     let (mut server, addr) = udpkit_server(&["-p", "0", "-q", "--json", "--protocol", "echo"]);
     let socket = test_socket("127.0.0.1:0");
@@ -831,6 +847,7 @@ udpkit_tests! {
     stamp_suites_malformed_tlvs_come_back_as_rfc_8972_says [Need::Tool("stamp-suite")],
     an_authenticated_reply_cannot_be_forged_even_by_one_who_sees_the_requests [Need::Tool("python3")],
     a_key_file_others_can_read_or_without_stamp_is_refused,
+    stamp_against_an_echo_server_is_told_to_try_another_protocol,
     mtu_against_an_echo_server_that_cuts_its_replies_says_so [Need::Tool("python3")],
     ping_bench_and_mtu_speak_echo_to_a_python_echo_server,
     ping_bench_and_mtu_speak_echo_to_socat [Need::Tool("socat")],

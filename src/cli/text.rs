@@ -96,6 +96,16 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
             others.join(" or --protocol ")
         ));
     }
+    if t.forged > 0 && t.unreachable + t.not_sent == 0 && protocol.test_packets() {
+        // Bytes from another protocol's server read as test packets that copy no request.
+        return Some(format!(
+            "Note: {} datagrams came back copying no request's sequence number and \
+             timestamp: someone else's packets, or a server of another protocol \
+             (--protocol {}){stamp}\n",
+            t.forged,
+            others.join(" or --protocol ")
+        ));
+    }
     if t.unreachable + t.forged + t.not_sent > 0 {
         return None;
     }
