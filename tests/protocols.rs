@@ -288,6 +288,44 @@ fn an_authenticated_reply_cannot_be_forged_even_by_one_who_sees_the_requests() {
         (Some(0), Some(5)),
         "{v}"
     );
+    let out = run(udpkit_to(
+        "ping",
+        addr,
+        &[
+            "--protocol",
+            "stamp",
+            "--key-file",
+            key.to_str().unwrap(),
+            "-c",
+            "2",
+            "-i",
+            "0.01",
+            "-W",
+            "0.2",
+        ],
+    ));
+    assert!(
+        stdout(&out).contains("failed their HMAC"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+fn an_authenticated_mtu_proves_no_size_its_hmac_does_not_cover() {
+    // The HMAC covers 96 of 112 bytes: one on the path could cut a larger probe and pad its
+    // reply back unseen, so sizes over 112 bytes pass unauthenticated, and say so.
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "key", KEY);
+    let k = key.to_str().unwrap();
+    let (_server, addr) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp", "--key-file", k]);
+    let (code, v) = json_to(
+        "mtu",
+        addr,
+        &["--protocol", "stamp", "--key-file", k, "-W", "0.1"],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["payload"], 65507, "{v}");
+    assert_eq!(v["authenticated"], false, "{v}");
 }
 
 fn a_key_file_others_can_read_or_without_stamp_is_refused() {
@@ -312,6 +350,18 @@ fn a_key_file_others_can_read_or_without_stamp_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("add --protocol stamp"),
+        "{}",
+        stderr(&out)
+    );
+    let plus = key_file(dir.path(), "plus", &"+a".repeat(16));
+    let out = run(udpkit_to(
+        "ping",
+        "127.0.0.1:9".parse().unwrap(),
+        &["--protocol", "stamp", "--key-file", plus.to_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("digits 0-9 and a-f only"),
         "{}",
         stderr(&out)
     );
@@ -847,6 +897,7 @@ udpkit_tests! {
     stamp_suites_malformed_tlvs_come_back_as_rfc_8972_says [Need::Tool("stamp-suite")],
     an_authenticated_reply_cannot_be_forged_even_by_one_who_sees_the_requests [Need::Tool("python3")],
     a_key_file_others_can_read_or_without_stamp_is_refused,
+    an_authenticated_mtu_proves_no_size_its_hmac_does_not_cover,
     stamp_against_an_echo_server_is_told_to_try_another_protocol,
     mtu_against_an_echo_server_that_cuts_its_replies_says_so [Need::Tool("python3")],
     ping_bench_and_mtu_speak_echo_to_a_python_echo_server,

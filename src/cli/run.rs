@@ -95,7 +95,15 @@ fn speaking(protocol: Protocol, key_file: Option<&std::path::Path>) -> Result<Pr
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("cannot read the key file {shown}"), e))?;
     let hex: String = text.split_whitespace().collect();
-    let hex = hex.strip_prefix("0x").unwrap_or(&hex);
+    let hex = hex
+        .strip_prefix("0x")
+        .or_else(|| hex.strip_prefix("0X"))
+        .unwrap_or(&hex);
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Invalid(format!(
+            "{shown} does not hold a key in hexadecimal (digits 0-9 and a-f only)"
+        )));
+    }
     let key: Option<Vec<u8>> = hex
         .len()
         .is_multiple_of(2)

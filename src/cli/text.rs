@@ -96,6 +96,13 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
             others.join(" or --protocol ")
         ));
     }
+    if t.forged > 0 && t.unreachable + t.not_sent == 0 && protocol.keyed() {
+        return Some(format!(
+            "Note: {} replies failed their HMAC: the reflector signs with another key, or \
+             does not run in authenticated mode (then leave out --key-file)\n",
+            t.forged
+        ));
+    }
     if t.forged > 0 && t.unreachable + t.not_sent == 0 && protocol.test_packets() {
         // Bytes from another protocol's server read as test packets that copy no request.
         return Some(format!(
@@ -109,9 +116,15 @@ fn silence_note(t: &Tally, protocol: Protocol, port: u16) -> Option<String> {
     if t.unreachable + t.forged + t.not_sent > 0 {
         return None;
     }
+    // A reflector in authenticated mode answers only requests signed with its key.
+    let keyed = if protocol == Protocol::STAMP {
+        " (or wants requests signed with its key: --key-file)"
+    } else {
+        ""
+    };
     Some(format!(
-        "Note: nothing came back at all: the server may speak another protocol than {protocol} \
-         (--protocol {}){stamp}, be down, or the path may drop UDP\n",
+        "Note: nothing came back at all: the server may speak another protocol than \
+         {protocol}{keyed} (--protocol {}){stamp}, be down, or the path may drop UDP\n",
         others.join(" or --protocol ")
     ))
 }

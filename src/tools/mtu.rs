@@ -85,8 +85,11 @@ struct Proven {
 impl Proven {
     /// The largest size proven, counting replies without ID only while the server has not
     /// shown that it repeats IDs.
-    fn largest(&self, matching: Matching) -> usize {
-        if matching == Matching::Ids {
+    fn largest(&self, matching: Matching, protocol: Protocol) -> usize {
+        // A proof that covers only part of a reply (authenticated STAMP's) leaves larger
+        // sizes unverified even once replies are proven: they count, as unverified ones do
+        // before proof, and the report says the answer is not authenticated.
+        if matching == Matching::Ids && protocol.proof_covers().is_none() {
             self.verified
         } else {
             self.verified.max(self.unverified)
@@ -269,6 +272,9 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                     duplicate: false,
                     ..
                 } => {
+                    // A proof that covers fewer bytes than the probe proves the reply, not
+                    // its size: one on the path may have cut the probe and padded the reply.
+                    let verified = verified && protocol.proof_covers().is_none_or(|c| bytes <= c);
                     if verified {
                         proven.verified = proven.verified.max(bytes);
                         matching = Matching::Ids;
@@ -308,7 +314,8 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
                 }
                 _ => None,
             };
-            if answered_seq.is_some_and(|seq| seq >= first_seq) && proven.largest(matching) >= size
+            if answered_seq.is_some_and(|seq| seq >= first_seq)
+                && proven.largest(matching, protocol) >= size
             {
                 result = Probe::Answered { tries: 0 };
                 return Ok(ControlFlow::Break(()));
@@ -361,7 +368,7 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
     let mut high = largest;
     let mut low;
     loop {
-        low = proven.largest(engine.matching()).max(ID_LEN);
+        low = proven.largest(engine.matching(), protocol).max(ID_LEN);
         if low >= high {
             // A late answer proved a size that a silent search had called too big.
             if low > high {
@@ -410,7 +417,10 @@ pub fn mtu(config: &Config, stop: &Stop, mut on_try: impl FnMut(&Try)) -> Result
         path_mtu: payload + overhead,
         kernel_mtu: SocketState::path_mtu(engine.socket(0), target),
         probes: engine.sent() as u32,
-        authenticated: engine.matching() == Matching::Ids,
+        authenticated: engine.matching() == Matching::Ids
+            && protocol
+                .proof_covers()
+                .is_none_or(|covered| payload <= covered),
         answered_share: f64::from(good_answers) / f64::from(good_tries.max(1)),
         tries_to_fail: tries_to_fail(good_answers, good_tries).unwrap_or(MAX_TRIES),
         forged: tally.forged,

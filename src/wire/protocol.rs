@@ -53,6 +53,18 @@ pub trait Dialect: fmt::Debug + Send + Sync {
         true
     }
 
+    /// How many bytes of a reply its proof covers, where that is fewer than the reply (an
+    /// authenticated STAMP packet's HMAC covers its first 96 of 112 bytes and nothing after:
+    /// a larger size is not proven by it). `None`: no such bound.
+    fn proof_covers(&self) -> Option<usize> {
+        None
+    }
+
+    /// Its replies are proven by a key both ends hold (`--key-file`).
+    fn keyed(&self) -> bool {
+        false
+    }
+
     /// A reflector of this protocol can keep per-session state (`server --stateful`).
     fn has_sessions(&self) -> bool {
         false

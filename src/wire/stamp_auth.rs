@@ -132,6 +132,16 @@ impl Dialect for StampAuth {
         true
     }
 
+    /// The HMAC covers the fixed fields: what follows them (a larger probe's padding) can
+    /// be cut and padded again on the path unseen.
+    fn proof_covers(&self) -> Option<usize> {
+        Some(AUTH_LEN)
+    }
+
+    fn keyed(&self) -> bool {
+        true
+    }
+
     fn write_request(&self, buf: &mut Vec<u8>, r: &Request) -> NtpTime {
         let t1 = NtpTime::now();
         buf.clear();
