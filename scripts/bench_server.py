@@ -15,8 +15,10 @@ Only loopback traffic; every process it starts is killed before it exits.
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,7 @@ def main():
     udpkit, tools = build()
     seed = os.path.join(SHARED, "seed", "udp_local.py")
     logs = tempfile.mkdtemp(prefix="udpkit-bench-logs-")
+    atexit.register(shutil.rmtree, logs, True)
 
     servers = {
         "refserver (C, batched)": lambda p: [os.path.join(tools, "refserver"), str(p)],

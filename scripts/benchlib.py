@@ -4,6 +4,8 @@ Only loopback addresses; callers kill what they start.
 """
 
 import os
+import shutil
+import atexit
 import socket
 import subprocess
 import tempfile
@@ -40,6 +42,7 @@ def build():
     """Builds udpkit (release) and the yardsticks; returns (udpkit path, yardstick dir)."""
     subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True)
     tools = tempfile.mkdtemp(prefix="udpkit-yardstick-")
+    atexit.register(shutil.rmtree, tools, True)
     subprocess.run([os.path.join(SHARED, "yardstick", "build.sh"), tools], check=True,
                    stdout=subprocess.DEVNULL)
     return os.path.join(ROOT, "target", "release", "udpkit"), tools
