@@ -197,15 +197,16 @@ pub struct Reflected {
     pub sender_ttl: u8,
 }
 
-fn u16_at(data: &[u8], at: usize) -> u16 {
+/// The big-endian integers at `at` (the caller has checked the length).
+pub(crate) fn u16_at(data: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([data[at], data[at + 1]])
 }
 
-fn u32_at(data: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(data: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(data: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(data: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(data[at..at + 8].try_into().expect("8 bytes"))
 }
 

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use crate::wire::protocol::{Claim, Dialect, Prepared, Reflecting, Request, Shape};
 use crate::wire::seed::MAX_REPLY;
-use crate::wire::stamp::{self, ErrorEstimate, NtpTime, Reflected};
+use crate::wire::stamp::{self, ErrorEstimate, NtpTime, Reflected, u16_at, u32_at, u64_at};
 
 /// An authenticated packet's length: 96 bytes of fields, 16 of HMAC.
 pub const AUTH_LEN: usize = 112;
@@ -72,18 +72,6 @@ impl StampAuth {
                 .verify_truncated_left(&packet[HMAC_AT..AUTH_LEN])
                 .is_ok()
     }
-}
-
-fn u16_at(d: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([d[at], d[at + 1]])
-}
-
-fn u32_at(d: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(d[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(d: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(d[at..at + 8].try_into().expect("8 bytes"))
 }
 
 impl Dialect for StampAuth {
