@@ -398,7 +398,8 @@ impl Worker<'_> {
                     }
                     // A stream's datagrams, whatever the protocol: counted, data never
                     // answered, a start or query answered in place.
-                    let answer = if stream::is_stream(data) {
+                    let streamed = stream::is_stream(data);
+                    let answer = if streamed {
                         let arrived = meta.received.map_or_else(
                             || *wall_ns.get_or_insert_with(crate::io::clock::wall_ns),
                             |d| d.as_nanos() as u64,
@@ -469,7 +470,7 @@ impl Worker<'_> {
                         }
                     }
                     let mut answer = answer;
-                    if !stream::is_stream(data) {
+                    if !streamed && self.protocol.completes() {
                         let arrival = Arrival {
                             at: meta.received.map_or(wall, NtpTime::from_unix),
                             ttl: meta.ttl,

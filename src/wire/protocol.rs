@@ -89,6 +89,12 @@ pub trait Dialect: fmt::Debug + Send + Sync {
     /// [`Dialect::complete`] once the limit has said yes.
     fn prepare(&self, request: &[u8], reply: &mut [u8; MAX_REPLY]) -> Prepared;
 
+    /// Its answers are finished after the rate limit ([`Dialect::complete`] does something):
+    /// a server gathers what completing needs (arrival, clocks, sessions) only then.
+    fn completes(&self) -> bool {
+        false
+    }
+
     /// Finishes an answer (written or in place) once it is sure to go; returns the TOS
     /// byte the answer must go out with, where the protocol says (`None`: the socket's).
     fn complete(&self, _answer: &mut [u8], _ctx: &mut Reflecting<'_>) -> Option<u8> {

@@ -624,6 +624,10 @@ impl Dialect for Stamp {
         }
     }
 
+    fn completes(&self) -> bool {
+        true
+    }
+
     fn complete(&self, answer: &mut [u8], ctx: &mut Reflecting<'_>) -> Option<u8> {
         let seq = TestPacket::parse(answer).and_then(|p| (ctx.session_seq)(p.ssid));
         let policy = if ctx.marks_each_answer {

@@ -178,6 +178,10 @@ impl Dialect for StampAuth {
         }
     }
 
+    fn completes(&self) -> bool {
+        true
+    }
+
     fn complete(&self, answer: &mut [u8], ctx: &mut Reflecting<'_>) -> Option<u8> {
         if answer.len() < AUTH_LEN {
             return None;

@@ -92,6 +92,10 @@ impl Dialect for TwampLight {
         }
     }
 
+    fn completes(&self) -> bool {
+        true
+    }
+
     fn complete(&self, answer: &mut [u8], ctx: &mut Reflecting<'_>) -> Option<u8> {
         // The sender's padding over bytes 14 to 40 is written over; what follows is kept
         // (the base reply writes STAMP's 44 bytes: its last three are put back).
