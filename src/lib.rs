@@ -61,6 +61,8 @@ pub(crate) mod shape;
 mod tools;
 pub mod wire;
 
+pub mod export;
+
 pub use error::Error;
 pub use io::icmp::{IcmpCounts, IcmpError};
 pub use io::socket::SERVER_RECEIVE_BUFFER;
@@ -68,11 +70,11 @@ pub use io::state::Refusal;
 pub use io::stop::Stop;
 pub use load::engine::{Offload, Requests};
 pub use load::flow::{Matching, Tally};
-pub use serve::{Config as ServerConfig, Observer, RateLimit, RunningServer, Server, Stats};
+pub use serve::{Config as ServerConfig, InUse, Observer, RateLimit, RunningServer, Server, Stats};
 pub use shape::impair::Settings as Impairment;
 pub use shape::ratelimit::Prefix;
 pub use tools::client::{Attempt, Backoff, Client, Event as ClientEvent, Reply};
-pub use tools::{bench, client, discover, merge, mtu, ping, relay, stream};
+pub use tools::{bench, client, discover, merge, monitor, mtu, ping, relay, stream};
 
 /// The pieces the fuzz targets (`fuzz/`) drive directly: not part of the API, and free to
 /// change.

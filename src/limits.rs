@@ -181,6 +181,34 @@ pub const CLIENT_TRIES: usize = 16;
 /// The least wait of the seed's client before it sends again: a millisecond.
 pub const CLIENT_WAIT_MIN: Duration = Duration::from_millis(1);
 
+// ---- The monitor and the metrics endpoints ----------------------------------------------
+
+/// Targets one monitor watches (each a connected socket: an open file each).
+pub const MONITOR_TARGETS_MAX: usize = 10_000;
+/// The shortest interval between one target's probes.
+pub const MONITOR_INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// The longest interval between one target's probes (and its longest timeout).
+pub const MONITOR_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+/// A target's requests in flight at once, at most (its timeout over its interval, plus
+/// two): its memory of requests is four times that.
+pub const MONITOR_IN_FLIGHT_MAX: usize = 64;
+/// Bytes of a target's name (a metric label).
+pub const MONITOR_NAME_BYTES: usize = 128;
+/// Bytes of a monitor's configuration file.
+pub const MONITOR_CONFIG_BYTES: u64 = 4 << 20;
+/// Connections a metrics endpoint serves at once; more are answered 503 and closed.
+pub const METRICS_CONNECTIONS: usize = 8;
+/// Bytes of an HTTP request's head a metrics endpoint reads, at most.
+pub const METRICS_REQUEST_BYTES: usize = 8 << 10;
+/// How long a metrics endpoint waits for a request's head, or for its answer to be taken.
+pub const METRICS_IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Probes `/probe` runs at once; more are answered 503.
+pub const PROBES_AT_ONCE: usize = 4;
+/// Requests in one `/probe`, at most.
+pub const PROBE_COUNT_MAX: u64 = 100;
+/// How long one `/probe` may take, at most (its requests and their timeout).
+pub const PROBE_TIME_MAX: Duration = Duration::from_secs(30);
+
 /// A value given as seconds (a flag or a file), checked: `None` unless finite and within
 /// [`SECONDS_MIN`]..=[`SECONDS_MAX`].
 pub fn seconds(value: f64) -> Option<Duration> {

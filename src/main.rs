@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Mtu(a) => cli::mtu(a).map(|()| true),
         cli::Command::Completions(a) => cli::completions(a).map(|()| true),
         cli::Command::Man => cli::man().map(|()| true),
+        cli::Command::Monitor(a) => cli::monitor(a).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -106,6 +106,7 @@ const NUMERIC: &[(&str, &[&str], &[&str])] = &[
             "--drop-rate",
             "--seed",
             "--rate-limit",
+            "--metrics",
         ],
         &["-q"],
     ),
@@ -159,8 +160,23 @@ const NUMERIC: &[(&str, &[&str], &[&str])] = &[
             "--idle",
             "--queue-limit",
             "--rate-limit",
+            "--metrics",
         ],
         &["--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"],
+    ),
+    (
+        "monitor",
+        &[
+            "-i",
+            "-s",
+            "-W",
+            "-c",
+            "--tos",
+            "--dscp",
+            "--ttl",
+            "--metrics",
+        ],
+        &["127.0.0.1:9"],
     ),
 ];
 
@@ -189,6 +205,8 @@ fn quick(sub: &str, flag: &str) -> Vec<&'static str> {
             unless("-p", &["-p", "9"], &mut args)
         }
         "server" => unless("-p", &["-p", "0"], &mut args),
+        // Never the default port: a fixed one.
+        "monitor" => unless("--metrics", &["--metrics", "127.0.0.1:0"], &mut args),
         _ => {}
     }
     match sub {
@@ -238,7 +256,7 @@ fn try_value(sub: &str, base: &[&str], flag: &str, value: &str) -> (Option<i32>,
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let limit = if matches!(sub, "server" | "relay") {
+    let limit = if matches!(sub, "server" | "relay" | "monitor") {
         0.5
     } else {
         4.0

@@ -58,6 +58,63 @@ pub enum Command {
     /// Forward UDP between clients and a server, with loss, duplication, reordering,
     /// delay and rate limits applied on purpose (netem without root)
     Relay(RelayArgs),
+    /// Probe UDP targets all the time and serve their loss, round trips and more as
+    /// Prometheus metrics (and, with a [probe] section in --config, blackbox-style /probe)
+    Monitor(MonitorArgs),
+}
+
+/// Where a metrics endpoint listens: HOST:PORT (127.0.0.1 unless told otherwise).
+fn metrics_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    let text = if text.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{text}")
+    } else {
+        text.to_string()
+    };
+    text.parse().map_err(|_| {
+        format!("'{text}' is not an address to listen on: give IP:PORT, like 127.0.0.1:9862")
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Targets to probe, HOST:PORT each (more, each with its own settings, in --config)
+    #[arg(value_name = "HOST:PORT")]
+    pub targets: Vec<String>,
+    /// A TOML file of targets (and of what /probe may do); re-read on SIGHUP, keeping the
+    /// counters of targets that stay; a file that fails to load changes nothing
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// What the command line's targets speak: seed, echo, stamp or twamp-light
+    #[arg(long = "protocol", value_name = "seed|echo|stamp|twamp-light", default_value = "seed", value_parser = protocol)]
+    pub protocol: Protocol,
+    /// Seconds between one target's probes (at least 0.01)
+    #[arg(short = 'i', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub interval: Duration,
+    /// Bytes in each probe (default: the protocol's; 38 for the seed, 72 for STAMP)
+    #[arg(short = 's', value_name = "SIZE",
+          value_parser = clap::value_parser!(u16).range(0..=65507))]
+    pub size: Option<u16>,
+    /// Seconds a probe waits for its reply before it counts as lost
+    #[arg(short = 'W', value_name = "SECS", default_value = "1", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Send COUNT probes to each of the command line's targets, then hold their figures
+    /// (still served) until stopped (default: probe for ever)
+    #[arg(short = 'c', value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..=limits::COUNT_MAX))]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub marking: MarkingArgs,
+    /// Where to serve /metrics (and /probe): IP:PORT, or a port on 127.0.0.1; bind
+    /// 0.0.0.0 or :: only where the network is yours
+    #[arg(long = "metrics", value_name = "IP:PORT", default_value = "127.0.0.1:9862", value_parser = metrics_addr)]
+    pub metrics: std::net::SocketAddr,
+    /// Once serving, write FILE with one JSON object, {"event":"ready","metrics":...}
+    /// (written whole, by rename)
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Print what happens (started, reloaded, stopped) as JSON objects, one a line
+    #[arg(long = "json")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +159,10 @@ pub struct ServerArgs {
     /// Print the counters as JSON objects, one a line
     #[arg(long = "json")]
     pub json: bool,
+    /// Serve the counters as Prometheus metrics on IP:PORT (or a port on 127.0.0.1), at
+    /// /metrics
+    #[arg(long = "metrics", value_name = "IP:PORT", value_parser = metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Ignore this share of datagrams at random, 0 to 1, saying
     /// "Pretending to drop packet from ADDR" (the book's udp_remote.py)
     #[arg(long = "drop-rate", value_name = "P", default_value = "0", value_parser = share)]
@@ -367,6 +428,10 @@ pub struct RelayArgs {
     /// Print the counters on exit as one JSON object
     #[arg(long = "json")]
     pub json: bool,
+    /// Serve the counters as Prometheus metrics on IP:PORT (or a port on 127.0.0.1), at
+    /// /metrics (updated once a second)
+    #[arg(long = "metrics", value_name = "IP:PORT", value_parser = metrics_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -5,12 +5,14 @@
 mod args;
 pub mod console;
 mod json;
+mod monitor;
 mod output;
 mod printer;
 mod run;
 mod text;
 
 pub use args::{Cli, Command};
+pub use monitor::monitor;
 pub use run::{bench, client, completions, discover, man, merge, mtu, ping, relay, server, stream};
 
 /// Says what is wrong with the command line, in one line on stderr naming the flag, and

@@ -16,6 +16,9 @@ use udpkit::{
     Backoff, Client, ClientEvent, Error, RateLimit, Server, ServerConfig, Stop, bench, ping, relay,
 };
 
+use udpkit::export::http::{Endpoint, Handler, Request, Response};
+use udpkit::export::metrics;
+
 use super::args::*;
 use super::console::{self, Console};
 use super::output::Output;
@@ -38,9 +41,14 @@ fn os_bytes(text: &OsString) -> Vec<u8> {
 /// commands then stop within a second and print what they have. A second signal ends the
 /// process at once, should a stop ever hang.
 fn stop_on_signals() -> Stop {
+    stop_on(&[SIGINT, SIGTERM, SIGHUP])
+}
+
+/// A stop handle set by `signals` (as [`stop_on_signals`]).
+pub(super) fn stop_on(signals: &[std::ffi::c_int]) -> Stop {
     let stop = Stop::new();
     let wake = stop.signal_pipe().ok();
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
+    for &signal in signals {
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, stop.flag());
         let _ = signal_hook::flag::register(signal, stop.flag());
         // The same signal writes a byte to the stop's pipe: every waiting loop wakes now.
@@ -53,14 +61,36 @@ fn stop_on_signals() -> Stop {
 
 /// Writes the ready event to `path`, whole (see `output`: a reader never sees half of it,
 /// and a link planted at the name is replaced, never followed).
-fn write_ready(path: Option<&std::path::Path>, event: serde_json::Value) -> Result<(), Error> {
+pub(super) fn write_ready(
+    path: Option<&std::path::Path>,
+    event: serde_json::Value,
+) -> Result<(), Error> {
     let Some(path) = path else { return Ok(()) };
     let mut file = Output::create(path)?;
     file.write(format!("{event}\n").as_bytes())?;
     file.commit()
 }
 
-fn output(source: io::Error) -> Error {
+/// Serves `render`'s text at `/metrics` on `addr` until `stop`; a line to say where.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    render: impl Fn() -> String + Send + Sync + 'static,
+    stop: &Stop,
+) -> Result<Endpoint, Error> {
+    let handler: Handler =
+        std::sync::Arc::new(move |request: &Request| match request.path.as_str() {
+            "/metrics" => Response {
+                status: 200,
+                content_type: metrics::CONTENT_TYPE,
+                body: render(),
+            },
+            "/" => Response::text(200, "udpkit: metrics at /metrics"),
+            _ => Response::text(404, "not found: metrics are at /metrics"),
+        });
+    Endpoint::bind(addr, handler, &[], stop)
+}
+
+pub(super) fn output(source: io::Error) -> Error {
     Error::Callback { source }
 }
 
@@ -164,7 +194,7 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         )));
     }
     let port = args.port.unwrap_or(protocol.default_port());
-    let server = Server::with_config(ServerConfig {
+    let server = std::sync::Arc::new(Server::with_config(ServerConfig {
         threads: usize::from(args.threads),
         drop_rate: args.drop_rate,
         seed: args.seed,
@@ -174,18 +204,30 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
         protocol,
         stateful: args.stateful,
         ..ServerConfig::new(net::resolve(&args.host, port)?)
-    })?;
+    })?);
     // Before anyone is told it is ready: a signal from then on stops it with its summary.
     let stop = stop_on_signals();
-    write_ready(
-        args.ready_file.as_deref(),
-        serde_json::json!({
-            "event": "ready",
-            "tool": "server",
-            "address": net::shown(server.local_addr()).to_string(),
-            "protocol": protocol.as_str(),
-        }),
-    )?;
+    let endpoint = match args.metrics {
+        Some(addr) => {
+            let server = std::sync::Arc::clone(&server);
+            Some(serve_metrics(
+                addr,
+                move || metrics::server(&server.stats(), &server.in_use()),
+                &stop,
+            )?)
+        }
+        None => None,
+    };
+    let mut ready = serde_json::json!({
+        "event": "ready",
+        "tool": "server",
+        "address": net::shown(server.local_addr()).to_string(),
+        "protocol": protocol.as_str(),
+    });
+    if let Some(e) = &endpoint {
+        ready["metrics"] = e.local_addr().to_string().into();
+    }
+    write_ready(args.ready_file.as_deref(), ready)?;
     // Every line from here on goes through the printer: the server never waits on
     // whoever reads its output (lines it cannot take are dropped and counted).
     let printer = Printer::start(io::stdout(), io::stderr());
@@ -278,6 +320,10 @@ pub fn server(args: &ServerArgs) -> Result<(), Error> {
     report("summary")?;
     // The summary is written unless the reader is stuck; the process ends either way.
     printer.finish(SUMMARY_WAIT);
+    stop.stop();
+    if let Some(e) = endpoint {
+        e.join();
+    }
     Ok(())
 }
 
@@ -760,19 +806,32 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
         rate_limit: args.rate_limit.unwrap_or(RateLimit::Auto),
         impair_from: args.impair_from,
     })?;
+    let relay = std::sync::Arc::new(relay);
     let to = net::resolve_host_port(&args.to)?;
     // Before anyone is told it is ready: a signal from then on stops it with its summary.
     let stop = stop_on_signals();
+    let endpoint = match args.metrics {
+        Some(addr) => {
+            let relay = std::sync::Arc::clone(&relay);
+            Some(serve_metrics(
+                addr,
+                move || metrics::relay(&relay.counters()),
+                &stop,
+            )?)
+        }
+        None => None,
+    };
     let mut out = io::stdout();
-    write_ready(
-        args.ready_file.as_deref(),
-        serde_json::json!({
-            "event": "ready",
-            "tool": "relay",
-            "address": net::shown(relay.local_addr()).to_string(),
-            "to": net::shown(to).to_string(),
-        }),
-    )?;
+    let mut ready = serde_json::json!({
+        "event": "ready",
+        "tool": "relay",
+        "address": net::shown(relay.local_addr()).to_string(),
+        "to": net::shown(to).to_string(),
+    });
+    if let Some(e) = &endpoint {
+        ready["metrics"] = e.local_addr().to_string().into();
+    }
+    write_ready(args.ready_file.as_deref(), ready)?;
     let line = if args.json {
         serde_json::json!({
             "event": "relaying",
@@ -797,6 +856,10 @@ pub fn relay(args: &RelayArgs) -> Result<(), Error> {
     } else {
         format!("Summary: {}", text::relay_summary(&counters))
     };
+    stop.stop();
+    if let Some(e) = endpoint {
+        e.join();
+    }
     writeln!(out, "{line}").map_err(output)
 }
 

@@ -81,7 +81,7 @@ pub struct Offload {
 }
 
 /// What the requests speak, and how their IP headers are marked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Requests {
     /// The protocol the requests speak and the replies are read in.
     pub protocol: Protocol,
@@ -1014,7 +1014,7 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::{Engine, Event, Offload, Pace, Phase};
     use crate::Stop;
     use crate::wire::{MAX_REPLY, emit_reply, request_id};
@@ -1024,7 +1024,7 @@ mod tests {
 
     /// A server of the seed's protocol on a thread, written here from the wire alone (the
     /// engine's layer is below the server's); it ends when the test's socket closes.
-    fn seed_server() -> std::io::Result<std::net::SocketAddr> {
+    pub(crate) fn seed_server() -> std::io::Result<std::net::SocketAddr> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         socket.set_read_timeout(Some(Duration::from_secs(5)))?;
         let addr = socket.local_addr()?;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::io::icmp::{IcmpCounts, IcmpError};
-use crate::measure::latency::Latency;
+use crate::measure::latency::{Latency, Record};
 use crate::measure::stamp::StampSample;
 use crate::wire::protocol::{Claim, Request, Session};
 use crate::wire::stamp::{CosSeen, NtpTime, Reflected};
@@ -151,7 +151,7 @@ pub struct Tally {
 impl Tally {
     /// Counts what a datagram turned out to be; a verified answer's round trip goes to
     /// `latency`, an unverified one's to `unverified` (merged at the end if never revoked).
-    pub fn count(&mut self, outcome: Outcome, latency: &mut Latency, unverified: &mut Latency) {
+    pub fn count<R: Record>(&mut self, outcome: Outcome, latency: &mut R, unverified: &mut R) {
         match outcome {
             Outcome::Answer {
                 rtt,

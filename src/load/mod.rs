@@ -7,3 +7,4 @@ pub mod engine;
 pub mod flow;
 pub mod pace;
 pub(crate) mod send;
+pub mod watch;

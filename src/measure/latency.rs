@@ -196,6 +196,25 @@ impl Latency {
     }
 }
 
+/// Where round trips go: a [`Latency`] (exact figures beside an HDR histogram) for a run,
+/// fixed [`Buckets`](crate::measure::buckets::Buckets) for a target watched for ever.
+pub trait Record {
+    /// Records one duration.
+    fn record(&mut self, d: Duration);
+}
+
+impl Record for Latency {
+    fn record(&mut self, d: Duration) {
+        Latency::record(self, d);
+    }
+}
+
+impl Record for crate::measure::buckets::Buckets {
+    fn record(&mut self, d: Duration) {
+        crate::measure::buckets::Buckets::record(self, d);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! socket.
 
 pub(crate) mod arrivals;
+pub mod buckets;
 pub mod hlog;
 pub mod latency;
 pub mod plot;

@@ -100,9 +100,17 @@ pub struct DirectionLoss {
     pub why_not: Option<&'static str>,
 }
 
-/// Per flow: the reply with the highest reflector sequence number so far.
+const RESTARTED: &str = "the reflector's count restarted during the run";
+const FORGED: &str = "forgeries reached this session (forged replies, or a reflector count ahead \
+     of the requests sent): the reflector may have counted someone else's packets as ours, so \
+     its count cannot split the loss";
+const STATELESS: &str = "the reflector repeats the sender's sequence numbers (stateless, or \
+     nothing was lost on the way there): it does not say which way a request was lost";
+
+/// One session's count of what the reflector counted: the reply with the highest reflector
+/// sequence number so far, and whether that count can split loss by direction.
 #[derive(Clone, Copy, Debug, Default)]
-struct FlowCount {
+pub struct SessionCount {
     /// The reflector kept a count of its own (some reflector seq != sender seq).
     stateful: bool,
     /// Its count went backwards: it restarted (or the session was forgotten).
@@ -111,6 +119,48 @@ struct FlowCount {
     ahead: bool,
     /// (sender seq, reflector seq) of the reply with the highest reflector seq.
     last: Option<(u64, u32)>,
+}
+
+impl SessionCount {
+    /// The first reply to request `seq`, numbered `reflector_seq` by the reflector.
+    pub fn observe(&mut self, seq: u64, reflector_seq: u32) {
+        self.stateful |= u64::from(reflector_seq) != (seq & 0xffff_ffff);
+        self.ahead |= seq < (1 << 32) && u64::from(reflector_seq) > seq;
+        match self.last {
+            Some((_, r)) if reflector_seq > r => self.last = Some((seq, reflector_seq)),
+            Some((last_seq, r)) if reflector_seq < r && seq > last_seq => self.restarted = true,
+            None => self.last = Some((seq, reflector_seq)),
+            _ => {}
+        }
+    }
+
+    /// Why this count cannot split loss by direction (given the forged replies seen), if
+    /// it cannot.
+    pub fn why_not(&self, forged: u64) -> Option<&'static str> {
+        if self.restarted {
+            Some(RESTARTED)
+        } else if forged > 0 || self.ahead {
+            Some(FORGED)
+        } else if !(self.stateful || self.last.is_none()) {
+            Some(STATELESS)
+        } else {
+            None
+        }
+    }
+
+    /// `sent - received` requests lost, split `(forward, backward, unknown)` by the
+    /// reflector's count (call only when [`SessionCount::why_not`] is `None`): of requests
+    /// `0..=seq`, the reflector had received `refl + 1` when it answered `seq`; what was
+    /// lost after the last reply it counted went nobody can tell which way.
+    pub fn split(&self, sent: u64, received: u64) -> (u64, u64, u64) {
+        let lost = sent.saturating_sub(received);
+        let Some((seq, refl)) = self.last else {
+            return (0, 0, lost);
+        };
+        let there = (seq + 1).saturating_sub(u64::from(refl) + 1).min(lost);
+        let after = sent.saturating_sub(seq + 1).min(lost - there);
+        (there, lost - there - after, after)
+    }
 }
 
 /// The gathering, one per run.
@@ -127,7 +177,7 @@ pub struct StampStats {
     ttl: Option<(u8, u8)>,
     cos: Option<CosSeen>,
     cos_varied: bool,
-    flows: Vec<FlowCount>,
+    flows: Vec<SessionCount>,
     sent_tos: u8,
     sent_ttl: Option<u8>,
 }
@@ -210,7 +260,7 @@ impl StampStats {
             ttl: None,
             cos: None,
             cos_varied: false,
-            flows: vec![FlowCount::default(); flows],
+            flows: vec![SessionCount::default(); flows],
             sent_tos: 0,
             sent_ttl: None,
         }
@@ -252,14 +302,7 @@ impl StampStats {
             self.cos = Some(cos);
         }
         if let Some(f) = self.flows.get_mut(flow) {
-            f.stateful |= u64::from(s.reflector_seq) != (seq & 0xffff_ffff);
-            f.ahead |= seq < (1 << 32) && u64::from(s.reflector_seq) > seq;
-            match f.last {
-                Some((_, r)) if s.reflector_seq > r => f.last = Some((seq, s.reflector_seq)),
-                Some((last_seq, r)) if s.reflector_seq < r && seq > last_seq => f.restarted = true,
-                None => f.last = Some((seq, s.reflector_seq)),
-                _ => {}
-            }
+            f.observe(seq, s.reflector_seq);
         }
     }
 
@@ -310,20 +353,13 @@ impl StampStats {
             ..DirectionLoss::default()
         };
         if self.flows.iter().any(|f| f.restarted) {
-            return not("the reflector's count restarted during the run");
+            return not(RESTARTED);
         }
         if forged > 0 || self.flows.iter().any(|f| f.ahead) {
-            return not(
-                "forgeries reached this session (forged replies, or a reflector count ahead \
-                 of the requests sent): the reflector may have counted someone else's packets \
-                 as ours, so its count cannot split the loss",
-            );
+            return not(FORGED);
         }
         if !self.flows.iter().all(|f| f.stateful || f.last.is_none()) {
-            return not(
-                "the reflector repeats the sender's sequence numbers (stateless, or nothing \
-                 was lost on the way there): it does not say which way a request was lost",
-            );
+            return not(STATELESS);
         }
         let (mut forward, mut backward, mut unknown) = (0, 0, 0);
         for (i, f) in self.flows.iter().enumerate() {
@@ -331,17 +367,10 @@ impl StampStats {
                 sent.get(i).copied().unwrap_or(0),
                 received.get(i).copied().unwrap_or(0),
             );
-            let flow_lost = s.saturating_sub(r);
-            let Some((seq, refl)) = f.last else {
-                unknown += flow_lost;
-                continue;
-            };
-            // Of requests 0..=seq, the reflector had received refl + 1 when it answered seq.
-            let there = (seq + 1).saturating_sub(u64::from(refl) + 1).min(flow_lost);
-            let after = s.saturating_sub(seq + 1).min(flow_lost - there);
+            let (there, back, after) = f.split(s, r);
             forward += there;
+            backward += back;
             unknown += after;
-            backward += flow_lost - there - after;
         }
         DirectionLoss {
             forward: Some(forward),

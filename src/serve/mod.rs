@@ -9,4 +9,4 @@ pub mod streams;
 
 pub use crate::shape::ratelimit::RateLimit;
 pub use server::{Config, Observer, RunningServer, Server};
-pub use stats::Stats;
+pub use stats::{InUse, Stats};

@@ -20,7 +20,7 @@ use crate::io::socket as net;
 use crate::io::state::{ArrivalInfo, Options, Out, Refusal, SocketState};
 use crate::io::wait::Blocking;
 use crate::serve::sessions::{self, Sessions};
-use crate::serve::stats::{Counters, Stats};
+use crate::serve::stats::{Counters, InUse, Stats};
 use crate::serve::streams::Streams;
 use crate::shape::impair::{Impairer, Settings};
 use crate::shape::ratelimit::{DEFAULT_PER_SECOND, Decision, RateLimit, RateLimiter};
@@ -203,6 +203,18 @@ impl Server {
             stats.kernel_drops = stats.kernel_drops.max(now);
         }
         stats
+    }
+
+    /// What the server holds now (STAMP sessions, streams), summed over its threads, as
+    /// of each thread's last batch.
+    pub fn in_use(&self) -> InUse {
+        self.counters
+            .iter()
+            .map(Counters::in_use)
+            .fold(InUse::default(), |a, b| InUse {
+                sessions: a.sessions + b.sessions,
+                streams: a.streams + b.streams,
+            })
     }
 
     /// Serves on every socket, one thread each with an observer from `observer`, until
@@ -536,6 +548,10 @@ impl Worker<'_> {
                 sessions_refused = sessions.refused();
             }
             self.counters.add(&tally, batch.kernel_drops());
+            self.counters.set_in_use(
+                self.sessions.as_ref().map_or(0, Sessions::len),
+                self.streams.len(),
+            );
             failure.map_err(output)?;
             observer.batch_done().map_err(output)?;
         }

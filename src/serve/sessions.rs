@@ -122,8 +122,8 @@ impl Sessions {
         self.refused
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Sessions kept now.
+    pub fn len(&self) -> usize {
         self.table.len()
     }
 }

@@ -22,6 +22,18 @@ pub struct Counters {
     kernel_drops: AtomicU64,
     malformed: AtomicU64,
     sessions_refused: AtomicU64,
+    /// Not counts but levels (set, not added): what the worker holds now.
+    sessions_open: AtomicU64,
+    streams_open: AtomicU64,
+}
+
+/// What a server holds now, summed over its threads: these go down as well as up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InUse {
+    /// A stateful STAMP reflector's sessions kept.
+    pub sessions: u64,
+    /// `udpkit stream`'s streams kept (those being received and reverse ones).
+    pub streams: u64,
 }
 
 /// A snapshot of the counters, or the increments of one batch.
@@ -76,6 +88,20 @@ impl Counters {
         if let Some(total) = kernel_drops {
             self.kernel_drops
                 .fetch_max(u64::from(total), Ordering::Relaxed);
+        }
+    }
+
+    /// Sets what the worker holds now (after a batch).
+    pub fn set_in_use(&self, sessions: usize, streams: usize) {
+        self.sessions_open.store(sessions as u64, Ordering::Relaxed);
+        self.streams_open.store(streams as u64, Ordering::Relaxed);
+    }
+
+    /// What the worker held after its last batch.
+    pub fn in_use(&self) -> InUse {
+        InUse {
+            sessions: self.sessions_open.load(Ordering::Relaxed),
+            streams: self.streams_open.load(Ordering::Relaxed),
         }
     }
 

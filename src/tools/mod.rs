@@ -6,6 +6,7 @@ pub mod bench;
 pub mod client;
 pub mod discover;
 pub mod merge;
+pub mod monitor;
 pub mod mtu;
 pub mod ping;
 pub mod relay;

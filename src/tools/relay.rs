@@ -175,6 +175,8 @@ pub struct Relay {
     listener: UdpSocket,
     local: SocketAddr,
     max_sessions: usize,
+    /// The counters as last published by `run` (once a second, and at its end).
+    live: std::sync::Mutex<Counters>,
 }
 
 impl Relay {
@@ -202,6 +204,7 @@ impl Relay {
             },
         );
         Ok(Relay {
+            live: std::sync::Mutex::new(Counters::default()),
             max_sessions: MAX_SESSIONS.min(open_file_budget()),
             config,
             listener,
@@ -217,6 +220,12 @@ impl Relay {
     /// The most sessions it will hold at once.
     pub fn max_sessions(&self) -> usize {
         self.max_sessions
+    }
+
+    /// The counters of the run going on, at most a second old (what a metrics endpoint
+    /// shows); all zero before it starts.
+    pub fn counters(&self) -> Counters {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Relays until `stop` is set; returns the counters.
@@ -272,6 +281,9 @@ impl Relay {
             if now >= last_sweep + Duration::from_secs(1) {
                 last_sweep = now;
                 state.sweep(now);
+                // Once a second, for readers (a metrics endpoint): a copy, never a wait.
+                let counters = state.counters();
+                *self.live.lock().unwrap_or_else(|e| e.into_inner()) = counters;
             }
             let mut wait = Duration::from_millis(100);
             for due in [state.up.next_due(), state.down.next_due()]
@@ -293,23 +305,8 @@ impl Relay {
                 }
             }
         }
-        let mut counters = state.counters;
-        counters.up.kernel_drops += net::kernel_drops(&self.listener).unwrap_or(0);
-        for s in state.sessions.iter().flatten() {
-            counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
-        }
-        for (leg, stage) in [
-            (&mut counters.up, &state.up),
-            (&mut counters.down, &state.down),
-        ] {
-            let c = stage.counts();
-            leg.dropped = c.dropped;
-            leg.duplicated = c.duplicated;
-            leg.reordered = c.reordered;
-            leg.queue_full = c.queue_full;
-        }
-        counters.queue_peak_bytes = state.up.counts().peak_bytes + state.down.counts().peak_bytes;
-        counters.queued_at_exit = (state.up.pending() + state.down.pending()) as u64;
+        let counters = state.counters();
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = counters;
         Ok(counters)
     }
 }
@@ -336,6 +333,28 @@ struct State<'a> {
 }
 
 impl State<'_> {
+    /// The counters so far, with the kernel's drop counts and the stages' own.
+    fn counters(&self) -> Counters {
+        let mut counters = self.counters;
+        counters.up.kernel_drops += net::kernel_drops(&self.relay.listener).unwrap_or(0);
+        for s in self.sessions.iter().flatten() {
+            counters.down.kernel_drops += net::kernel_drops(&s.upstream).unwrap_or(0);
+        }
+        for (leg, stage) in [
+            (&mut counters.up, &self.up),
+            (&mut counters.down, &self.down),
+        ] {
+            let c = stage.counts();
+            leg.dropped = c.dropped;
+            leg.duplicated = c.duplicated;
+            leg.reordered = c.reordered;
+            leg.queue_full = c.queue_full;
+        }
+        counters.queue_peak_bytes = self.up.counts().peak_bytes + self.down.counts().peak_bytes;
+        counters.queued_at_exit = (self.up.pending() + self.down.pending()) as u64;
+        counters
+    }
+
     fn flow(&mut self, up: bool) -> &mut Leg {
         if up {
             &mut self.counters.up
