@@ -37,8 +37,10 @@
 //! hears of the run as it goes, returning a report: [`ping::ping`], [`bench::bench`],
 //! [`stream::stream`], [`discover::discover`] and [`mtu::mtu`]; [`Client::request`] takes a
 //! stop too. [`relay::Relay`] is bound, then run until its stop; [`merge::merge_files`]
-//! merges the interval logs of [`bench::Report::write_interval_log`]. Ping, bench and mtu
-//! share one load engine (ARCHITECTURE.md). The repository's `examples/` has one
+//! merges the interval logs of [`bench::Report::write_interval_log`];
+//! [`monitor::Monitor`] watches many targets for ever on a thread of its own, and
+//! [`export`] shows its counters (and a server's, a relay's) as Prometheus metrics. Ping,
+//! bench and mtu share one load engine (ARCHITECTURE.md). The repository's `examples/` has one
 //! small program per tool, each against a server of its own on loopback
 //! (`cargo run --example mtu`); ARCHITECTURE.md says where everything lives.
 //!

@@ -196,7 +196,8 @@ pub const MONITOR_IN_FLIGHT_MAX: usize = 64;
 pub const MONITOR_NAME_BYTES: usize = 128;
 /// Bytes of a monitor's configuration file.
 pub const MONITOR_CONFIG_BYTES: u64 = 4 << 20;
-/// Connections a metrics endpoint serves at once; more are answered 503 and closed.
+/// Connections a metrics endpoint holds waiting for one of its four threads; more are
+/// answered 503 and closed.
 pub const METRICS_CONNECTIONS: usize = 8;
 /// Bytes of an HTTP request's head a metrics endpoint reads, at most.
 pub const METRICS_REQUEST_BYTES: usize = 8 << 10;

@@ -18,6 +18,7 @@ const DOCS: &[&str] = &[
     "docs/GUIDE.zh-CN.md",
     "docs/DISTRIBUTED.md",
     "docs/PROTOCOL.md",
+    "docs/MONITOR.md",
 ];
 
 fn read(doc: &str) -> String {

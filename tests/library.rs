@@ -475,7 +475,74 @@ fn merge_adds_up_two_agents_interval_logs() {
     );
 }
 
+fn a_monitor_counts_a_target_reloads_and_stops_promptly() {
+    use udpkit::monitor::{Config, Monitor, Target};
+    let server = loopback_server();
+    let target = |count| Target {
+        address: server.local_addr(),
+        name: "server".into(),
+        requests: udpkit::Requests::default(),
+        size: 64,
+        interval: Duration::from_millis(10),
+        timeout: Duration::from_millis(500),
+        count,
+    };
+    let stop = Stop::new();
+    let monitor = Monitor::start(
+        &Config {
+            targets: vec![target(Some(20))],
+            probe: None,
+        },
+        &stop,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let settled = |m: &Monitor| {
+        m.snapshot()
+            .targets
+            .first()
+            .is_some_and(|(_, c)| c.tally.received + c.lost == 20)
+    };
+    while !settled(&monitor) {
+        assert!(Instant::now() < deadline, "20 probes not settled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let snapshot = monitor.snapshot();
+    let (_, counts) = &snapshot.targets[0];
+    assert_eq!(
+        (counts.tally.sent, counts.tally.received, counts.lost),
+        (20, 20, 0)
+    );
+    assert_eq!(counts.rtt.count(), 20);
+    // The same target stays with its counters; another is refused whole.
+    let mut bad = target(None);
+    bad.interval = Duration::ZERO;
+    let change = monitor
+        .reload(&Config {
+            targets: vec![target(Some(20)), bad],
+            probe: None,
+        })
+        .unwrap_err();
+    assert!(change.to_string().contains("interval"), "{change}");
+    let change = monitor
+        .reload(&Config {
+            targets: vec![target(Some(20))],
+            probe: None,
+        })
+        .unwrap();
+    assert_eq!((change.added, change.removed, change.kept), (0, 0, 1));
+    let stopped_at = Instant::now();
+    stop.stop();
+    monitor.stop().unwrap();
+    assert!(
+        stopped_at.elapsed() < PROMPTLY,
+        "{:?}",
+        stopped_at.elapsed()
+    );
+}
+
 udpkit_tests! {
+    a_monitor_counts_a_target_reloads_and_stops_promptly,
     a_spawned_server_answers_and_stops_when_dropped,
     an_observer_hears_every_datagram_and_stop_ends_run,
     attempts_are_reported_with_their_waits,

@@ -659,7 +659,96 @@ fn metrics_listen_on_loopback_unless_told() {
     assert!(help.contains("[default: 127.0.0.1:9862]"), "{help}");
 }
 
+/// `docs/monitor/NAME`.
+fn documented(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/monitor")
+        .join(name)
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new(tool("promtool").expect("promtool"))
+        .args(args)
+        .current_dir(documented(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn the_documented_files_are_what_they_claim() {
+    // The scrape config, the rules and their unit tests, as promtool sees them.
+    promtool(&["check", "config", "prometheus.yml"]);
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts_test.yml"]);
+    // The example file parses whole (read by the library: its addresses are documentation
+    // ranges, never probed from here).
+    let config = udpkit::monitor::Config::read(&documented("targets.toml")).unwrap();
+    assert_eq!(config.targets.len(), 3);
+    assert_eq!(config.probe.map(|p| p.modules.len()), Some(2));
+    // Every metric the dashboard and the rules name is one a monitor serves.
+    let (_server, server) = udpkit_server(&["-p", "0", "-q", "--protocol", "stamp", "--stateful"]);
+    let (_mon, metrics) = monitor(&[
+        &server.to_string(),
+        "--protocol",
+        "stamp",
+        "-i",
+        "0.02",
+        "--dscp",
+        "10",
+    ]);
+    let text = within("one-way delays", || {
+        let (_, text) = http_get(metrics, "/metrics");
+        text.contains("udpkit_probe_one_way_delay_seconds_bucket")
+            .then_some(text)
+    });
+    let served: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for doc in ["grafana.json", "alerts.yml", "../MONITOR.md"] {
+        let body = std::fs::read_to_string(documented(doc)).unwrap();
+        let named: Vec<&str> = body
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| {
+                w.starts_with("udpkit_probe_")
+                    || w.starts_with("udpkit_up")
+                    || w.starts_with("udpkit_monitor_")
+            })
+            .collect();
+        assert!(!named.is_empty());
+        for name in named {
+            // `udpkit_probe_sent` and its kind are /probe's; a histogram's series are
+            // `_bucket`, `_sum`, `_count`.
+            let probe_only = [
+                "udpkit_probe_sent",
+                "udpkit_probe_received",
+                "udpkit_probe_loss_ratio",
+                "udpkit_probe_forged",
+                "udpkit_probe_unverified",
+            ];
+            if probe_only.contains(&name) {
+                continue;
+            }
+            let known = served.contains(name)
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| served.contains(format!("{name}{s}").as_str()));
+            assert!(
+                known,
+                "{doc} names {name}, which the monitor does not serve"
+            );
+        }
+    }
+}
+
 udpkit_tests! {
+    the_documented_files_are_what_they_claim [Need::Tool("promtool")],
     prometheus_counts_what_the_relay_did [Need::Tool("prometheus"), Need::Tool("promtool")],
     every_exposition_is_clean_for_promtool [Need::Tool("promtool"), Need::Seed],
     a_server_and_a_relay_show_their_counters [Need::Tool("promtool")],

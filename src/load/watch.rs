@@ -503,6 +503,8 @@ impl Watch {
         if p.target.requests.protocol.test_packets() {
             let forged = p.counts.tally.forged;
             p.counts.lost_split = match p.session.why_not(forged) {
+                // Nothing lost: nothing to split, whatever the reflector.
+                _ if p.counts.lost == 0 => Some((0, 0, 0)),
                 Some(_) => None,
                 None => Some(
                     p.session
