@@ -534,7 +534,7 @@ fn text_with_one_too_many(file: &Path) {
     let out = monitor_run(&["--config", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("10001 targets are too many"),
+        stderr(&out).contains("more than 10000 targets"),
         "{}",
         stderr(&out)
     );

@@ -69,23 +69,27 @@ fn load(args: &MonitorArgs, given: &[Target]) -> Result<Config, Error> {
 
 /// What the endpoint answers.
 fn handler(monitor: Arc<Monitor>, stop: Stop) -> Handler {
+    // One scrape is written at a time (another waits its turn): each holds the snapshot
+    // it writes, and the monitor's memory is counted with one such at most.
+    let one_at_a_time = Arc::new(std::sync::Mutex::new(()));
     Arc::new(move |request: &Request| match request.path.as_str() {
-        "/metrics" => Response {
-            status: 200,
-            content_type: metrics::CONTENT_TYPE,
-            body: metrics::monitor(&monitor.snapshot()),
-        },
+        "/metrics" => {
+            let (monitor, turn) = (Arc::clone(&monitor), Arc::clone(&one_at_a_time));
+            Response::stream(metrics::CONTENT_TYPE, move |out| {
+                let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+                metrics::write_monitor(&monitor.snapshot(), out)
+            })
+        }
         "/probe" => {
             let rules = monitor.probe_rules();
             let started = Instant::now();
             let target = request.param("target").unwrap_or("");
             let module = request.param("module").unwrap_or("");
             match monitor::probe(rules.as_ref().as_ref(), target, module, &stop) {
-                Ok(report) => Response {
-                    status: 200,
-                    content_type: metrics::CONTENT_TYPE,
-                    body: metrics::probe(&report, started.elapsed()),
-                },
+                Ok(report) => Response::ok(
+                    metrics::CONTENT_TYPE,
+                    metrics::probe(&report, started.elapsed()),
+                ),
                 Err(ProbeRefused::Off) => Response::text(404, ProbeRefused::Off.to_string()),
                 Err(e @ ProbeRefused::Target(_)) => Response::text(403, e.to_string()),
                 Err(e @ ProbeRefused::NoModule(_)) => Response::text(400, e.to_string()),
@@ -171,7 +175,7 @@ pub fn monitor(args: &MonitorArgs) -> Result<(), Error> {
             .config
             .as_ref()
             .map_or("the command line".into(), |p| p.display().to_string());
-        match load(args, &given).and_then(|c| monitor.reload(&c).map(|change| (c, change))) {
+        match monitor.reload_with(|| load(args, &given)) {
             Ok((c, change)) => {
                 watched = c.targets.len();
                 say(if args.json {

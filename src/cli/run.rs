@@ -79,11 +79,7 @@ fn serve_metrics(
 ) -> Result<Endpoint, Error> {
     let handler: Handler =
         std::sync::Arc::new(move |request: &Request| match request.path.as_str() {
-            "/metrics" => Response {
-                status: 200,
-                content_type: metrics::CONTENT_TYPE,
-                body: render(),
-            },
+            "/metrics" => Response::ok(metrics::CONTENT_TYPE, render()),
             "/" => Response::text(200, "udpkit: metrics at /metrics"),
             _ => Response::text(404, "not found: metrics are at /metrics"),
         });

@@ -44,15 +44,36 @@ impl Request {
     }
 }
 
+/// What writes a streamed body.
+pub type Writer = Box<dyn FnOnce(&mut dyn std::fmt::Write) -> std::fmt::Result + Send>;
+
+/// An answer's body: text, or text written as it is made (a large exposition), which
+/// goes out without a length, ended by closing the connection.
+pub enum Body {
+    /// The whole body.
+    Text(String),
+    /// A writer of the body, called once the head has gone.
+    Stream(Writer),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Text(t) => f.debug_tuple("Text").field(t).finish(),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
 /// An answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
     /// Its `Content-Type`.
     pub content_type: &'static str,
     /// The body.
-    pub body: String,
+    pub body: Body,
 }
 
 impl Response {
@@ -65,7 +86,28 @@ impl Response {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
-            body,
+            body: Body::Text(body),
+        }
+    }
+
+    /// A 200 answer of `content_type`.
+    pub fn ok(content_type: &'static str, body: String) -> Response {
+        Response {
+            status: 200,
+            content_type,
+            body: Body::Text(body),
+        }
+    }
+
+    /// A 200 answer of `content_type` whose body `write` writes as it goes.
+    pub fn stream(
+        content_type: &'static str,
+        write: impl FnOnce(&mut dyn std::fmt::Write) -> std::fmt::Result + Send + 'static,
+    ) -> Response {
+        Response {
+            status: 200,
+            content_type,
+            body: Body::Stream(Box::new(write)),
         }
     }
 }
@@ -109,7 +151,12 @@ impl Endpoint {
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(f)
+                .spawn(move || {
+                    // Serving others never keeps the process's own loop (probing, serving
+                    // UDP) waiting.
+                    crate::io::process::lower_priority();
+                    f()
+                })
                 .map_err(|e| Error::io("cannot start the metrics endpoint's threads", e))
         };
         let (to_workers, connections) = sync_channel::<TcpStream>(limits::METRICS_CONNECTIONS);
@@ -191,7 +238,7 @@ fn accept(
                     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
                     respond(
                         &mut stream,
-                        &Response::text(503, "busy: too many connections"),
+                        Response::text(503, "busy: too many connections"),
                     );
                 }
             }
@@ -217,7 +264,7 @@ fn serve(
         let request = match read_request(&mut stream) {
             Ok(request) => request,
             Err(response) => {
-                respond(&mut stream, &response);
+                respond(&mut stream, response);
                 continue;
             }
         };
@@ -242,7 +289,7 @@ fn serve(
             if let Some(mut stream) = refused {
                 respond(
                     &mut stream,
-                    &Response::text(
+                    Response::text(
                         503,
                         format!("busy: {} probes at once at most", limits::PROBES_AT_ONCE),
                     ),
@@ -250,7 +297,7 @@ fn serve(
             }
             continue;
         }
-        respond(&mut stream, &handler(&request));
+        respond(&mut stream, handler(&request));
     }
 }
 
@@ -266,7 +313,7 @@ fn serve_slow(
             .unwrap_or_else(|e| e.into_inner())
             .recv_timeout(TICK);
         if let Ok((mut stream, request)) = next {
-            respond(&mut stream, &handler(&request));
+            respond(&mut stream, handler(&request));
             busy.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -315,7 +362,7 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, Response> {
     }
 }
 
-fn respond(stream: &mut TcpStream, response: &Response) {
+fn respond(stream: &mut TcpStream, response: Response) {
     let reason = match response.status {
         200 => "OK",
         400 => "Bad Request",
@@ -327,16 +374,41 @@ fn respond(stream: &mut TcpStream, response: &Response) {
         500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
+    let length = match &response.body {
+        Body::Text(text) => format!("Content-Length: {}\r\n", text.len()),
+        Body::Stream(_) => String::new(),
+    };
     let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        response.status,
-        response.content_type,
-        response.body.len()
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\n{length}Connection: close\r\n\r\n",
+        response.status, response.content_type,
     );
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(response.body.as_bytes()));
+    let mut out = std::io::BufWriter::with_capacity(STREAM_BUFFER, &mut *stream);
+    let _ = out.write_all(head.as_bytes());
+    match response.body {
+        Body::Text(text) => {
+            let _ = out.write_all(text.as_bytes());
+        }
+        Body::Stream(write) => {
+            // A reader that stops taking it ends the writing (the write timeout).
+            let _ = write(&mut Adapter(&mut out));
+        }
+    }
+    let _ = out.flush();
+    drop(out);
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Bytes a streamed body is sent by.
+const STREAM_BUFFER: usize = 64 << 10;
+
+/// `fmt::Write` onto a byte stream; an I/O error becomes `fmt::Error` (which ends the
+/// writer).
+struct Adapter<'a, W: Write>(&'a mut W);
+
+impl<W: Write> std::fmt::Write for Adapter<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| std::fmt::Error)
+    }
 }
 
 #[cfg(test)]

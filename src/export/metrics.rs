@@ -11,12 +11,15 @@
 //! exposition (tests/monitor.rs).
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::addr;
-use crate::measure::buckets::Buckets;
+use crate::load::watch::Snapshot;
+use crate::measure::buckets::{BOUNDS_NANOS, Buckets};
 use crate::monitor::Counts;
 use crate::relay;
 use crate::tools::monitor::Target;
@@ -95,34 +98,49 @@ impl Exposition {
     }
 }
 
-impl Collector for Exposition {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+/// One sample of a family of `kind`.
+fn encode_sample(
+    metric: &mut MetricEncoder,
+    kind: MetricType,
+    labels: &Labels,
+    value: &Value,
+) -> Result<(), std::fmt::Error> {
+    let mut m = metric.encode_family(labels)?;
+    match value {
+        Value::Int(v) if kind == MetricType::Counter => {
+            m.encode_counter::<NoLabelSet, _, u64>(v, None)
+        }
+        Value::Int(v) => m.encode_gauge(v),
+        Value::Float(v) if kind == MetricType::Counter => {
+            m.encode_counter::<NoLabelSet, _, u64>(v, None)
+        }
+        Value::Float(v) => m.encode_gauge(v),
+        Value::Histogram(b) => {
+            let mut buckets = [(0.0, 0); BOUNDS_NANOS.len() + 1];
+            for (slot, bucket) in buckets.iter_mut().zip(b.buckets()) {
+                *slot = bucket;
+            }
+            m.encode_histogram::<NoLabelSet>(b.sum_seconds(), b.count(), &buckets, None)
+        }
+    }
+}
+
+impl Exposition {
+    /// Encodes every family gathered.
+    fn encode_into(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for f in &self.families {
             let mut metric = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
             for (labels, value) in &f.samples {
-                let mut m = metric.encode_family(labels)?;
-                match value {
-                    Value::Int(v) if f.kind == MetricType::Counter => {
-                        m.encode_counter::<NoLabelSet, _, u64>(v, None)?
-                    }
-                    Value::Int(v) => m.encode_gauge(v)?,
-                    Value::Float(v) if f.kind == MetricType::Counter => {
-                        m.encode_counter::<NoLabelSet, _, u64>(v, None)?
-                    }
-                    Value::Float(v) => m.encode_gauge(v)?,
-                    Value::Histogram(b) => {
-                        let buckets: Vec<(f64, u64)> = b.buckets().collect();
-                        m.encode_histogram::<NoLabelSet>(
-                            b.sum_seconds(),
-                            b.count(),
-                            &buckets,
-                            None,
-                        )?
-                    }
-                }
+                encode_sample(&mut metric, f.kind, labels, value)?;
             }
         }
         Ok(())
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_into(&mut encoder)
     }
 }
 
@@ -150,181 +168,265 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels
 }
 
-/// A monitor's targets, as its `/metrics` shows them.
-pub fn monitor(snapshot: &crate::load::watch::Snapshot) -> String {
-    let mut e = Exposition::default();
-    e.gauge(
-        "udpkit_monitor_targets",
-        "Targets the monitor watches.",
-        vec![],
-        snapshot.targets.len() as f64,
-    );
-    e.histogram(
-        "udpkit_monitor_send_lag_seconds",
-        "How late probes were handed to the kernel against their schedule.",
-        vec![],
-        &snapshot.send_lag,
-    );
-    e.gauge(
-        "udpkit_monitor_send_lag_max_seconds",
-        "The latest any probe was handed to the kernel against its schedule.",
-        vec![],
-        snapshot.send_lag_max.as_secs_f64(),
-    );
-    for (t, c) in &snapshot.targets {
-        target(&mut e, t, c);
-    }
-    e.render()
+/// A monitor's targets, as its `/metrics` shows them (for a caller that wants a string;
+/// the endpoint streams [`write_monitor`]).
+pub fn monitor(snapshot: &Arc<Snapshot>) -> String {
+    let mut text = String::new();
+    write_monitor(snapshot, &mut text).expect("writing to a String cannot fail");
+    text
 }
 
-fn target(e: &mut Exposition, t: &Target, c: &Counts) {
-    let l = target_labels(t);
-    let tally = &c.tally;
-    e.gauge(
+/// Writes a monitor's exposition to `out` as it goes, family by family over the snapshot:
+/// memory stays that of one target's samples, whatever the number of targets.
+pub fn write_monitor(snapshot: &Arc<Snapshot>, out: &mut dyn std::fmt::Write) -> std::fmt::Result {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(MonitorCollector(Arc::clone(snapshot))));
+    let mut out = out;
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+}
+
+#[derive(Debug)]
+struct MonitorCollector(Arc<Snapshot>);
+
+/// One of a target's metric families: the samples it gives for a target (none: the
+/// family shows nothing for it).
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    emit: Emit,
+}
+
+/// What gives a family's samples for one target.
+type Emit = fn(&Target, &Counts, &mut Vec<(Labels, Value)>);
+
+const fn def(kind: MetricType, name: &'static str, help: &'static str, emit: Emit) -> Def {
+    Def {
+        name,
+        help,
+        kind,
+        emit,
+    }
+}
+
+/// Every family of a target's metrics, in the order shown.
+const TARGET_METRICS: &[Def] = &[
+    def(
+        MetricType::Gauge,
         "udpkit_up",
         "1 when one of the target's last three settled probes was answered in time.",
-        l.clone(),
-        f64::from(u8::from(c.up)),
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Float(f64::from(u8::from(c.up))))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_requests",
         "Probes sent.",
-        l.clone(),
-        tally.sent,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.sent))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_replies",
         "First replies to probes (late ones too; see udpkit_probe_unverified_replies_total).",
-        l.clone(),
-        tally.received,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.received))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_lost",
         "Probes not answered within their timeout, or refused by the kernel.",
-        l.clone(),
-        c.lost,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.lost))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_late_replies",
         "Replies that came after their probe's timeout (the probe is counted lost too).",
-        l.clone(),
-        tally.late,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.late))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_duplicate_replies",
         "Replies beyond the first to a probe.",
-        l.clone(),
-        tally.duplicates,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.duplicates))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_forged_replies",
         "Replies the target did not send: a wrong ID or nonce, a sequence number never sent.",
-        l.clone(),
-        tally.forged,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.forged))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_unverified_replies",
         "Replies matched by length alone (the server sends no IDs): anyone could send them.",
-        l.clone(),
-        tally.unverified,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.unverified))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_bad_replies",
         "Datagrams from the target that answer no probe (cut short, unmatched, malformed).",
-        l.clone(),
-        tally.bad,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.bad))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_not_sent",
         "Probes the kernel refused to send (counted lost).",
-        l.clone(),
-        tally.not_sent,
-    );
-    e.counter(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.not_sent))),
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_skipped",
         "Probes the pacer skipped after the monitor stalled (never sent).",
-        l.clone(),
-        tally.skipped,
-    );
-    for (kind, n) in icmp_kinds(&tally.icmp) {
-        e.counter(
-            "udpkit_probe_icmp_errors",
-            "ICMP errors that came back for the target's probes (any of which may be forged).",
-            with(l.clone(), "kind", kind),
-            n,
-        );
-    }
-    e.histogram(
+        |t, c, out| out.push((target_labels(t), Value::Int(c.tally.skipped))),
+    ),
+    def(
+        MetricType::Counter,
+        "udpkit_probe_icmp_errors",
+        "ICMP errors that came back for the target's probes (any of which may be forged).",
+        |t, c, out| {
+            for (kind, n) in icmp_kinds(&c.tally.icmp) {
+                out.push((with(target_labels(t), "kind", kind), Value::Int(n)));
+            }
+        },
+    ),
+    def(
+        MetricType::Histogram,
         "udpkit_probe_rtt_seconds",
         "Round-trip times; matched=\"id\": replies proven by their probe's ID, \
          matched=\"length\": by length alone.",
-        with(l.clone(), "matched", "id"),
-        &c.rtt,
-    );
-    if c.rtt_unverified.count() > 0 {
-        e.histogram(
-            "udpkit_probe_rtt_seconds",
-            "",
-            with(l.clone(), "matched", "length"),
-            &c.rtt_unverified,
-        );
-    }
-    if !t.requests.protocol.test_packets() {
-        return;
-    }
-    for (direction, b) in [("forward", &c.forward), ("backward", &c.backward)] {
-        if b.count() > 0 {
-            e.histogram(
-                "udpkit_probe_one_way_delay_seconds",
-                "One-way delays from STAMP timestamps, only where both clocks are known to \
-                 agree (the reflector is this host, or both say they are synchronised).",
-                with(l.clone(), "direction", direction),
-                b,
-            );
-        }
-    }
-    e.counter(
+        |t, c, out| {
+            out.push((
+                with(target_labels(t), "matched", "id"),
+                Value::Histogram(c.rtt),
+            ));
+            if let Some(b) = &c.rtt_unverified {
+                out.push((
+                    with(target_labels(t), "matched", "length"),
+                    Value::Histogram(**b),
+                ));
+            }
+        },
+    ),
+    def(
+        MetricType::Histogram,
+        "udpkit_probe_one_way_delay_seconds",
+        "One-way delays from STAMP timestamps, only where both clocks are known to agree (the \
+         reflector is this host, or both say they are synchronised).",
+        |t, c, out| {
+            for (direction, b) in [("forward", &c.forward), ("backward", &c.backward)] {
+                if let Some(b) = b {
+                    out.push((
+                        with(target_labels(t), "direction", direction),
+                        Value::Histogram(**b),
+                    ));
+                }
+            }
+        },
+    ),
+    def(
+        MetricType::Counter,
         "udpkit_probe_one_way_unknown",
         "STAMP replies whose one-way delays were not recorded (clocks not both synchronised).",
-        l.clone(),
-        c.one_way_unknown,
-    );
-    if let Some((forward, backward, unknown)) = c.lost_split {
-        for (direction, n) in [
-            ("forward", forward),
-            ("backward", backward),
-            ("unknown", unknown),
-        ] {
-            e.gauge(
-                "udpkit_probe_lost_by_direction",
-                "Settled probes lost, split by the reflector's own count (stateful reflectors \
-                 only; absent when the count cannot split them).",
-                with(l.clone(), "direction", direction),
-                n as f64,
-            );
+        |t, c, out| {
+            if t.requests.protocol.test_packets() {
+                out.push((target_labels(t), Value::Int(c.one_way_unknown)));
+            }
+        },
+    ),
+    def(
+        MetricType::Gauge,
+        "udpkit_probe_lost_by_direction",
+        "Settled probes lost, split by the reflector's own count (stateful reflectors only; \
+         absent when the count cannot split them).",
+        |t, c, out| {
+            if let Some((forward, backward, unknown)) = c.lost_split {
+                for (direction, n) in [
+                    ("forward", forward),
+                    ("backward", backward),
+                    ("unknown", unknown),
+                ] {
+                    out.push((
+                        with(target_labels(t), "direction", direction),
+                        Value::Float(n as f64),
+                    ));
+                }
+            }
+        },
+    ),
+    def(
+        MetricType::Gauge,
+        "udpkit_probe_hops",
+        "Hops on the way there: the TTL sent less the TTL the reflector saw.",
+        |t, c, out| {
+            if let Some(hops) = c.hops {
+                out.push((target_labels(t), Value::Float(f64::from(hops))));
+            }
+        },
+    ),
+    def(
+        MetricType::Gauge,
+        "udpkit_probe_dscp_received",
+        "The DSCP the last probe arrived with, as the reflector's CoS TLV says.",
+        |t, c, out| {
+            if let Some(dscp) = c.dscp_seen {
+                out.push((target_labels(t), Value::Float(f64::from(dscp))));
+            }
+        },
+    ),
+    def(
+        MetricType::Counter,
+        "udpkit_probe_dscp_remarked",
+        "Probes that arrived with another DSCP than they were sent with.",
+        |t, c, out| {
+            if c.dscp_seen.is_some() {
+                out.push((target_labels(t), Value::Int(c.remarked)));
+            }
+        },
+    ),
+];
+
+impl Collector for MonitorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let mut own = Exposition::default();
+        own.gauge(
+            "udpkit_monitor_targets",
+            "Targets the monitor watches.",
+            vec![],
+            s.targets.len() as f64,
+        );
+        own.histogram(
+            "udpkit_monitor_send_lag_seconds",
+            "How late probes were handed to the kernel against their schedule.",
+            vec![],
+            &s.send_lag,
+        );
+        own.gauge(
+            "udpkit_monitor_send_lag_max_seconds",
+            "The latest any probe was handed to the kernel against its schedule.",
+            vec![],
+            s.send_lag_max.as_secs_f64(),
+        );
+        own.encode_into(&mut encoder)?;
+        let mut samples = Vec::new();
+        for def in TARGET_METRICS {
+            // A family with no sample at all is left out (no STAMP target: no one-way delays).
+            let any = s.targets.iter().any(|(t, c)| {
+                samples.clear();
+                (def.emit)(t, c, &mut samples);
+                !samples.is_empty()
+            });
+            if !any {
+                continue;
+            }
+            let mut metric = encoder.encode_descriptor(def.name, def.help, None, def.kind)?;
+            for (t, c) in &s.targets {
+                samples.clear();
+                (def.emit)(t, c, &mut samples);
+                for (labels, value) in &samples {
+                    encode_sample(&mut metric, def.kind, labels, value)?;
+                }
+            }
         }
-    }
-    if let Some(hops) = c.hops {
-        e.gauge(
-            "udpkit_probe_hops",
-            "Hops on the way there: the TTL sent less the TTL the reflector saw.",
-            l.clone(),
-            f64::from(hops),
-        );
-    }
-    if let Some(dscp) = c.dscp_seen {
-        e.gauge(
-            "udpkit_probe_dscp_received",
-            "The DSCP the last probe arrived with, as the reflector's CoS TLV says.",
-            l.clone(),
-            f64::from(dscp),
-        );
-        e.counter(
-            "udpkit_probe_dscp_remarked",
-            "Probes that arrived with another DSCP than they were sent with.",
-            l,
-            c.remarked,
-        );
+        Ok(())
     }
 }
 

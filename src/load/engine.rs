@@ -347,13 +347,13 @@ impl Engine {
                 MAX_REMEMBERED / 4
             )));
         }
-        // Four times what can be in flight, at least 16: room for two window's worth of
+        // Four times what can be in flight, at least 32: room for two window's worth of
         // lengths, and to tell an old request of the same length from a new one. A reply
         // to a request forgotten this long ago is unmatched rather than credited anew. All
         // the flows of all the engines of a load remember MAX_REMEMBERED at most.
         let capacity = in_flight
             .saturating_mul(4)
-            .clamp(16, (budget / flows).max(16));
+            .clamp(32, (budget / flows).max(32));
         let waiting = |e| Error::io("cannot wait for replies", e);
         let mut poller = Poller::new(stop).map_err(waiting)?;
         let mut states = Vec::with_capacity(flows);

@@ -151,7 +151,12 @@ pub struct Tally {
 impl Tally {
     /// Counts what a datagram turned out to be; a verified answer's round trip goes to
     /// `latency`, an unverified one's to `unverified` (merged at the end if never revoked).
-    pub fn count<R: Record>(&mut self, outcome: Outcome, latency: &mut R, unverified: &mut R) {
+    pub fn count(
+        &mut self,
+        outcome: Outcome,
+        latency: &mut impl Record,
+        unverified: &mut impl Record,
+    ) {
         match outcome {
             Outcome::Answer {
                 rtt,
@@ -262,6 +267,10 @@ struct Slot {
     t1: NtpTime,
 }
 
+/// The fewest requests a flow remembers (a monitor's target with three in flight: 16,
+/// eight distinct lengths until IDs are proven). The load engine asks for 32 at least.
+pub const MIN_REMEMBERED: usize = 16;
+
 /// The most distinct lengths a flow uses: requests stay within 1 KiB of the size asked,
 /// under a typical path MTU for the default size.
 pub const MAX_LENGTHS: usize = 1024;
@@ -296,12 +305,12 @@ pub struct Flow {
 
 impl Flow {
     /// A flow of `size`-byte requests that remembers the last `capacity` of them (rounded up
-    /// to a power of two, at least 32): at least twice the most requests ever in flight at
-    /// once. Until the server proves it repeats IDs, requests are `size` to
+    /// to a power of two, at least [`MIN_REMEMBERED`]): at least twice the most requests ever
+    /// in flight at once. Until the server proves it repeats IDs, requests are `size` to
     /// `size + capacity / 2 - 1` bytes long (at most [`MAX_LENGTHS`] lengths; lower where
     /// that would pass the largest datagram).
     pub fn new(size: usize, capacity: usize) -> Flow {
-        let capacity = capacity.max(32).next_power_of_two();
+        let capacity = capacity.max(MIN_REMEMBERED).next_power_of_two();
         let lengths = (capacity / 2).min(MAX_LENGTHS);
         let with_ids = Protocol::SEED.proves(size);
         let base = if with_ids {

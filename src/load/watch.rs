@@ -15,7 +15,7 @@
 //! copy of its counters once a [`PUBLISH_EVERY`] and readers take the last copy.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -24,13 +24,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::io::datagram::RecvBatch;
 use crate::io::icmp::IcmpError;
 use crate::io::socket as net;
-use crate::io::state::{Out, Refusal, SocketState};
+use crate::io::state::{ArrivalInfo, Out, Refusal, SocketState};
 use crate::io::wait::{Poller, Token};
 use crate::limits;
 use crate::load::engine::Requests;
 use crate::load::flow::{Flow, Outcome, Tally};
 use crate::load::pace::Schedule;
 use crate::measure::buckets::Buckets;
+use crate::measure::latency::Record;
 use crate::measure::stamp::SessionCount;
 use crate::wire::RECV_BUFFER;
 use crate::{Error, Stop};
@@ -109,8 +110,10 @@ fn in_flight(t: &Target) -> usize {
     (ratio.ceil().min(1e6) as usize) + 2
 }
 
-/// What one target's probes came to, since it was added.
-#[derive(Clone, Debug, Default)]
+/// What one target's probes came to, since it was added. (The histograms most targets
+/// never fill are made on their first duration: a seed target's counts are a few hundred
+/// bytes.)
+#[derive(Debug, Default)]
 pub struct Counts {
     /// Requests sent, answered, duplicated, forged, bad, refused by the kernel, skipped by
     /// the pacer after a stall, and ICMP errors by kind (`Tally::lost` is not used: see
@@ -122,13 +125,13 @@ pub struct Counts {
     /// packets, by sequence number and timestamp).
     pub rtt: Buckets,
     /// Round trips of replies matched by length alone (a server that sends no IDs):
-    /// anyone who can guess the length could have sent them.
-    pub rtt_unverified: Buckets,
+    /// anyone who can guess the length could have sent them. `None` until there is one.
+    pub rtt_unverified: Option<Box<Buckets>>,
     /// STAMP: the way there (t2 - t1) and back (t4 - t3), recorded only when both clocks
-    /// are known to agree.
-    pub forward: Buckets,
+    /// are known to agree. `None` until there is one.
+    pub forward: Option<Box<Buckets>>,
     /// See `forward`.
-    pub backward: Buckets,
+    pub backward: Option<Box<Buckets>>,
     /// STAMP: replies whose clocks were not both synchronised (their one-way delays were
     /// not recorded).
     pub one_way_unknown: u64,
@@ -146,6 +149,31 @@ pub struct Counts {
     pub remarked: u64,
     /// One of the last few probes settled was answered in time.
     pub up: bool,
+}
+
+impl Clone for Counts {
+    fn clone(&self) -> Self {
+        let mut c = Counts::default();
+        c.clone_from(self);
+        c
+    }
+
+    /// Field by field, keeping the histograms already made (a publication reuses them).
+    fn clone_from(&mut self, o: &Self) {
+        self.tally = o.tally;
+        self.lost = o.lost;
+        self.rtt = o.rtt;
+        self.rtt_unverified.clone_from(&o.rtt_unverified);
+        self.forward.clone_from(&o.forward);
+        self.backward.clone_from(&o.backward);
+        self.one_way_unknown = o.one_way_unknown;
+        self.lost_split = o.lost_split;
+        self.hops = o.hops;
+        self.dscp_sent = o.dscp_sent;
+        self.dscp_seen = o.dscp_seen;
+        self.remarked = o.remarked;
+        self.up = o.up;
+    }
 }
 
 /// The last counters published, for readers on other threads.
@@ -183,8 +211,10 @@ impl Board {
         Arc::clone(&self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn publish(&self, snapshot: Snapshot) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    /// Publishes `snapshot`; returns the one it replaces.
+    fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        let new = Arc::new(snapshot);
+        std::mem::replace(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()), new)
     }
 }
 
@@ -211,20 +241,88 @@ struct Probe {
 /// Probes settled before `up` says anything, and how many recent ones it looks at.
 const RECENT: u32 = 3;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Due {
     Send,
     Expire,
 }
 
+/// How early a probe may leave to share its wake-up with others due just after it (a
+/// loop that woke for every one of 10,000 probes a second would spend more on waking than
+/// on probing). Its send lag is counted from its slot, early as none.
+const SEND_AHEAD: Duration = Duration::from_millis(1);
+
+/// What is due and when, for every target: a min-heap of 16-byte entries (nanoseconds since
+/// the watch began; the slot, its generation and the kind packed in one word), two a probe
+/// at most, small enough to stay in cache.
+struct Agenda {
+    epoch: Instant,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+impl Agenda {
+    fn new() -> Agenda {
+        Agenda {
+            epoch: Instant::now(),
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, at: Instant, due: Due, slot: usize, generation: u32) {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let word = ((slot as u64) << 32)
+            | (u64::from(generation & GENERATION_MASK) << 1)
+            | u64::from(due == Due::Expire);
+        self.heap.push(Reverse((nanos, word)));
+    }
+
+    /// When to wake for the next thing due (a probe: [`SEND_AHEAD`] before its time).
+    fn wake_at(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((nanos, word))| {
+            let at = self.epoch + Duration::from_nanos(*nanos);
+            if word & 1 == 0 {
+                at.checked_sub(SEND_AHEAD).unwrap_or(at)
+            } else {
+                at
+            }
+        })
+    }
+
+    /// The next thing due at `now` (a probe: within [`SEND_AHEAD`] of it).
+    fn pop(&mut self, now: Instant) -> Option<(Due, usize, u32)> {
+        let &Reverse((nanos, word)) = self.heap.peek()?;
+        let due = if word & 1 == 1 {
+            Due::Expire
+        } else {
+            Due::Send
+        };
+        let at = self.epoch + Duration::from_nanos(nanos);
+        let ahead = if due == Due::Send {
+            SEND_AHEAD
+        } else {
+            Duration::ZERO
+        };
+        if at > now + ahead {
+            return None;
+        }
+        self.heap.pop();
+        Some((due, (word >> 32) as usize, (word as u32) >> 1))
+    }
+}
+
+/// The generations a slot's entries carry (31 bits: one is the kind).
+const GENERATION_MASK: u32 = u32::MAX >> 1;
+
 /// The targets, their sockets and the loop's buffers; see the module's promise.
 pub struct Watch {
     stop: Stop,
     poller: Poller,
-    probes: Vec<Option<Probe>>,
+    /// Boxed: a reload moves thousands of them in and out of the loop, a pointer each.
+    probes: Vec<Option<Box<Probe>>>,
     free: Vec<usize>,
     by_target: HashMap<Arc<Target>, usize>,
-    due: BinaryHeap<Reverse<(Instant, Due, usize, u32)>>,
+    due: Agenda,
     replies: RecvBatch,
     request: Vec<u8>,
     state: SocketState,
@@ -232,7 +330,47 @@ pub struct Watch {
     send_lag: Buckets,
     send_lag_max: Duration,
     generations: u32,
+    /// The snapshot published before the current one, to be filled again.
+    spare: Option<Arc<Snapshot>>,
+    /// Targets of a reload, their sockets open, waiting to be admitted.
+    #[allow(clippy::vec_box)] // moved a pointer at a time (see `probes`)
+    pending: Vec<Box<Probe>>,
+    /// A snapshot being filled, the next slot to copy and the entries filled so far.
+    filling: Option<(Snapshot, usize, usize)>,
 }
+
+/// Targets copied into a snapshot a turn.
+const PUBLISH_CHUNK: usize = 2048;
+
+/// A reload made ready off the loop's thread: targets gone, and the new ones with their
+/// sockets (see [`Watch::plan`]).
+pub struct Plan {
+    gone: Vec<Target>,
+    #[allow(clippy::vec_box)] // moved a pointer at a time into the loop
+    made: Vec<Box<Probe>>,
+}
+
+impl Plan {
+    /// Targets the plan adds.
+    pub fn added(&self) -> usize {
+        self.made.len()
+    }
+
+    /// Targets the plan drops.
+    pub fn removed(&self) -> usize {
+        self.gone.len()
+    }
+}
+
+/// Targets a reload took away, their sockets still open: drop it off the loop's thread.
+pub struct Leaving(
+    #[allow(dead_code, clippy::vec_box)] Vec<Box<Probe>>,
+    #[allow(dead_code)] Vec<Target>,
+);
+
+/// New targets admitted to a running watch a turn, at most (each an `epoll_ctl`): a reload
+/// of thousands delays no probe by more than a millisecond or two.
+pub const ADMIT_PER_TURN: usize = 256;
 
 impl Watch {
     /// A watch of no target yet, ending when `stop` is set.
@@ -246,7 +384,7 @@ impl Watch {
             probes: Vec::new(),
             free: Vec::new(),
             by_target: HashMap::new(),
-            due: BinaryHeap::new(),
+            due: Agenda::new(),
             replies: RecvBatch::with_slots(8, RECV_BUFFER),
             request: Vec::new(),
             state: SocketState::default(),
@@ -254,19 +392,37 @@ impl Watch {
             send_lag: Buckets::default(),
             send_lag_max: Duration::ZERO,
             generations: 0,
+            spare: None,
+            pending: Vec::new(),
+            filling: None,
         })
     }
 
-    /// The targets watched now.
+    /// The targets watched now (and those waiting to be admitted).
     pub fn targets(&self) -> impl Iterator<Item = &Target> {
-        self.by_target.keys().map(|t| &**t)
+        self.by_target
+            .keys()
+            .map(|t| &**t)
+            .chain(self.pending.iter().map(|p| &*p.target))
     }
 
     /// Watches `targets` from now on: those already watched keep their counters, those no
     /// longer listed are dropped, new ones start (each at a random point of its first
     /// interval, so that many targets do not probe at once). All or nothing: on an error
     /// (a target the limits refuse, a socket the system will not give) nothing changes.
+    /// (A running watch takes a [`Plan`] made off its thread instead: [`Watch::plan`].)
     pub fn set_targets(&mut self, targets: &[Target]) -> Result<(), Error> {
+        let current: HashSet<Target> = self.targets().cloned().collect();
+        let plan = Self::plan(&current, targets)?;
+        drop(self.apply(plan));
+        self.admit(usize::MAX)
+    }
+
+    /// Checks `targets` and opens the sockets of those not in `current` (what a watch
+    /// watches now): the slow part of a reload, done off the loop's thread, changing no
+    /// watch. Refused whole when the limits refuse a target, a target is listed twice, or
+    /// the files left cannot hold the new ones.
+    pub fn plan(current: &HashSet<Target>, targets: &[Target]) -> Result<Plan, Error> {
         if targets.len() > limits::MONITOR_TARGETS_MAX {
             return Err(Error::Invalid(format!(
                 "{} targets are too many: at most {} may be watched",
@@ -274,7 +430,7 @@ impl Watch {
                 limits::MONITOR_TARGETS_MAX
             )));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut new = Vec::new();
         for t in targets {
             t.check()
@@ -285,50 +441,66 @@ impl Watch {
                     t.name
                 )));
             }
-            if !self.by_target.contains_key(t) {
+            if !current.contains(t) {
                 new.push(t);
             }
         }
-        // Sockets first: if the system refuses one, nothing has changed yet. A target is
-        // an open file: the soft limit is raised (to the hard one) for them all.
+        let gone: Vec<Target> = current
+            .iter()
+            .filter(|t| !seen.contains(t))
+            .cloned()
+            .collect();
+        // A target is an open file: the soft limit is raised (to the hard one) for them all.
         crate::io::files::allow_open_files(targets.len() + 256);
-        let leaving = self
-            .by_target
-            .keys()
-            .filter(|t| !seen.contains(&***t))
-            .count();
         if let Some(left) = crate::io::process::files_left() {
             // A few files kept back for the metrics endpoint and the configuration.
-            if new.len() > (left + leaving).saturating_sub(32) {
+            if new.len() > (left + gone.len()).saturating_sub(32) {
                 return Err(Error::Invalid(format!(
                     "{} new targets need as many open files; {} are left (raise `ulimit -n`)",
                     new.len(),
-                    left + leaving
+                    left + gone.len()
                 )));
             }
         }
-        let mut made = Vec::with_capacity(new.len());
-        for t in new {
-            made.push(Self::open(t)?);
-        }
-        // Then the change.
-        let gone: Vec<Arc<Target>> = self
-            .by_target
-            .keys()
-            .filter(|t| !seen.contains(&***t))
-            .cloned()
-            .collect();
-        for t in gone {
-            if let Some(i) = self.by_target.remove(&t) {
-                if let Some(p) = self.probes[i].take() {
-                    self.poller.remove(&p.socket);
-                }
+        let made = new
+            .into_iter()
+            .map(Self::open)
+            .collect::<Result<Vec<Box<Probe>>, Error>>()?;
+        Ok(Plan { gone, made })
+    }
+
+    /// Takes `plan` (made against what this watch watches): its gone targets leave now
+    /// (their sockets come back, to be closed off the loop's thread: closing thousands
+    /// takes tens of milliseconds), its new ones are admitted [`ADMIT_PER_TURN`] a turn, so
+    /// that no probe of the others is kept waiting by a large reload.
+    pub fn apply(&mut self, plan: Plan) -> Leaving {
+        let mut leaving = Vec::with_capacity(plan.gone.len());
+        let plan = plan;
+        for t in &plan.gone {
+            if let Some(i) = self.by_target.remove(t) {
+                // Not taken off the poller: closing the socket does that; until then it
+                // may wake the loop once for the slot's next target, which reads nothing.
+                leaving.extend(self.probes[i].take());
                 self.free.push(i);
+            } else {
+                self.pending.retain(|p| *p.target != *t);
             }
         }
-        let now = Instant::now();
-        for mut probe in made {
-            self.generations = self.generations.wrapping_add(1);
+        self.pending.extend(plan.made);
+        // The names of the targets gone are freed off the loop's thread too.
+        Leaving(leaving, plan.gone)
+    }
+
+    /// Admits at most `n` of the targets waiting (their sockets already open): each starts
+    /// at a random point of its first interval from now.
+    fn admit(&mut self, n: usize) -> Result<(), Error> {
+        let n = n.min(self.pending.len());
+        // Room for exactly the targets to come (a doubling would leave up to half unused).
+        let short = n.saturating_sub(self.free.len());
+        self.probes.reserve_exact(short);
+        let mut starts = Vec::with_capacity(n);
+        for mut probe in self.pending.drain(..n) {
+            self.generations = self.generations.wrapping_add(1) & GENERATION_MASK;
             probe.generation = self.generations;
             let i = self.free.pop().unwrap_or_else(|| {
                 self.probes.push(None);
@@ -337,33 +509,41 @@ impl Watch {
             self.poller
                 .add(&probe.socket, i as Token)
                 .map_err(|e| Error::io("cannot wait for replies", e))?;
-            let interval = probe.target.interval;
+            self.by_target.insert(Arc::clone(&probe.target), i);
+            starts.push(i);
+            self.probes[i] = Some(probe);
+        }
+        // Times from now, once all are in (adding them takes time of its own).
+        let now = Instant::now();
+        for i in starts {
+            let p = self.probes[i].as_mut().expect("just admitted");
+            let interval = p.target.interval;
             let start = now + interval.mul_f64(fastrand::f64());
-            probe.schedule = Schedule::new(start, 1.0 / interval.as_secs_f64())
+            p.schedule = Schedule::new(start, 1.0 / interval.as_secs_f64())
                 .expect("a checked interval")
                 .with_burst(1);
-            self.due
-                .push(Reverse((start, Due::Send, i, probe.generation)));
-            self.by_target.insert(Arc::clone(&probe.target), i);
-            self.probes[i] = Some(probe);
+            self.due.push(start, Due::Send, i, p.generation);
         }
         Ok(())
     }
 
     /// A connected, marked socket and a flow for `t`.
-    fn open(t: &Target) -> Result<Probe, Error> {
+    fn open(t: &Target) -> Result<Box<Probe>, Error> {
         let socket = net::connect(t.address)?;
         socket
             .set_nonblocking(true)
             .map_err(|e| Error::io("cannot make the socket non-blocking", e))?;
         SocketState::mark(&socket, t.address, t.requests.tos, t.requests.ttl)?;
+        // Replies are read when the loop next wakes: their round trips end when the
+        // kernel received them.
+        SocketState::arrivals(&socket, ArrivalInfo::Timed);
         let tos = t.requests.tos.unwrap_or(0);
         let mut flow = Flow::new(t.size, in_flight(t) * 4);
         flow.set_protocol(t.requests.protocol, (tos >> 2, tos & 3));
         let same_host = socket
             .local_addr()
             .is_ok_and(|local| local.ip() == t.address.ip());
-        Ok(Probe {
+        Ok(Box::new(Probe {
             target: Arc::new(t.clone()),
             sent_ttl: SocketState::ttl(&socket, t.address),
             socket,
@@ -378,31 +558,44 @@ impl Watch {
             recent: 0,
             settled: 0,
             generation: 0,
-        })
+        }))
     }
 
     /// Probes until the stop is set; `between` is called at least once a
     /// [`PUBLISH_EVERY`], after the counters are published to `board` (a reload goes
     /// there: it may call [`Watch::set_targets`]).
+    ///
+    /// The loop wakes only for what is due (probes, within [`SEND_AHEAD`] of each other,
+    /// share a wake-up; timeouts; a publication): replies are read at each wake-up, with the
+    /// kernel's own receive time, so that waiting to read them changes no round trip, and
+    /// before any timeout due then is applied.
     pub fn run(&mut self, board: &Board, mut between: impl FnMut(&mut Watch)) -> Result<(), Error> {
         let mut next_publish = Instant::now();
         loop {
+            // The replies there, first: one may have come before a timeout due now.
+            self.poller
+                .wait(Some(Duration::ZERO), &mut self.ready)
+                .map_err(|e| Error::io("cannot wait for replies", e))?;
+            for r in 0..self.ready.len() {
+                let i = self.ready[r] as usize;
+                self.receive(i);
+            }
+            if !self.pending.is_empty() {
+                self.admit(ADMIT_PER_TURN)?;
+            }
             let now = Instant::now();
             if self.stop.is_stopped() {
                 self.publish(board);
                 return Ok(());
             }
-            if now >= next_publish {
-                self.publish(board);
+            if now >= next_publish && self.filling.is_none() {
                 between(self);
-                next_publish = Instant::now() + PUBLISH_EVERY;
+                next_publish = now + PUBLISH_EVERY;
+                self.publish_some(board, PUBLISH_CHUNK);
+            } else if self.filling.is_some() {
+                self.publish_some(board, PUBLISH_CHUNK);
             }
-            // What is due.
-            while let Some(&Reverse((at, due, i, generation))) = self.due.peek() {
-                if at > now {
-                    break;
-                }
-                self.due.pop();
+            while let Some((due, i, generation)) = self.due.pop(now) {
                 let Some(p) = self.probes.get_mut(i).and_then(Option::as_mut) else {
                     continue;
                 };
@@ -414,20 +607,14 @@ impl Watch {
                     Due::Expire => Self::expire(p, now),
                 }
             }
-            let until = self
+            let mut until = self
                 .due
-                .peek()
-                .map_or(next_publish, |Reverse((at, ..))| (*at).min(next_publish));
-            self.poller
-                .wait(
-                    Some(until.saturating_duration_since(Instant::now())),
-                    &mut self.ready,
-                )
-                .map_err(|e| Error::io("cannot wait for replies", e))?;
-            for r in 0..self.ready.len() {
-                let i = self.ready[r] as usize;
-                self.receive(i);
+                .wake_at()
+                .map_or(next_publish, |at| at.min(next_publish));
+            if !self.pending.is_empty() || self.filling.is_some() {
+                until = Instant::now(); // more to admit or to copy: the next turn at once
             }
+            crate::io::wait::pause(&self.stop, until.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -436,13 +623,14 @@ impl Watch {
         let Some(p) = self.probes[i].as_mut() else {
             return;
         };
-        let due = p.schedule.due(now, 1);
+        let due = p.schedule.due(now + SEND_AHEAD, 1);
         p.counts.tally.skipped = p.schedule.skipped();
         if !due.is_empty() {
             let slot = p.schedule.at(due.start);
             p.schedule.take(1);
             self.request.clear();
-            let seq = p.flow.next_request(&mut self.request, now);
+            // Stamped as it goes (other probes may have gone before it in this wake-up).
+            let seq = p.flow.next_request(&mut self.request, Instant::now());
             p.counts.tally.sent += 1;
             let mut refused = None;
             let out = [Out::at(0, self.request.len())];
@@ -467,17 +655,13 @@ impl Watch {
                 let lag = Instant::now().saturating_duration_since(slot);
                 self.send_lag.record(lag);
                 self.send_lag_max = self.send_lag_max.max(lag);
-                self.due.push(Reverse((
-                    now + p.target.timeout,
-                    Due::Expire,
-                    i,
-                    p.generation,
-                )));
+                self.due
+                    .push(now + p.target.timeout, Due::Expire, i, p.generation);
             }
         }
         let more = p.target.count.is_none_or(|c| p.counts.tally.sent < c);
         if let (Some(next), true) = (p.schedule.next_at(), more) {
-            self.due.push(Reverse((next, Due::Send, i, p.generation)));
+            self.due.push(next, Due::Send, i, p.generation);
         }
     }
 
@@ -523,9 +707,24 @@ impl Watch {
             match self.replies.recv(&p.socket) {
                 Ok(0) => return,
                 Ok(n) => {
-                    let at = Instant::now();
+                    // The kernel's receive times, on this loop's clock.
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    let since_epoch = wall
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
                     for k in 0..n {
                         let (meta, buffer) = self.replies.get(k);
+                        let at = meta
+                            .received
+                            .and_then(|rx| since_epoch.checked_sub(rx))
+                            .and_then(|ago| now.checked_sub(ago))
+                            .unwrap_or(now);
+                        // A timeout that passed before the reply came applies first: the
+                        // reply is then late, as it was.
+                        let lost = p.flow.expire(at, p.target.timeout) as u64;
+                        if lost > 0 {
+                            Self::settle(p, lost, false);
+                        }
                         for data in meta.segments(buffer) {
                             Self::count(p, data, at);
                         }
@@ -574,8 +773,8 @@ impl Watch {
                     p.same_host || (s.reflector_error.synchronized && s.sender_error.synchronized);
                 let (fwd, back) = (s.forward_nanos(), s.backward_nanos());
                 if agreed && fwd >= 0 && back >= 0 {
-                    counts.forward.record(Duration::from_nanos(fwd as u64));
-                    counts.backward.record(Duration::from_nanos(back as u64));
+                    Record::record(&mut counts.forward, Duration::from_nanos(fwd as u64));
+                    Record::record(&mut counts.backward, Duration::from_nanos(back as u64));
                 } else {
                     counts.one_way_unknown += 1;
                 }
@@ -591,18 +790,56 @@ impl Watch {
         }
     }
 
-    /// Publishes a copy of every target's counters.
-    fn publish(&self, board: &Board) {
-        let mut targets = Vec::with_capacity(self.by_target.len());
-        for p in self.probes.iter().flatten() {
-            targets.push((Arc::clone(&p.target), p.counts.clone()));
+    /// Copies the counters of up to `n` more targets into the snapshot being filled
+    /// (begun, if none is, into the snapshot published before the last, in place, when no
+    /// reader holds it any longer: no allocation once the targets are settled); publishes
+    /// it once every target is in. A copy a few thousand targets at a time keeps any
+    /// probe from waiting on it for more than a fraction of a millisecond.
+    fn publish_some(&mut self, board: &Board, n: usize) {
+        let (mut snapshot, mut slot, mut k) = match self.filling.take() {
+            Some(f) => f,
+            None => {
+                let mut snapshot = self
+                    .spare
+                    .take()
+                    .and_then(|s| Arc::try_unwrap(s).ok())
+                    .unwrap_or_default();
+                let want = self.by_target.len();
+                snapshot
+                    .targets
+                    .reserve_exact(want.saturating_sub(snapshot.targets.len()));
+                (snapshot, 0, 0)
+            }
+        };
+        let targets = &mut snapshot.targets;
+        let end = slot.saturating_add(n).min(self.probes.len());
+        for p in self.probes[slot..end].iter().flatten() {
+            match targets.get_mut(k) {
+                Some((t, c)) => {
+                    if !Arc::ptr_eq(t, &p.target) {
+                        *t = Arc::clone(&p.target);
+                    }
+                    c.clone_from(&p.counts);
+                }
+                None => targets.push((Arc::clone(&p.target), p.counts.clone())),
+            }
+            k += 1;
         }
-        board.publish(Snapshot {
-            at: SystemTime::now(),
-            targets,
-            send_lag: self.send_lag,
-            send_lag_max: self.send_lag_max,
-        });
+        slot = end;
+        if slot < self.probes.len() {
+            self.filling = Some((snapshot, slot, k));
+            return;
+        }
+        targets.truncate(k);
+        snapshot.at = SystemTime::now();
+        snapshot.send_lag = self.send_lag;
+        snapshot.send_lag_max = self.send_lag_max;
+        self.spare = Some(board.publish(snapshot));
+    }
+
+    /// Publishes every target's counters now (the last publication of a run).
+    fn publish(&mut self, board: &Board) {
+        self.publish_some(board, usize::MAX);
     }
 }
 

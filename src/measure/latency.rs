@@ -209,6 +209,13 @@ impl Record for Latency {
     }
 }
 
+/// Buckets made on the first duration recorded (a histogram most targets never need).
+impl Record for Option<Box<crate::measure::buckets::Buckets>> {
+    fn record(&mut self, d: Duration) {
+        self.get_or_insert_with(Box::default).record(d);
+    }
+}
+
 impl Record for crate::measure::buckets::Buckets {
     fn record(&mut self, d: Duration) {
         crate::measure::buckets::Buckets::record(self, d);

@@ -9,7 +9,7 @@
 //! are checked against `limits` before anything is opened; a `/probe` target outside the
 //! file's `allow` list is refused before any datagram goes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::load::engine::Requests;
-use crate::load::watch::{Board, Snapshot, Watch};
+use crate::load::watch::{Board, Leaving, Plan, Snapshot, Watch};
 use crate::wire::protocol::Protocol;
 use crate::{Error, Stop, limits, ping};
 
@@ -224,37 +224,82 @@ impl Config {
     }
 
     /// Parses a monitor's TOML text; an error starts with the line number (`12: ...`).
+    ///
+    /// Each `[[target]]` table is parsed alone, the rest of the file with those tables'
+    /// lines left blank (so that its line numbers hold): parsed whole, a file of 10,000
+    /// targets would be held as TOML's own tables too, some 1.5 KB a target.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
-        let file: File = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |s| line_of(s.start));
-            format!("{line}: {}", e.message())
-        })?;
-        // Where each target's table starts, for errors found after parsing.
-        let starts: Vec<usize> = text
-            .match_indices("[[target]]")
-            .map(|(at, _)| line_of(at))
-            .collect();
-        if file.target.len() > limits::MONITOR_TARGETS_MAX {
+        let mut rest = String::with_capacity(text.len());
+        // (first line, text) of each target's table.
+        let mut tables: Vec<(usize, &str)> = Vec::new();
+        let mut in_target = false;
+        let mut offset = 0;
+        for (n, line) in text.split_inclusive('\n').enumerate() {
+            match table_header(line) {
+                Some(true) => {
+                    if tables.len() == limits::MONITOR_TARGETS_MAX {
+                        return Err(format!(
+                            "{}: more than {} targets: at most {} may be watched",
+                            n + 1,
+                            limits::MONITOR_TARGETS_MAX,
+                            limits::MONITOR_TARGETS_MAX
+                        ));
+                    }
+                    tables.push((n + 1, &text[offset..offset]));
+                    in_target = true;
+                }
+                Some(false) => in_target = false,
+                None => {}
+            }
+            if in_target {
+                let (first, table) = tables.last_mut().expect("a table begun");
+                let start = table.as_ptr() as usize - text.as_ptr() as usize;
+                *tables.last_mut().expect("a table begun") =
+                    (*first, &text[start..offset + line.len()]);
+                rest.push_str(if line.ends_with('\n') { "\n" } else { "" });
+            } else {
+                rest.push_str(line);
+            }
+            offset += line.len();
+        }
+        let located = |first: usize, local: &str, e: toml::de::Error| {
+            let line = e.span().map_or(0, |s| {
+                local[..s.start.min(local.len())].matches('\n').count()
+            });
+            format!("{}: {}", first + line, e.message())
+        };
+        let file: File = toml::from_str(&rest).map_err(|e| located(1, &rest, e))?;
+        drop(rest);
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct One {
+            target: Vec<Settings>,
+        }
+        // Targets given inline in the rest (`target = [...]`) first, then the tables.
+        let mut entries: Vec<(usize, Settings)> =
+            file.target.iter().map(|t| (1, t.clone())).collect();
+        for (first, table) in &tables {
+            let one: One = toml::from_str(table).map_err(|e| located(*first, table, e))?;
+            entries.extend(one.target.into_iter().map(|t| (*first, t)));
+        }
+        if entries.len() > limits::MONITOR_TARGETS_MAX {
             return Err(format!(
-                "{}: {} targets are too many: at most {} may be watched",
-                starts
-                    .get(limits::MONITOR_TARGETS_MAX)
-                    .copied()
-                    .unwrap_or(1),
-                file.target.len(),
+                "1: {} targets are too many: at most {} may be watched",
+                entries.len(),
                 limits::MONITOR_TARGETS_MAX
             ));
         }
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         if file.defaults.address.is_some() || file.defaults.name.is_some() {
             let line = text.find("[defaults]").map_or(1, line_of);
             return Err(format!(
                 "{line}: [defaults] gives an address or a name: those are a [[target]]'s own"
             ));
         }
-        let mut targets = Vec::with_capacity(file.target.len());
-        for (k, entry) in file.target.iter().enumerate() {
-            let line = starts.get(k).copied().unwrap_or(1);
+        let mut targets = Vec::with_capacity(entries.len());
+        let mut lines = Vec::with_capacity(entries.len());
+        for (line, entry) in &entries {
+            let line = *line;
             let Some(text_address) = &entry.address else {
                 return Err(format!(
                     "{line}: a [[target]] without an address (HOST:PORT)"
@@ -278,13 +323,13 @@ impl Config {
             };
             target.check().map_err(at)?;
             targets.push(target);
+            lines.push(line);
         }
-        let mut seen = std::collections::HashSet::new();
-        for (k, t) in targets.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for (t, line) in targets.iter().zip(&lines) {
             if !seen.insert(t) {
                 return Err(format!(
-                    "{}: target {} is listed twice with the same settings",
-                    starts.get(k).copied().unwrap_or(1),
+                    "{line}: target {} is listed twice with the same settings",
                     t.name
                 ));
             }
@@ -298,6 +343,17 @@ impl Config {
         };
         Ok(Config { targets, probe })
     }
+}
+
+/// Whether `line` is a table's header: `Some(true)` for `[[target]]`, `Some(false)` for
+/// any other, `None` for a line that is not one (a key, a value, a comment).
+fn table_header(line: &str) -> Option<bool> {
+    let code = line.split('#').next().unwrap_or("").trim();
+    let is_header = code.starts_with('[')
+        && code.ends_with(']')
+        && !code.contains(['=', ','])
+        && code.len() > 2;
+    is_header.then(|| code.split_whitespace().collect::<String>() == "[[target]]")
 }
 
 fn probe_rules(p: &ProbeSection, defaults: &Settings) -> Result<ProbeRules, String> {
@@ -384,13 +440,16 @@ pub struct Change {
     pub kept: usize,
 }
 
-type Reload = (Vec<Target>, mpsc::SyncSender<Result<Change, Error>>);
+type Reload = (Plan, mpsc::SyncSender<Leaving>);
 
 /// A monitor running on a thread of its own; stops (and joins) when dropped.
 pub struct Monitor {
     board: Board,
     stop: Stop,
     reloads: mpsc::SyncSender<Reload>,
+    /// What the watch watches (as of the last reload); held through a reload, so that
+    /// reloads take turns.
+    current: std::sync::Mutex<HashSet<Target>>,
     rules: std::sync::Mutex<Arc<Option<ProbeRules>>>,
     thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
@@ -408,18 +467,9 @@ impl Monitor {
                 .name("monitor".into())
                 .spawn(move || {
                     watch.run(&board, |w| {
-                        while let Ok((targets, answer)) = requests.try_recv() {
-                            let before: std::collections::HashSet<Target> =
-                                w.targets().cloned().collect();
-                            let result = w.set_targets(&targets).map(|()| {
-                                let kept = targets.iter().filter(|t| before.contains(t)).count();
-                                Change {
-                                    added: targets.len() - kept,
-                                    removed: before.len() - kept,
-                                    kept,
-                                }
-                            });
-                            let _ = answer.send(result);
+                        while let Ok((plan, answer)) = requests.try_recv() {
+                            // The sockets of the targets gone are closed by the reload.
+                            let _ = answer.send(w.apply(plan));
                         }
                     })
                 })
@@ -429,6 +479,7 @@ impl Monitor {
             board,
             stop: stop.clone(),
             reloads,
+            current: std::sync::Mutex::new(config.targets.iter().cloned().collect()),
             rules: std::sync::Mutex::new(Arc::new(config.probe.clone())),
             thread: Some(thread),
         })
@@ -437,14 +488,51 @@ impl Monitor {
     /// Watches `config`'s targets from now on, keeping the counters of those that stay; on
     /// an error nothing changes.
     pub fn reload(&self, config: &Config) -> Result<Change, Error> {
-        let (answer, result) = mpsc::sync_channel(1);
+        self.reload_with(|| Ok(config.clone()))
+            .map(|(_, change)| change)
+    }
+
+    /// [`Monitor::reload`] of what `load` gives (reading a file, say): `load` and the
+    /// slow part of the reload (checks, sockets) run on a thread of low priority, so that
+    /// no probe waits on them, even on one core; the watch then only takes the result.
+    /// The configuration loaded comes back with what changed.
+    pub fn reload_with(
+        &self,
+        load: impl FnOnce() -> Result<Config, Error> + Send,
+    ) -> Result<(Config, Change), Error> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let current_ref = &*current;
+        let (config, plan) = std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::io::process::idle_priority();
+                let config = load()?;
+                let plan = Watch::plan(current_ref, &config.targets)?;
+                Ok::<_, Error>((config, plan))
+            })
+            .join()
+        })
+        .map_err(|_| Error::Invalid("the reload's thread panicked".into()))??;
+        let change = Change {
+            added: plan.added(),
+            removed: plan.removed(),
+            kept: config.targets.len() - plan.added(),
+        };
+        let (answer, taken) = mpsc::sync_channel(1);
         let gone = || Error::Invalid("the monitor has stopped".into());
-        self.reloads
-            .send((config.targets.clone(), answer))
-            .map_err(|_| gone())?;
-        let change = result.recv().map_err(|_| gone())??;
+        self.reloads.send((plan, answer)).map_err(|_| gone())?;
+        let leaving = taken.recv().map_err(|_| gone())?;
+        // Closed here, at low priority, not on the watch's thread.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                crate::io::process::idle_priority();
+                drop(leaving);
+            });
+        });
+        // The reload's parsing and its thread's memory, back to the system.
+        crate::io::process::return_free_memory();
+        *current = config.targets.iter().cloned().collect();
         *self.rules.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(config.probe.clone());
-        Ok(change)
+        Ok((config, change))
     }
 
     /// The counters as last published (at most [`PUBLISH_EVERY`] old).
@@ -574,6 +662,28 @@ ports = [862]
         assert!(!rules.allows("10.0.0.1:862".parse().expect("an address")));
         assert!(rules.allows("[::ffff:127.0.0.1]:862".parse().expect("an address")));
         assert!(rules.modules.contains_key("default"));
+    }
+
+    #[test]
+    fn tables_are_read_alone_with_their_lines() {
+        let text = "# a comment\n[defaults]\ninterval = 0.5 # half a second\n\n\
+                    [[target]] # the first\naddress = \"127.0.0.1:1\"\n\n\
+                    [probe]\nallow = [\n  \"127.0.0.0/8\",\n]\n\n\
+                    [[ target ]]\naddress = \"127.0.0.1:2\"\nname = \"two\"\n\
+                    [probe.modules.\"a b\"]\ncount = 2\n";
+        let config = Config::from_toml(text).expect("a good file");
+        assert_eq!(config.targets.len(), 2);
+        assert_eq!(config.targets[1].name, "two");
+        assert_eq!(config.targets[0].interval, Duration::from_millis(500));
+        let rules = config.probe.expect("rules");
+        assert!(
+            rules.modules.contains_key("a b"),
+            "{:?}",
+            rules.modules.keys()
+        );
+        let bad = text.replace("name = \"two\"", "name = 2");
+        let e = Config::from_toml(&bad).expect_err("a bad name");
+        assert!(e.starts_with("15: "), "{e}");
     }
 
     #[test]
