@@ -133,13 +133,13 @@ def monitor_run(udpkit, n, seconds, tmp):
         # The monitor's own pid (ip netns exec and taskset exec it).
         pid = mon.pid
         time.sleep(5)  # every target has started (each at a random point of its first second)
-        # The window runs from one scrape to the next, as the counters say (a scrape's CPU
-        # falls in it: what a Prometheus scraping at that pace would cost too).
+        # The window runs from the start of one scrape to the start of the next, as
+        # Prometheus would scrape: one scrape's CPU falls in it (at 30 s, one every 30 s).
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         before, lag_before = families(ns_get(port, "/metrics"))
-        time.sleep(seconds)
-        after, lag_after = families(ns_get(port, "/metrics"))
+        time.sleep(max(0.0, seconds - (time.monotonic() - t0)))
         cpu1, t1 = cpu_seconds(pid), time.monotonic()
+        after, lag_after = families(ns_get(port, "/metrics"))
         rss, hwm = memory_kib(pid, "VmRSS:"), memory_kib(pid, "VmHWM:")
         sent = after["udpkit_probe_requests_total"] - before["udpkit_probe_requests_total"]
         replies = after["udpkit_probe_replies_total"] - before["udpkit_probe_replies_total"]
