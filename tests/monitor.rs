@@ -276,6 +276,7 @@ fn every_exposition_is_clean_for_promtool() {
     // The seed's Python server sends no IDs: its replies are matched by length.
     let (_py, py) = seed_server();
     let (_relay, through) = udpkit_relay(seed, &["--metrics", "0"]);
+    let (_twamp, twamp) = udpkit_server(&["-p", "0", "-q", "--protocol", "twamp-light"]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mixed.toml");
     write(
@@ -283,13 +284,14 @@ fn every_exposition_is_clean_for_promtool() {
         &format!(
             "[defaults]\ninterval = 0.05\n\n[[target]]\naddress = \"{stamp}\"\n\
              protocol = \"stamp\"\ndscp = 46\n\n[[target]]\naddress = \"{through}\"\n\n\
-             [[target]]\naddress = \"{py}\"\nname = \"the seed's \\\"server\\\"\"\n"
+             [[target]]\naddress = \"{py}\"\nname = \"the seed's \\\"server\\\"\"\n\n\
+             [[target]]\naddress = \"{twamp}\"\nprotocol = \"twamp-light\"\nname = \"né\\\\\"\n"
         ),
     );
     let (_mon, metrics) = monitor(&["--config", file.to_str().unwrap()]);
     let text = within("replies from every target", || {
         let (_, text) = http_get(metrics, "/metrics");
-        let all = [stamp, through, py].iter().all(|t| {
+        let all = [stamp, through, py, twamp].iter().all(|t| {
             sample(
                 &text,
                 "udpkit_probe_replies_total",
@@ -309,7 +311,10 @@ fn every_exposition_is_clean_for_promtool() {
         .is_some_and(|n| n > 0.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "udpkit_monitor_targets", &[]), Some(3.0));
+    assert_eq!(sample(&text, "udpkit_monitor_targets", &[]), Some(4.0));
+    // Names as written, escaped by the encoder: a quote, a backslash, UTF-8.
+    assert!(text.contains(r#"name="the seed's \"server\"""#), "{text}");
+    assert!(text.contains(r#"name="né\\""#), "{text}");
 }
 
 fn a_server_and_a_relay_show_their_counters() {
