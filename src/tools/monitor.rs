@@ -76,14 +76,17 @@ impl ProbeRules {
     }
 }
 
+/// Whether `ip` is in `net/len` (both canonical: IPv4 as IPv4; `len` within the family's
+/// bits, which [`probe_rules`] checks).
 fn in_prefix(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let len = u32::from(len);
     match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        (IpAddr::V4(a), IpAddr::V4(n)) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
         }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+        (IpAddr::V6(a), IpAddr::V6(n)) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -372,7 +375,19 @@ fn probe_rules(p: &ProbeSection, defaults: &Settings) -> Result<ProbeRules, Stri
                 .filter(|l| *l <= max)
                 .ok_or_else(|| format!("allow: {entry:?} has a prefix length over {max}"))?
         };
-        allow.push((ip.to_canonical(), len));
+        // An IPv4-mapped prefix (::ffff:10.0.0.0/104) is the IPv4 one (10.0.0.0/8): targets
+        // are compared in their canonical form. Its length must cover the mapping's 96 bits.
+        let canonical = ip.to_canonical();
+        let len = match (ip, canonical) {
+            (IpAddr::V6(_), IpAddr::V4(_)) => len.checked_sub(96).ok_or_else(|| {
+                format!(
+                    "allow: {entry:?} is an IPv4-mapped prefix shorter than /96: it would \
+                     mix IPv4 and IPv6 addresses; give an IPv4 or an IPv6 prefix"
+                )
+            })?,
+            _ => len,
+        };
+        allow.push((canonical, len));
     }
     if allow.is_empty() {
         return Err("[probe] allows no target: list prefixes in allow = [...]".into());
@@ -606,6 +621,14 @@ pub fn probe(
             "target {target:?} is not IP:PORT (names are not resolved for /probe)"
         ))
     })?;
+    let ip = address.ip().to_canonical();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if address.port() == 0 || ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(ProbeRefused::Target(format!(
+            "target {target} is not one host's port (port 0, an unspecified, multicast or \
+             broadcast address)"
+        )));
+    }
     if !rules.allows(address) {
         return Err(ProbeRefused::Target(format!(
             "target {target} is not in the [probe] section's allow list"
@@ -704,6 +727,34 @@ ports = [862]
     }
 
     #[test]
+    fn an_ipv4_mapped_prefix_is_its_ipv4_prefix() {
+        let rules = |allow: &str| {
+            Config::from_toml(&format!("[probe]\nallow = [\"{allow}\"]\n"))
+                .map(|c| c.probe.expect("rules"))
+        };
+        let a = |s: &str| s.parse::<SocketAddr>().expect("an address");
+        let one = rules("::ffff:127.0.0.1/128").expect("a mapped /128");
+        assert!(one.allows(a("127.0.0.1:9")));
+        assert!(!one.allows(a("127.0.0.2:9")), "only the one address");
+        assert!(!one.allows(a("198.51.100.7:9")));
+        let ten = rules("::ffff:10.0.0.0/104").expect("a mapped /104");
+        assert!(ten.allows(a("10.1.2.3:7")));
+        assert!(ten.allows(a("[::ffff:10.1.2.3]:7")));
+        assert!(!ten.allows(a("198.51.100.7:7")));
+        let e = rules("::ffff:10.0.0.0/64").expect_err("shorter than the mapping");
+        assert!(e.contains("IPv4-mapped"), "{e}");
+        // And the other way: an IPv4 prefix holds mapped targets, not other IPv6 ones.
+        let v4 = rules("127.0.0.1/32").expect("an IPv4 prefix");
+        assert!(v4.allows(a("[::ffff:127.0.0.1]:9")));
+        assert!(!v4.allows(a("[::1]:9")));
+        assert!(!in_prefix(
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.0".parse().expect("ip"),
+            120
+        ));
+    }
+
+    #[test]
     fn probe_refuses_what_the_file_does_not_allow() {
         let stop = Stop::new();
         assert!(matches!(
@@ -722,6 +773,12 @@ ports = [862]
             refused("localhost:9", ""),
             Err(ProbeRefused::Target(_))
         ));
+        for nowhere in ["127.0.0.1:0", "0.0.0.0:9", "[::]:9"] {
+            assert!(
+                matches!(refused(nowhere, ""), Err(ProbeRefused::Target(_))),
+                "{nowhere}"
+            );
+        }
         assert!(matches!(
             refused("127.0.0.1:9", "x"),
             Err(ProbeRefused::NoModule(_))
