@@ -196,12 +196,18 @@ pub const MONITOR_IN_FLIGHT_MAX: usize = 64;
 pub const MONITOR_NAME_BYTES: usize = 128;
 /// Bytes of a monitor's configuration file.
 pub const MONITOR_CONFIG_BYTES: u64 = 4 << 20;
-/// Connections a metrics endpoint holds waiting for one of its four threads; more are
-/// answered 503 and closed.
-pub const METRICS_CONNECTIONS: usize = 8;
+/// Connections a metrics endpoint waits on for their request heads; one more closes the
+/// oldest.
+pub const METRICS_CONNECTIONS: usize = 64;
+/// Bytes a second a metrics endpoint's reader must take its answer at, at least, once the
+/// first [`METRICS_IO_TIMEOUT`] has passed (a page of 10,000 targets is 46 MB).
+pub const METRICS_MIN_RATE: u64 = 1 << 20;
+/// Metrics pages (a monitor's) written at once; more are answered 503.
+pub const METRICS_PAGES_AT_ONCE: usize = 2;
 /// Bytes of an HTTP request's head a metrics endpoint reads, at most.
 pub const METRICS_REQUEST_BYTES: usize = 8 << 10;
-/// How long a metrics endpoint waits for a request's head, or for its answer to be taken.
+/// How long a metrics endpoint waits for a request's head (from the connection), or for
+/// each write of its answer to be taken.
 pub const METRICS_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Probes `/probe` runs at once; more are answered 503.
 pub const PROBES_AT_ONCE: usize = 4;

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::harness::{Need, tool};
@@ -639,6 +640,71 @@ fn scrapes_are_answered_while_probes_run() {
     }
 }
 
+/// A reader of `path` at `addr` that takes about 40 KB a second, until the endpoint cuts
+/// it or `done` is set: how many bytes it got, and whether it was cut.
+fn slow_reader(addr: SocketAddr, path: &str, done: &AtomicBool) -> (usize, bool) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    while !done.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return (got, true),
+            Ok(n) => got += n,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (got, false)
+}
+
+fn slow_readers_are_cut_and_scrapes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.toml");
+    // 2,000 targets where nothing listens: a page of some 9 MB.
+    let mut text = String::from("[defaults]\ninterval = 1\ntimeout = 0.5\n\n");
+    for i in 0..2_000u32 {
+        text.push_str(&format!(
+            "[[target]]\naddress = \"127.{}.{}.1:{}\"\n",
+            1 + i / 250,
+            1 + i % 250,
+            21_000 + i % 100
+        ));
+    }
+    write(&file, &text);
+    let (_mon, metrics) = monitor(&["--config", file.to_str().unwrap()]);
+    let (_, page) = http_get(metrics, "/metrics");
+    assert!(page.len() > 4_000_000, "{} bytes", page.len());
+    // Two readers that take 40 KB a second take both pages a monitor writes at once (a
+    // whole page would take them minutes): each is cut (reset), and a scraper is answered
+    // again within seconds.
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || slow_reader(metrics, "/metrics", &done))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    within("a whole page while slow readers hold on", || {
+        let (status, text) = http_get(metrics, "/metrics");
+        (status == 200 && text.contains("udpkit_monitor_targets 2000")).then_some(())
+    });
+    // (`done` is for a failure: a reader never cut gives up after a minute.)
+    for r in readers {
+        let (got, cut) = r.join().unwrap();
+        assert!(
+            cut && got < page.len(),
+            "a slow reader got {got} of {} bytes, cut: {cut}",
+            page.len()
+        );
+    }
+}
+
 fn metrics_listen_on_loopback_unless_told() {
     // A bare port is a port on 127.0.0.1.
     let (_server, server) = udpkit_server(&["-p", "0", "-q"]);
@@ -763,4 +829,5 @@ udpkit_tests! {
     probe_is_off_by_default_and_held_to_its_allow_list [Need::Tool("promtool")],
     scrapes_are_answered_while_probes_run,
     metrics_listen_on_loopback_unless_told,
+    slow_readers_are_cut_and_scrapes_go_on,
 }

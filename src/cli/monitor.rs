@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -69,15 +69,25 @@ fn load(args: &MonitorArgs, given: &[Target]) -> Result<Config, Error> {
 
 /// What the endpoint answers.
 fn handler(monitor: Arc<Monitor>, stop: Stop) -> Handler {
-    // One scrape is written at a time (another waits its turn): each holds the snapshot
-    // it writes, and the monitor's memory is counted with one such at most.
-    let one_at_a_time = Arc::new(std::sync::Mutex::new(()));
+    // At most METRICS_PAGES_AT_ONCE pages are written at once (each holds the snapshot it
+    // writes: the monitor's memory is counted with that many); more are answered 503 at
+    // once, never kept waiting.
+    let pages = Arc::new(AtomicUsize::new(0));
     Arc::new(move |request: &Request| match request.path.as_str() {
         "/metrics" => {
-            let (monitor, turn) = (Arc::clone(&monitor), Arc::clone(&one_at_a_time));
+            let Some(page) = Page::take(&pages) else {
+                return Response::text(
+                    503,
+                    format!(
+                        "busy: {} pages are being written",
+                        limits::METRICS_PAGES_AT_ONCE
+                    ),
+                );
+            };
+            let snapshot = monitor.snapshot();
             Response::stream(metrics::CONTENT_TYPE, move |out| {
-                let _turn = turn.lock().unwrap_or_else(|e| e.into_inner());
-                metrics::write_monitor(&monitor.snapshot(), out)
+                let _page = page;
+                metrics::write_monitor(&snapshot, out)
             })
         }
         "/probe" => {
@@ -103,6 +113,26 @@ fn handler(monitor: Arc<Monitor>, stop: Stop) -> Handler {
         ),
         _ => Response::text(404, "not found: metrics are at /metrics"),
     })
+}
+
+/// One of the pages being written, given back when dropped.
+struct Page(Arc<AtomicUsize>);
+
+impl Page {
+    fn take(pages: &Arc<AtomicUsize>) -> Option<Page> {
+        pages
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limits::METRICS_PAGES_AT_ONCE).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Page(Arc::clone(pages)))
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// "1 target", "2 targets".

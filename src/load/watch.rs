@@ -93,6 +93,9 @@ impl Target {
                 limits::DATAGRAM_MAX
             ));
         }
+        if self.name.chars().any(char::is_control) {
+            return Err("the name holds a control character: give printable text".into());
+        }
         if self.name.len() > limits::MONITOR_NAME_BYTES {
             return Err(format!(
                 "the name is {} bytes long; at most {} may be",
@@ -431,14 +434,19 @@ impl Watch {
             )));
         }
         let mut seen = HashSet::new();
+        let mut labels = HashSet::new();
         let mut new = Vec::new();
         for t in targets {
             t.check()
                 .map_err(|why| Error::Invalid(format!("target {}: {why}", t.name)))?;
-            if !seen.insert(t) {
+            // Two targets of one address, name and protocol would be one series twice.
+            if !labels.insert((t.address, t.name.as_str(), t.requests.protocol)) || !seen.insert(t)
+            {
                 return Err(Error::Invalid(format!(
-                    "target {} is listed twice with the same settings",
-                    t.name
+                    "target {} ({}, {}) is listed twice: give each its own name",
+                    t.name,
+                    crate::addr::shown(t.address),
+                    t.requests.protocol
                 )));
             }
             if !current.contains(t) {

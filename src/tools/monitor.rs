@@ -235,35 +235,41 @@ impl Config {
         let mut rest = String::with_capacity(text.len());
         // (first line, text) of each target's table.
         let mut tables: Vec<(usize, &str)> = Vec::new();
-        let mut in_target = false;
-        let mut offset = 0;
-        for (n, line) in text.split_inclusive('\n').enumerate() {
-            match table_header(line) {
-                Some(true) => {
+        let headers = table_headers(text);
+        let (mut defaults_line, mut probe_line) = (1, 1);
+        for (k, h) in headers.iter().enumerate() {
+            let end = headers.get(k + 1).map_or(text.len(), |next| next.start);
+            let section = &text[h.start..end];
+            if k == 0 {
+                rest.push_str(&text[..h.start]);
+            }
+            match h.kind {
+                Header::Target => {
                     if tables.len() == limits::MONITOR_TARGETS_MAX {
                         return Err(format!(
                             "{}: more than {} targets: at most {} may be watched",
-                            n + 1,
+                            h.line,
                             limits::MONITOR_TARGETS_MAX,
                             limits::MONITOR_TARGETS_MAX
                         ));
                     }
-                    tables.push((n + 1, &text[offset..offset]));
-                    in_target = true;
+                    tables.push((h.line, section));
+                    // Its lines left blank in the rest, so that the rest's lines hold.
+                    rest.extend(std::iter::repeat_n('\n', section.matches('\n').count()));
                 }
-                Some(false) => in_target = false,
-                None => {}
+                Header::Defaults | Header::Probe | Header::Other => {
+                    if h.kind == Header::Defaults && defaults_line == 1 {
+                        defaults_line = h.line;
+                    }
+                    if h.kind == Header::Probe && probe_line == 1 {
+                        probe_line = h.line;
+                    }
+                    rest.push_str(section);
+                }
             }
-            if in_target {
-                let (first, table) = tables.last_mut().expect("a table begun");
-                let start = table.as_ptr() as usize - text.as_ptr() as usize;
-                *tables.last_mut().expect("a table begun") =
-                    (*first, &text[start..offset + line.len()]);
-                rest.push_str(if line.ends_with('\n') { "\n" } else { "" });
-            } else {
-                rest.push_str(line);
-            }
-            offset += line.len();
+        }
+        if headers.is_empty() {
+            rest.push_str(text);
         }
         let located = |first: usize, local: &str, e: toml::de::Error| {
             let line = e.span().map_or(0, |s| {
@@ -278,7 +284,15 @@ impl Config {
         struct One {
             target: Vec<Settings>,
         }
-        // Targets given inline in the rest (`target = [...]`) first, then the tables.
+        // Targets given inline in the rest (`target = [...]`), or as tables: not both (TOML
+        // forbids adding tables to an inline array).
+        if !file.target.is_empty() && !tables.is_empty() {
+            return Err(format!(
+                "{}: targets are given both as `target = [...]` and as [[target]] tables: \
+                 give them one way",
+                tables[0].0
+            ));
+        }
         let mut entries: Vec<(usize, Settings)> =
             file.target.iter().map(|t| (1, t.clone())).collect();
         for (first, table) in &tables {
@@ -292,9 +306,8 @@ impl Config {
                 limits::MONITOR_TARGETS_MAX
             ));
         }
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         if file.defaults.address.is_some() || file.defaults.name.is_some() {
-            let line = text.find("[defaults]").map_or(1, line_of);
+            let line = defaults_line;
             return Err(format!(
                 "{line}: [defaults] gives an address or a name: those are a [[target]]'s own"
             ));
@@ -330,9 +343,11 @@ impl Config {
         }
         let mut seen = HashSet::new();
         for (t, line) in targets.iter().zip(&lines) {
-            if !seen.insert(t) {
+            // Two targets of one address, name and protocol would be one series twice.
+            if !seen.insert((t.address, t.name.as_str(), t.requests.protocol)) {
                 return Err(format!(
-                    "{line}: target {} is listed twice with the same settings",
+                    "{line}: target {} is listed twice with the same address, name and \
+                     protocol: give each its own name",
                     t.name
                 ));
             }
@@ -340,7 +355,7 @@ impl Config {
         let probe = match file.probe {
             None => None,
             Some(p) => {
-                let line = text.find("[probe").map_or(1, line_of);
+                let line = probe_line;
                 Some(probe_rules(&p, &file.defaults).map_err(|why| format!("{line}: {why}"))?)
             }
         };
@@ -348,15 +363,81 @@ impl Config {
     }
 }
 
-/// Whether `line` is a table's header: `Some(true)` for `[[target]]`, `Some(false)` for
-/// any other, `None` for a line that is not one (a key, a value, a comment).
-fn table_header(line: &str) -> Option<bool> {
-    let code = line.split('#').next().unwrap_or("").trim();
-    let is_header = code.starts_with('[')
-        && code.ends_with(']')
-        && !code.contains(['=', ','])
-        && code.len() > 2;
-    is_header.then(|| code.split_whitespace().collect::<String>() == "[[target]]")
+/// What a table header opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Header {
+    /// `[[target]]`
+    Target,
+    /// `[defaults]`
+    Defaults,
+    /// `[probe]` or one of its sub-tables.
+    Probe,
+    /// Any other (refused when parsed).
+    Other,
+}
+
+/// A table header of the file: where its line starts, its line number, what it opens.
+#[derive(Debug)]
+struct HeaderAt {
+    start: usize,
+    line: usize,
+    kind: Header,
+}
+
+/// The table headers of `text`, found by TOML's own lexer (`toml_parser`): a `[` that opens
+/// a line outside any value is a header, whatever strings, comments or arrays hold.
+fn table_headers(text: &str) -> Vec<HeaderAt> {
+    use toml_parser::lexer::TokenKind as T;
+    let tokens: Vec<_> = toml_parser::Source::new(text).lex().collect();
+    let mut headers = Vec::new();
+    let (mut depth, mut line_start, mut line, mut counted) = (0usize, true, 1, 0);
+    let mut k = 0;
+    while k < tokens.len() {
+        let t = tokens[k];
+        let at = t.span().start();
+        match t.kind() {
+            T::LeftSquareBracket if line_start && depth == 0 => {
+                line += text[counted..at].matches('\n').count();
+                counted = at;
+                // The header's tokens, to its closing bracket(s).
+                let mut words = String::new();
+                let mut j = k;
+                while j < tokens.len()
+                    && !matches!(tokens[j].kind(), T::Newline | T::Comment | T::Eof)
+                {
+                    let raw = &text[tokens[j].span().start()..tokens[j].span().end()];
+                    if tokens[j].kind() != T::Whitespace {
+                        words.push_str(raw.trim_matches(['"', '\'']));
+                    }
+                    j += 1;
+                }
+                let kind = if words == "[[target]]" {
+                    Header::Target
+                } else if words == "[defaults]" {
+                    Header::Defaults
+                } else if words == "[probe]" || words.starts_with("[probe.") {
+                    Header::Probe
+                } else {
+                    Header::Other
+                };
+                let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+                headers.push(HeaderAt { start, line, kind });
+                line_start = false;
+                k = j;
+                continue;
+            }
+            T::LeftSquareBracket | T::LeftCurlyBracket => depth += 1,
+            T::RightSquareBracket | T::RightCurlyBracket => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        match t.kind() {
+            T::Newline => line_start = true,
+            T::Whitespace | T::Comment => {}
+            _ => line_start = false,
+        }
+        k += 1;
+    }
+    headers
 }
 
 fn probe_rules(p: &ProbeSection, defaults: &Settings) -> Result<ProbeRules, String> {
@@ -707,6 +788,54 @@ ports = [862]
         let bad = text.replace("name = \"two\"", "name = 2");
         let e = Config::from_toml(&bad).expect_err("a bad name");
         assert!(e.starts_with("15: "), "{e}");
+    }
+
+    #[test]
+    fn headers_are_found_as_toml_finds_them() {
+        // Quoted keys with '#', '=' and ',', and a multi-line string holding a line that
+        // looks like a header: a valid file, read whole.
+        let text = "[[target]]\naddress = \"127.0.0.1:1\"\nname = \"\"\"\n[x]\n\"\"\"\n\n\
+                    [probe]\nallow = [\n  \"127.0.0.0/8\",\n]\n\
+                    [probe.modules.\"fast#1\"]\ncount = 2\n[probe.modules.\"a=b,c\"]\ncount = 3\n";
+        // (A name with a line break is refused, by udpkit, for a label: the file was read.)
+        let e = Config::from_toml(text).expect_err("a name over two lines");
+        assert!(
+            e.starts_with("1: ") && e.contains("control character"),
+            "{e}"
+        );
+        let text = text.replace("\"\"\"\n[x]\n\"\"\"", "'''[x]'''");
+        let config = Config::from_toml(&text).expect("a good file");
+        assert_eq!(config.targets.len(), 1);
+        assert_eq!(config.targets[0].name, "[x]");
+        let rules = config.probe.expect("rules");
+        assert!(rules.modules.contains_key("fast#1") && rules.modules.contains_key("a=b,c"));
+        // A comment naming a table does not move an error's line.
+        let e =
+            Config::from_toml("# see [probe] and [defaults]\n\n[defaults]\naddress = \"x:1\"\n")
+                .expect_err("an address in the defaults");
+        assert!(e.starts_with("3: "), "{e}");
+        let e = Config::from_toml("# [probe]\n\n\n[probe]\nallow = [\"10.0.0.0/33\"]\n")
+            .expect_err("a bad prefix");
+        assert!(e.starts_with("4: "), "{e}");
+        // Targets inline and as tables: TOML refuses it, and so does udpkit.
+        let e = Config::from_toml(
+            "target = [{address = \"127.0.0.1:1\"}]\n[[target]]\naddress = \"127.0.0.1:2\"\n",
+        )
+        .expect_err("both ways");
+        assert!(e.contains("one way"), "{e}");
+        // One address, name and protocol twice: one series twice.
+        let e = Config::from_toml(
+            "[[target]]\naddress = \"127.0.0.1:1\"\ninterval = 0.5\n\
+             [[target]]\naddress = \"127.0.0.1:1\"\ninterval = 0.7\n",
+        )
+        .expect_err("twice");
+        assert!(
+            e.starts_with("4: ") && e.contains("give each its own name"),
+            "{e}"
+        );
+        let e = Config::from_toml("[[target]]\naddress = \"127.0.0.1:1\"\nname = \"a\\u0000b\"\n")
+            .expect_err("a control character");
+        assert!(e.contains("control character"), "{e}");
     }
 
     #[test]
